@@ -1,0 +1,301 @@
+"""One validated configuration schema for every command: presets, YAML files and `--set` overrides."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PRESETS_DIR = Path(__file__).parent / "presets"
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the offending key."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PretrainedWeights(Section):
+    """Where a pretrained network's public weights live (SPEC 2); random init only when allowed."""
+
+    path: str | None = None
+    sha256: str | None = None
+    allow_random_init: bool = False
+
+
+class AudioConfig(Section):
+    features: Literal["logmel", "deepspeech"] = "logmel"
+    n_mels: int = Field(80, ge=8)
+    window: int = Field(5, ge=1)
+
+    @property
+    def dim(self) -> int:
+        """Feature rows per video frame: DeepSpeech's 29 logits or the mel bands."""
+        return 29 if self.features == "deepspeech" else self.n_mels
+
+    @model_validator(mode="after")
+    def _odd_window(self) -> AudioConfig:
+        if self.window % 2 == 0:
+            raise ValueError("window must be odd so it can be centred on the target frame")
+        return self
+
+
+class GeneratorConfig(Section):
+    encoder_channels: list[int] = Field(default=[64, 128, 256], min_length=2)
+    id_channels: int = Field(128, ge=1)
+    audio_channels: int = Field(128, ge=1)
+    deform_blocks: int = Field(4, ge=1)
+    decoder_channels: int = Field(128, ge=1)
+    num_references: int = Field(5, ge=1)
+
+    @property
+    def downsample(self) -> int:
+        """Factor by which the face encoders shrink the image (each stage after the first halves it)."""
+        return 2 ** (len(self.encoder_channels) - 1)
+
+
+class DiscriminatorConfig(Section):
+    base_channels: int = Field(32, ge=1)
+    max_channels: int = Field(512, ge=1)
+    num_blocks: int = Field(4, ge=1)
+
+
+class SyncNetConfig(Section):
+    mouth_size: int = Field(128, ge=16)
+    base_channels: int = Field(32, ge=1)
+    embed_dim: int = Field(512, ge=8)
+    weights: PretrainedWeights = PretrainedWeights()
+
+
+class UncertaintyConfig(Section):
+    hidden_channels: int = Field(64, ge=1)
+    use_features: bool = True
+    detach_features: bool = False
+    log_sigma_min: float = -10.0
+    log_sigma_max: float = 10.0
+    error_pred_weight: float = Field(1.0, ge=0)
+    un1_weight: float = Field(1.0, ge=0)
+    un2_weight: float = Field(1.0, ge=0)
+
+    @model_validator(mode="after")
+    def _range(self) -> UncertaintyConfig:
+        if self.log_sigma_min >= self.log_sigma_max:
+            raise ValueError("log_sigma_min must be below log_sigma_max")
+        return self
+
+
+class HistogramConfig(Section):
+    bins: int = Field(11, ge=2)
+    alpha_max: float = Field(3.0, gt=0)
+    spacing: Literal["linear", "log"] = "linear"
+    assignment: Literal["normalized", "softmax"] = "normalized"
+    kernel_scale: float = Field(50.0, gt=0)
+    kernel_width: float = Field(1.0, gt=0)
+    detach_stats: bool = True
+    eps: float = Field(1e-6, gt=0)
+
+
+class LossWeights(Section):
+    """The λ of eq. 14."""
+
+    un: float = Field(1.0, ge=0)
+    ad: float = Field(1.0, ge=0)
+    pe: float = Field(10.0, ge=0)
+    sync: float = Field(0.1, ge=0)
+
+
+class PerceptualConfig(Section):
+    scales: int = Field(2, ge=1)
+    vgg: PretrainedWeights = PretrainedWeights()
+
+
+class OptimConfig(Section):
+    lr: float = Field(1e-4, gt=0)
+    d_lr: float = Field(1e-4, gt=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float | None = Field(None, gt=0)
+
+
+class StageConfig(Section):
+    """One curriculum stage: frame stages coarse to fine, then the clip stage."""
+
+    name: str
+    kind: Literal["frame", "clip"] = "frame"
+    height: int = Field(ge=16)
+    width: int = Field(ge=16)
+    batch_size: int = Field(ge=1)
+    steps: int = Field(ge=1)
+
+
+class TrainConfig(Section):
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = False
+    log_every: int = Field(10, ge=1)
+    checkpoint_every: int = Field(100, ge=1)
+    keep_last: int = Field(3, ge=1)
+    stages: list[StageConfig] = Field(min_length=1)
+
+    def stage(self, name: str | None) -> StageConfig:
+        """The stage called `name`, or the first one."""
+        if name is None:
+            return self.stages[0]
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise ConfigError(f"train.stages: no stage named {name!r} (have {[s.name for s in self.stages]})")
+
+
+class Config(Section):
+    name: str = "custom"
+    audio: AudioConfig = AudioConfig()
+    generator: GeneratorConfig = GeneratorConfig()
+    discriminator: DiscriminatorConfig = DiscriminatorConfig()
+    syncnet: SyncNetConfig = SyncNetConfig()
+    un: UncertaintyConfig = UncertaintyConfig()
+    hist: HistogramConfig = HistogramConfig()
+    loss: LossWeights = LossWeights()
+    perceptual: PerceptualConfig = PerceptualConfig()
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig
+
+    @model_validator(mode="after")
+    def _resolutions(self) -> Config:
+        factor = self.generator.downsample
+        for i, stage in enumerate(self.train.stages):
+            for key in ("height", "width"):
+                value = getattr(stage, key)
+                if value % factor:
+                    raise ConfigError(
+                        f"train.stages.{i}.{key}: {value} is not a multiple of {factor}, "
+                        f"which the generator's {len(self.generator.encoder_channels)}-level encoder needs"
+                    )
+        names = [s.name for s in self.train.stages]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"train.stages: stage names must be unique, got {names}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted keys to scalar values, e.g. for MLflow params."""
+        return _flatten(self.to_dict())
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
+        items = ((str(i), v) for i, v in enumerate(value))
+    else:
+        return {prefix: value}
+    out: dict[str, Any] = {}
+    for key, sub in items:
+        out.update(_flatten(sub, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def _read_yaml(source: str) -> dict[str, Any]:
+    """A preset name or a YAML path, with `extends:` resolved (a deep merge onto the named base)."""
+    path = Path(source)
+    if not path.suffix and (PRESETS_DIR / f"{source}.yaml").is_file():
+        path = PRESETS_DIR / f"{source}.yaml"
+    if not path.is_file():
+        presets = sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+        raise ConfigError(f"config {source!r} is neither a preset ({', '.join(presets)}) nor a YAML file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {path}: not valid YAML: {exc}".splitlines()[0]) from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path}: top level must be a mapping")
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    base_path = (path.parent / base) if Path(base).suffix else Path(base)
+    return _merge(_read_yaml(str(base_path)), data)
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Set `a.b.0.c=value` in place; the key path must already exist (or be a known field)."""
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {assignment!r}: expected key.sub=value")
+    value = yaml.safe_load(raw) if raw else ""
+    node: Any = data
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        where = ".".join(parts[: depth + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"unknown config key {where!r}: no list item {part}")
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+            continue
+        if not _known_key(parts[: depth + 1]):
+            raise ConfigError(f"unknown config key {where!r}")
+        if last:
+            node[part] = value
+        else:
+            node = node.setdefault(part, {})
+
+
+def _known_key(parts: list[str]) -> bool:
+    """Whether a dotted path names a field of the schema (list indices skipped)."""
+    model: Any = Config
+    for part in parts:
+        if part.isdigit():
+            continue
+        fields = getattr(model, "model_fields", None)
+        if fields is None or part not in fields:
+            return False
+        annotation = fields[part].annotation
+        inner = getattr(annotation, "__args__", None)
+        model = inner[0] if getattr(annotation, "__origin__", None) is list and inner else annotation
+    return True
+
+
+def load_config(source: str, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Build the validated config from a preset name or YAML path plus `key.sub=value` overrides."""
+    data = _read_yaml(source)
+    for assignment in overrides:
+        _apply_override(data, assignment)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err["loc"]) or "config"
+    ctx_error = (err.get("ctx") or {}).get("error")
+    if isinstance(ctx_error, ConfigError):
+        return str(ctx_error)
+    message = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        return f"unknown config key {key!r}"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{key}: {message} (got {err.get('input')!r}){more}"

@@ -1,0 +1,1 @@
+"""Training examples: synthetic batches now; preprocessed shards on object storage later."""

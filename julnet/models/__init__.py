@@ -1,0 +1,1 @@
+"""JULNet's networks: generator, discriminators, uncertainty module, SyncNet and VGG-19 features."""

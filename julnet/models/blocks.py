@@ -1,0 +1,42 @@
+"""Convolution blocks shared by the generator and SyncNet (DINet's building blocks), in 1D and 2D."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+_CONV = {1: nn.Conv1d, 2: nn.Conv2d}
+_NORM = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d}
+_POOL = {1: nn.AvgPool1d, 2: nn.AvgPool2d}
+
+
+def same_block(dim: int, cin: int, cout: int, kernel: int = 3) -> nn.Sequential:
+    """Conv (size preserved), batch norm, ReLU."""
+    return nn.Sequential(_CONV[dim](cin, cout, kernel, padding=kernel // 2), _NORM[dim](cout), nn.ReLU(inplace=True))
+
+
+def down_block(dim: int, cin: int, cout: int, kernel: int = 3) -> nn.Sequential:
+    """Same block followed by 2x average pooling."""
+    return nn.Sequential(*same_block(dim, cin, cout, kernel), _POOL[dim](2, ceil_mode=True))
+
+
+def up_block(cin: int, cout: int, kernel: int = 3) -> nn.Sequential:
+    """2x nearest upsampling followed by a same block (2D)."""
+    return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), *same_block(2, cin, cout, kernel))
+
+
+class ResBlock(nn.Module):
+    """Pre-activation residual block: x + conv(relu(bn(conv(relu(bn(x))))))."""
+
+    def __init__(self, dim: int, channels: int, kernel: int = 3):
+        super().__init__()
+        self.body = nn.Sequential(
+            _NORM[dim](channels),
+            nn.ReLU(),
+            _CONV[dim](channels, channels, kernel, padding=kernel // 2),
+            _NORM[dim](channels),
+            nn.ReLU(inplace=True),
+            _CONV[dim](channels, channels, kernel, padding=kernel // 2),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)

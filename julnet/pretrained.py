@@ -1,0 +1,68 @@
+"""Loading pretrained networks from configured locations, with checksums (SPEC 2).
+
+Weights are never downloaded. Without a configured path the caller gets a clear error, unless
+the config explicitly allows random initialisation (tests, smoke runs), which is logged loudly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from julnet.config import PretrainedWeights
+
+log = logging.getLogger(__name__)
+
+
+class MissingWeightsError(RuntimeError):
+    """A pretrained network is needed but no usable weights are configured."""
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_state_dict(weights: PretrainedWeights, what: str, key: str) -> dict[str, torch.Tensor] | None:
+    """The configured state dict, or None when random init is explicitly allowed and no path is set.
+
+    `key` is the config key (for messages), e.g. "perceptual.vgg".
+    """
+    if weights.path is None:
+        if not weights.allow_random_init:
+            raise MissingWeightsError(
+                f"{what} weights are not configured: set {key}.path to a local file, "
+                f"or {key}.allow_random_init=true for a smoke run"
+            )
+        log.warning("%s runs on RANDOM weights (%s.allow_random_init=true): losses that use it are not meaningful", what, key)
+        return None
+    if "://" in weights.path and not weights.path.startswith("file://"):
+        raise MissingWeightsError(f"{key}.path={weights.path}: only local paths are supported for pretrained weights so far")
+    path = Path(weights.path.removeprefix("file://"))
+    if not path.is_file():
+        raise MissingWeightsError(f"{what} weights not found at {key}.path={weights.path}")
+    if weights.sha256 and sha256_of(path) != weights.sha256.lower():
+        raise MissingWeightsError(f"{what} weights at {path} do not match {key}.sha256")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise MissingWeightsError(f"{what} weights at {path} are not a state dict")
+    return state
+
+
+def load_into(module: nn.Module, weights: PretrainedWeights, what: str, key: str) -> nn.Module:
+    """Load configured weights into `module` (strict), then freeze it for use inside a loss."""
+    state = read_state_dict(weights, what, key)
+    if state is not None:
+        loader = getattr(module, "load_torchvision_state_dict", module.load_state_dict)
+        loader(state)
+    module.requires_grad_(False)
+    return module.eval()

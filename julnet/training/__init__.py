@@ -1,0 +1,1 @@
+"""Training JULNet in one process: building, the training step, checkpoints and the local loop."""

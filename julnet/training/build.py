@@ -1,0 +1,99 @@
+"""Build JULNet's networks and optimizers from a config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from julnet.config import Config
+from julnet.models.discriminator import PatchDiscriminator, clip_discriminator, frame_discriminator
+from julnet.models.generator import Generator
+from julnet.models.syncnet import SyncNet
+from julnet.models.uncertainty import UncertaintyModule
+from julnet.models.vgg import VGG19Features
+from julnet.pretrained import load_into
+
+
+@dataclass
+class Models:
+    generator: Generator
+    uncertainty: UncertaintyModule
+    frame_discriminator: PatchDiscriminator
+    clip_discriminator: PatchDiscriminator
+    syncnet: SyncNet  # frozen
+    vgg: VGG19Features  # frozen
+
+    TRAINED = ("generator", "uncertainty", "frame_discriminator", "clip_discriminator")
+
+    def trained(self) -> dict[str, nn.Module]:
+        """The networks this project trains (and checkpoints)."""
+        return {name: getattr(self, name) for name in self.TRAINED}
+
+    def train(self, mode: bool = True) -> Models:
+        for module in self.trained().values():
+            module.train(mode)
+        return self
+
+
+@dataclass
+class Optimizers:
+    generator: torch.optim.Optimizer  # generator + uncertainty module
+    frame_discriminator: torch.optim.Optimizer
+    clip_discriminator: torch.optim.Optimizer
+
+    def all(self) -> dict[str, torch.optim.Optimizer]:
+        return dict(vars(self))
+
+
+def build_uncertainty(cfg: Config, feature_channels: int) -> UncertaintyModule:
+    un = cfg.un
+    return UncertaintyModule(
+        feature_channels if un.use_features else 0,
+        un.hidden_channels,
+        un.detach_features,
+        (un.log_sigma_min, un.log_sigma_max),
+    )
+
+
+def build_models(cfg: Config, device: torch.device | str = "cpu", pretrained: bool = True) -> Models:
+    """All networks, seeded by train.seed so random init is reproducible; frozen ones loaded when `pretrained`."""
+    torch.manual_seed(cfg.train.seed)
+    generator = Generator(cfg)
+    models = Models(
+        generator=generator,
+        uncertainty=build_uncertainty(cfg, generator.feature_channels),
+        frame_discriminator=frame_discriminator(cfg.discriminator),
+        clip_discriminator=clip_discriminator(cfg.discriminator, cfg.audio.window),
+        syncnet=SyncNet(cfg, cfg.audio.window),
+        vgg=VGG19Features(),
+    )
+    if pretrained:
+        load_into(models.vgg, cfg.perceptual.vgg, "VGG-19", "perceptual.vgg")
+        load_into(models.syncnet, cfg.syncnet.weights, "SyncNet", "syncnet.weights")
+    for name in ("generator", "uncertainty", "frame_discriminator", "clip_discriminator", "syncnet", "vgg"):
+        getattr(models, name).to(device)
+    return models
+
+
+def build_optimizers(cfg: Config, models: Models) -> Optimizers:
+    o = cfg.optim
+
+    def adam(params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+        return torch.optim.Adam(params, lr=lr, betas=o.betas)
+
+    return Optimizers(
+        generator=adam([*models.generator.parameters(), *models.uncertainty.parameters()], o.lr),
+        frame_discriminator=adam(list(models.frame_discriminator.parameters()), o.d_lr),
+        clip_discriminator=adam(list(models.clip_discriminator.parameters()), o.d_lr),
+    )
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA when present; asking for CUDA without it is an error, not a silent CPU run."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device=cuda but no CUDA device is available")
+    return torch.device(name)

@@ -1,0 +1,124 @@
+"""Checkpoints: every trained network, all optimizers, the grad scaler, the step, RNG states and the config.
+
+A checkpoint is a directory `step-NNNNNNNN/` holding `state.pt` (loadable with weights_only=True) and
+a readable `config.yaml`. It is written under a hidden temporary name and renamed into place, so a
+half-written checkpoint is never visible under its final name.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from julnet.config import Config
+from julnet.training.build import Models, Optimizers
+
+STATE_FILE = "state.pt"
+FORMAT_VERSION = 1
+_NAME = re.compile(r"^step-(\d{8,})$")
+
+
+def capture_rng() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "python": random.getstate(),
+        "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2])},
+    }
+
+
+def restore_rng(rng: dict[str, Any]) -> None:
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    version, internal, gauss = rng["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np.random.set_state(("MT19937", rng["numpy"]["key"].numpy().astype(np.uint32), rng["numpy"]["pos"], 0, 0.0))
+
+
+def training_state(
+    cfg: Config, models: Models, optimizers: Optimizers, scaler: torch.amp.GradScaler, step: int, stage: str
+) -> dict[str, Any]:
+    """Everything needed to continue training bit for bit."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "step": step,
+        "stage": stage,
+        "config": cfg.to_dict(),
+        "models": {name: module.state_dict() for name, module in models.trained().items()},
+        "optimizers": {name: opt.state_dict() for name, opt in optimizers.all().items()},
+        "scaler": scaler.state_dict(),
+        "rng": capture_rng(),
+    }
+
+
+def restore_training_state(state: dict[str, Any], models: Models, optimizers: Optimizers, scaler: torch.amp.GradScaler) -> None:
+    load_model_weights(state, models)
+    for name, opt in optimizers.all().items():
+        opt.load_state_dict(state["optimizers"][name])
+    scaler.load_state_dict(state["scaler"])
+    restore_rng(state["rng"])
+
+
+def load_model_weights(state: dict[str, Any], models: Models) -> None:
+    """Weights only (a warm start from an earlier stage or a registered model)."""
+    for name, module in models.trained().items():
+        module.load_state_dict(state["models"][name])
+
+
+def checkpoint_dir(root: Path, step: int) -> Path:
+    return root / f"step-{step:08d}"
+
+
+def save_checkpoint(root: Path, state: dict[str, Any], keep_last: int) -> Path:
+    """Write atomically to root/step-N/, then keep only the newest `keep_last` checkpoints."""
+    root.mkdir(parents=True, exist_ok=True)
+    final = checkpoint_dir(root, state["step"])
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
+    try:
+        torch.save(state, tmp / STATE_FILE)
+        (tmp / "config.yaml").write_text(Config.model_validate(state["config"]).to_yaml())
+        if final.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", dir=root))
+            os.rename(final, trash / final.name)
+            shutil.rmtree(trash)
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for old in list_checkpoints(root)[:-keep_last]:
+        shutil.rmtree(old)
+    return final
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoints under root, oldest first."""
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if _NAME.match(p.name) and (p / STATE_FILE).is_file()]
+    return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))  # type: ignore[union-attr]
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    found = list_checkpoints(root)
+    return found[-1] if found else None
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint directory (or its state.pt), loaded on CPU with weights_only=True."""
+    file = path / STATE_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    state = torch.load(file, map_location="cpu", weights_only=True)
+    if state.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{file}: checkpoint format {state.get('format_version')} is not {FORMAT_VERSION}")
+    return state

@@ -1,0 +1,132 @@
+"""The plain single-process training loop: one stage, resumable, with progress lines and a metrics log."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import Tensor
+
+from julnet.config import Config, ConfigError, StageConfig
+from julnet.training.build import build_models, build_optimizers, resolve_device
+from julnet.training.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    load_model_weights,
+    restore_training_state,
+    save_checkpoint,
+    training_state,
+)
+from julnet.training.step import TrainStep
+
+log = logging.getLogger(__name__)
+
+Batches = Callable[[int], dict[str, Tensor]]
+
+# Keys that may change between a checkpoint and its resumption: how long and how we log, not what we train.
+_RESUMABLE_KEYS = ("train.log_every", "train.checkpoint_every", "train.keep_last", "train.device")
+
+
+@dataclass
+class RunResult:
+    step: int
+    checkpoint: Path
+    metrics: dict[str, float]
+
+
+def train_stage(
+    cfg: Config,
+    out_dir: Path,
+    batches: Batches,
+    stage: StageConfig,
+    init: Path | None = None,
+) -> RunResult:
+    """Train `stage` to `stage.steps`, resuming from out_dir/checkpoints when it holds one.
+
+    `batches(step)` gives the batch for a step, so a resumed run sees the same data as an unbroken one.
+    `init` warm-starts the networks from another checkpoint (the previous stage) on a fresh run.
+    """
+    device = resolve_device(cfg.train.device)
+    models = build_models(cfg, device)
+    optimizers = build_optimizers(cfg, models)
+    step_fn = TrainStep(cfg, models, optimizers, device)
+    ckpt_root = out_dir / "checkpoints"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.yaml").write_text(cfg.to_yaml())
+
+    start = 0
+    latest = latest_checkpoint(ckpt_root)
+    if latest is not None:
+        state = load_checkpoint(latest)
+        _check_resumable(state["config"], cfg, latest)
+        restore_training_state(state, models, optimizers, step_fn.scaler)
+        start = state["step"]
+        log.info("resuming %s from %s (step %d)", stage.name, latest, start)
+    elif init is not None:
+        load_model_weights(load_checkpoint(init), models)
+        log.info("initialised networks from %s", init)
+
+    metrics_log = out_dir / "metrics.jsonl"
+    _truncate_metrics(metrics_log, after=start)
+    models.train()
+    progress = _Progress(stage.name, start, stage.steps)
+    metrics: dict[str, float] = {}
+    checkpoint = latest
+    with metrics_log.open("a") as sink:
+        for step in range(start + 1, stage.steps + 1):
+            metrics = step_fn(batches(step), stage.kind)
+            sink.write(json.dumps({"step": step, "stage": stage.name, **metrics}) + "\n")
+            if step % cfg.train.log_every == 0 or step == stage.steps:
+                sink.flush()
+                progress.report(step, metrics)
+            if step % cfg.train.checkpoint_every == 0 or step == stage.steps:
+                state = training_state(cfg, models, optimizers, step_fn.scaler, step, stage.name)
+                checkpoint = save_checkpoint(ckpt_root, state, cfg.train.keep_last)
+    if checkpoint is None:
+        raise RuntimeError(f"{out_dir}: nothing to do and no checkpoint (stage {stage.name} has {stage.steps} steps)")
+    return RunResult(step=max(start, stage.steps), checkpoint=checkpoint, metrics=metrics)
+
+
+def _check_resumable(saved: dict, cfg: Config, where: Path) -> None:
+    """Refuse to resume a checkpoint trained with a different method or model."""
+    before = Config.model_validate(saved).flat()
+    now = cfg.flat()
+    differ = sorted(
+        k
+        for k in before.keys() | now.keys()
+        if before.get(k) != now.get(k) and not k.startswith(_RESUMABLE_KEYS) and not k.endswith(".steps")
+    )
+    if differ:
+        raise ConfigError(f"cannot resume {where}: config differs in {', '.join(differ[:5])}; use a new --out")
+
+
+def _truncate_metrics(path: Path, after: int) -> None:
+    """Drop metric lines past the resumed step, so no step is recorded twice."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= after]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+class _Progress:
+    """Periodic progress lines with rate and ETA."""
+
+    def __init__(self, name: str, start: int, total: int):
+        self.name, self.start, self.total, self.t0 = name, start, total, time.perf_counter()
+
+    def report(self, step: int, metrics: dict[str, float]) -> None:
+        elapsed = time.perf_counter() - self.t0
+        rate = (step - self.start) / max(elapsed, 1e-9)
+        eta = (self.total - step) / max(rate, 1e-9)
+        shown = " ".join(f"{k}={metrics[k]:.4g}" for k in ("total", "un", "pe", "ad", "sync", "mouth_l1") if k in metrics)
+        log.info("[%s] step %d/%d  %s  %.2f it/s  eta %s", self.name, step, self.total, shown, rate, _clock(eta))
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
