@@ -1,4 +1,4 @@
-"""The JULNet generator (paper 3.1, Fig. 3; DINet-style), its parts in the order data flows through them.
+r"""The JULNet generator (paper 3.1, Fig. 3; DINet-style), its parts in the order data flows through them.
 
 audio -> AudioEncoder -> F_A ---------------------------------------\
 source -> SourceEncoder -> F_S --\                                   ParameterEncoder -> S, R, T

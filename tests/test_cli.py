@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import json
+
+from tests.conftest import run_cli
+
+
+def test_info_paper_reports_a_dinet_sized_generator():
+    info = json.loads(run_cli("info", "--config", "paper").stdout)
+    assert info["resolution"] == [416, 320]
+    params = info["params"]
+    assert abs(params["generator"] - 19.2e6) / 19.2e6 < 0.05, params["generator"]
+    assert sum(params["generator_parts"].values()) == params["generator"]
+    assert abs(params["frame_discriminator"] - 2.6e6) / 2.6e6 < 0.15
+    assert 300 < info["gflops"]["generator"] < 450
+    assert params["vgg"] == 12944960, "VGG-19 up to relu5_1"
+
+
+def test_info_tiny_is_much_smaller():
+    tiny = json.loads(run_cli("info", "--config", "tiny").stdout)
+    assert tiny["resolution"] == [104, 80]
+    assert tiny["params"]["generator"] < 2e6 and tiny["gflops"]["generator"] < 5
+
+
+def test_train_synthetic_leaves_a_checkpoint_and_metrics(tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli("train", "--config", "tiny", "--synthetic", "--steps", "3", "--out", str(out), "--set", "train.log_every=1")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["step"] == 3
+    assert (out / "checkpoints" / "step-00000003" / "state.pt").is_file()
+    assert (out / "config.yaml").is_file()
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
+    assert "it/s" in proc.stderr and "eta" in proc.stderr and "RANDOM weights" in proc.stderr
+
+
+def test_train_without_data_says_what_to_pass(tmp_path):
+    proc = run_cli("train", "--config", "tiny", "--steps", "1", "--out", str(tmp_path / "x"), check=False)
+    assert proc.returncode == 2 and "--synthetic" in proc.stderr
+
+
+def test_paper_training_without_pretrained_weights_fails_clearly(tmp_path):
+    proc = run_cli("train", "--config", "paper", "--synthetic", "--steps", "1", "--out", str(tmp_path / "x"), check=False)
+    assert proc.returncode == 2
+    assert "perceptual.vgg.path" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from julnet.config import Config, PretrainedWeights
+from julnet.models.generator import AdaAT, AffineParams, Generator
+from julnet.models.syncnet import SyncNet
+from julnet.models.uncertainty import UncertaintyModule
+from julnet.models.vgg import VGG19Features
+from julnet.pretrained import MissingWeightsError, load_into, sha256_of
+from julnet.training.build import build_models
+
+
+def _params(b: int, c: int, scale=1.0, rotation=0.0, tx=0.0, ty=0.0) -> AffineParams:
+    return AffineParams(
+        scale=torch.full((b, c), scale),
+        rotation=torch.full((b, c), rotation),
+        translation=torch.tensor([tx, ty]).expand(b, c, 2).clone(),
+    )
+
+
+def test_adaat_identity_returns_the_input_exactly():
+    features = torch.randn(2, 7, 13, 10)
+    out = AdaAT()(features, _params(2, 7))
+    torch.testing.assert_close(out, features, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_adaat_translation_moves_by_whole_pixels(k: int):
+    features = torch.randn(1, 4, 12, 16)
+    w, h = features.shape[-1], features.shape[-2]
+    out = AdaAT()(features, _params(1, 4, tx=2 * k / (w - 1)))
+    torch.testing.assert_close(out[..., : w - k], features[..., k:], atol=1e-5, rtol=0)
+    assert out[..., w - k :].abs().max() < 1e-5, "pixels sampled from outside the map are zero"
+    out = AdaAT()(features, _params(1, 4, ty=-2 * k / (h - 1)))
+    torch.testing.assert_close(out[..., k:, :], features[..., : h - k, :], atol=1e-5, rtol=0)
+
+
+def test_adaat_channels_move_independently():
+    features = torch.randn(1, 2, 9, 9)
+    params = _params(1, 2)
+    params.rotation[0, 1] = math.pi / 2
+    out = AdaAT()(features, params)
+    torch.testing.assert_close(out[:, 0], features[:, 0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(out[0, 1], torch.rot90(features[0, 1], k=1, dims=(0, 1)), atol=1e-5, rtol=0)
+
+
+def test_generator_maps_inputs_to_an_image_and_features(tiny: Config):
+    g = Generator(tiny).eval()
+    h, w = 104, 80
+    out = g(torch.rand(2, 3, h, w), torch.rand(2, 15, h, w), torch.randn(2, tiny.audio.dim, 5))
+    assert out.image.shape == (2, 3, h, w)
+    assert out.features.shape == (2, tiny.generator.decoder_channels, h, w)
+    assert 0 <= out.image.min() and out.image.max() <= 1
+
+
+def test_generator_output_depends_on_audio_and_references(tiny: Config):
+    g = Generator(tiny).eval()
+    refs = torch.rand(1, 15, 104, 80, requires_grad=True)
+    audio = torch.randn(1, tiny.audio.dim, 5, requires_grad=True)
+    g(torch.rand(1, 3, 104, 80), refs, audio).image.sum().backward()
+    assert audio.grad.abs().sum() > 0 and refs.grad.abs().sum() > 0
+
+
+def test_uncertainty_module_plugs_into_any_generator():
+    """Image only (e.g. Wav2Lip's output): no feature map needed; heads have the right ranges."""
+    module = UncertaintyModule(feature_channels=0, hidden=8, log_sigma_range=(-3.0, 3.0))
+    image = torch.rand(2, 3, 24, 20, requires_grad=True)
+    out = module(image)
+    assert out.error_pred.shape == out.log_sigma.shape == (2, 1, 24, 20)
+    assert out.error_pred.min() >= 0
+    assert -3.0 <= out.log_sigma.min() and out.log_sigma.max() <= 3.0
+    out.log_sigma.sum().backward()
+    assert image.grad is not None and image.grad.abs().sum() > 0
+
+
+def test_uncertainty_module_feature_detach_switch():
+    features = torch.rand(1, 5, 8, 8, requires_grad=True)
+    for detach, expect_grad in ((False, True), (True, False)):
+        features.grad = None
+        module = UncertaintyModule(feature_channels=5, hidden=4, detach_features=detach)
+        module(torch.rand(1, 3, 8, 8), features).log_sigma.sum().backward()
+        assert (features.grad is not None) == expect_grad
+
+
+def test_syncnet_score_is_in_unit_interval(tiny: Config):
+    net = SyncNet(tiny).eval()
+    m = tiny.syncnet.mouth_size
+    score = net(torch.randn(3, tiny.audio.dim, 5), torch.rand(3, 15, m, m))
+    assert score.shape == (3,)
+    assert 0 <= score.min() and score.max() <= 1
+
+
+# torchvision's vgg19 conv layers up to relu5_1: index -> (out, in) channels; written out independently.
+_TORCHVISION_VGG19 = {0: (64, 3), 2: (64, 64), 5: (128, 64), 7: (128, 128), 10: (256, 128), 12: (256, 256), 14: (256, 256),
+                      16: (256, 256), 19: (512, 256), 21: (512, 512), 23: (512, 512), 25: (512, 512), 28: (512, 512)}
+
+
+def _torchvision_like_state() -> dict[str, torch.Tensor]:
+    state = {}
+    for index, (cout, cin) in _TORCHVISION_VGG19.items():
+        state[f"features.{index}.weight"] = torch.randn(cout, cin, 3, 3)
+        state[f"features.{index}.bias"] = torch.randn(cout)
+    for index in (30, 32, 34):  # layers past relu5_1 and the classifier are in the public file; ignored
+        state[f"features.{index}.weight"] = torch.randn(1)
+    state["classifier.0.weight"] = torch.randn(2, 2)
+    return state
+
+
+def test_vgg_loads_torchvision_keys_from_a_configured_path_with_checksum(tmp_path: Path):
+    state = _torchvision_like_state()
+    path = tmp_path / "vgg19.pth"
+    torch.save(state, path)
+    vgg = load_into(VGG19Features(), PretrainedWeights(path=str(path), sha256=sha256_of(path)), "VGG-19", "perceptual.vgg")
+    assert set(vgg.state_dict()) == {k for k in state if int(k.split(".")[1]) <= 28 and k.startswith("features")}
+    torch.testing.assert_close(vgg.features[28].weight, state["features.28.weight"])
+    assert not any(p.requires_grad for p in vgg.parameters())
+    assert [t.shape[1] for t in vgg(torch.rand(1, 3, 32, 32))] == [64, 128, 256, 512, 512]
+
+    with pytest.raises(MissingWeightsError, match="sha256"):
+        load_into(VGG19Features(), PretrainedWeights(path=str(path), sha256="0" * 64), "VGG-19", "perceptual.vgg")
+
+
+def test_missing_pretrained_weights_are_refused_unless_random_init_is_allowed(tmp_path: Path):
+    with pytest.raises(MissingWeightsError, match="perceptual.vgg.path"):
+        load_into(VGG19Features(), PretrainedWeights(), "VGG-19", "perceptual.vgg")
+    with pytest.raises(MissingWeightsError, match="not found"):
+        load_into(VGG19Features(), PretrainedWeights(path=str(tmp_path / "nope.pth")), "VGG-19", "perceptual.vgg")
+    load_into(VGG19Features(), PretrainedWeights(allow_random_init=True), "VGG-19", "perceptual.vgg")
+
+
+def test_paper_preset_without_weights_says_which_key_to_set():
+    from julnet.config import load_config
+
+    with pytest.raises(MissingWeightsError, match="perceptual.vgg"):
+        build_models(load_config("paper"))
