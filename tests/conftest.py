@@ -13,6 +13,8 @@ from julnet.config import Config, load_config
 
 REPO = Path(__file__).resolve().parent.parent
 
+pytest_plugins = ["tests.s3_server"]
+
 
 @pytest.fixture
 def tiny() -> Config:

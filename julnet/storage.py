@@ -1,0 +1,369 @@
+"""Storage: every input and output of the project is a URI, a local path, `file://...` or `s3://bucket/key`.
+
+Reads, listings, copies and deletes go through pyarrow filesystems. Writes are atomic: locally the data goes
+to a hidden temporary file in the target directory that is fsynced and renamed into place; on S3 it is
+uploaded with boto3 as one PUT, or as a multipart upload that is completed on success and aborted on error,
+because pyarrow's S3 output streams cannot be aborted from Python and publish whatever was written when they
+are closed after an error.
+
+The S3 endpoint, region and credentials come from the standard AWS environment variables
+(`AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL`, `AWS_REGION` or `AWS_DEFAULT_REGION`, `AWS_ACCESS_KEY_ID`,
+`AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), so AWS, MinIO, Ceph and moto all work unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import io
+import os
+import posixpath
+import re
+import shutil
+import uuid
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import BinaryIO, NamedTuple
+from urllib.parse import unquote, urlsplit
+
+import boto3
+import pyarrow as pa
+import pyarrow.fs as pafs
+from botocore.client import BaseClient
+from botocore.exceptions import ClientError
+
+TEMP_PREFIX = ".julnet-tmp-"
+"""Name prefix of in-progress local writes; `list_files` never returns such files."""
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_LOCAL = pafs.LocalFileSystem()
+# S3 needs at least 5 MiB in every part but the last, and allows 10,000 parts: objects up to ~80 GiB.
+_PART_SIZE = 8 * 1024 * 1024
+
+
+class _S3Settings(NamedTuple):
+    """Everything that selects an S3 service and identity; the cache key of filesystems and clients."""
+
+    endpoint: str | None
+    region: str | None
+    access_key: str | None
+    secret_key: str | None
+    session_token: str | None
+
+
+def _scheme(uri: str) -> str:
+    """The lower-case scheme of `uri`, or "" for a plain path."""
+    match = _SCHEME.match(uri)
+    return match.group(1).lower() if match else ""
+
+
+def is_s3(uri: str) -> bool:
+    """Whether `uri` names an S3 object or prefix, for callers that must treat object storage specially."""
+    return _scheme(uri) == "s3"
+
+
+def _path(uri: str) -> str:
+    """The path of `uri` within its filesystem: the local path, or `bucket/key` on S3."""
+    scheme = _scheme(uri)
+    if scheme == "":
+        return uri
+    if scheme == "file":
+        parts = urlsplit(uri)
+        if parts.netloc not in ("", "localhost"):
+            raise ValueError(f"file URI on another host is not supported: {uri}")
+        return unquote(parts.path)
+    if scheme == "s3":
+        path = uri[len("s3://") :].strip("/")
+        if not path:
+            raise ValueError(f"S3 URI names no bucket: {uri}")
+        return path
+    raise ValueError(f"unsupported URI scheme {scheme!r} in {uri} (use a path, file:// or s3://)")
+
+
+def _bucket_key(uri: str) -> tuple[str, str]:
+    """The bucket and key of an S3 object URI."""
+    bucket, _, key = _path(uri).partition("/")
+    if not key:
+        raise ValueError(f"S3 URI names a bucket, not an object: {uri}")
+    return bucket, key
+
+
+def _not_found(uri: str) -> FileNotFoundError:
+    """The error for a missing object, naming its URI (also in `.filename`)."""
+    return FileNotFoundError(errno.ENOENT, "no such file or directory", uri)
+
+
+def _s3_settings(endpoint_url: str | None = None) -> _S3Settings:
+    """S3 connection settings from the AWS environment variables; `endpoint_url` overrides the endpoint."""
+    env = os.environ.get
+    return _S3Settings(
+        endpoint=endpoint_url or env("AWS_ENDPOINT_URL_S3") or env("AWS_ENDPOINT_URL") or None,
+        region=env("AWS_REGION") or env("AWS_DEFAULT_REGION") or None,
+        access_key=env("AWS_ACCESS_KEY_ID") or None,
+        secret_key=env("AWS_SECRET_ACCESS_KEY") or None,
+        session_token=env("AWS_SESSION_TOKEN") or None,
+    )
+
+
+@functools.cache
+def _s3_filesystem(settings: _S3Settings) -> pafs.S3FileSystem:
+    """One pyarrow S3 filesystem per endpoint, region and credentials (pyarrow ignores AWS_ENDPOINT_URL)."""
+    return pafs.S3FileSystem(
+        access_key=settings.access_key,
+        secret_key=settings.secret_key,
+        session_token=settings.session_token,
+        region=settings.region,
+        endpoint_override=settings.endpoint,
+    )
+
+
+@functools.cache
+def _s3_client(settings: _S3Settings) -> BaseClient:
+    """One boto3 S3 client per endpoint, region and credentials, for the uploads pyarrow cannot abort."""
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=settings.endpoint,
+        region_name=settings.region,
+        aws_access_key_id=settings.access_key,
+        aws_secret_access_key=settings.secret_key,
+        aws_session_token=settings.session_token,
+    )
+
+
+def filesystem(uri: str, endpoint_url: str | None = None) -> tuple[pafs.FileSystem, str]:
+    """The pyarrow filesystem holding `uri` and the path within it, so any pyarrow API can take a URI."""
+    path = _path(uri)
+    if is_s3(uri):
+        return _s3_filesystem(_s3_settings(endpoint_url)), path
+    return _LOCAL, path
+
+
+def join(uri: str, *parts: str) -> str:
+    """`uri` extended by `parts` with "/" separators, the same for paths, file:// and s3:// URIs."""
+    for part in parts:
+        part = part.strip("/")
+        if part:
+            uri = (uri if uri.endswith("/") else uri + "/") + part
+    return uri
+
+
+def exists(uri: str) -> bool:
+    """Whether a file or directory (an S3 prefix or bucket) exists at `uri`."""
+    fs, path = filesystem(uri)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+@contextlib.contextmanager
+def open_input(uri: str) -> Iterator[pa.NativeFile]:
+    """A seekable binary stream over the file at `uri`, read lazily so large files need not fit in memory."""
+    fs, path = filesystem(uri)
+    try:
+        stream = fs.open_input_file(path)
+    except FileNotFoundError as exc:
+        raise _not_found(uri) from exc
+    with stream:
+        yield stream
+
+
+def read_bytes(uri: str) -> bytes:
+    """The whole content of the file at `uri`."""
+    with open_input(uri) as stream:
+        return stream.read()
+
+
+def read_text(uri: str) -> str:
+    """The whole content of the UTF-8 text file at `uri`."""
+    return read_bytes(uri).decode("utf-8")
+
+
+@contextlib.contextmanager
+def open_output(uri: str) -> Iterator[BinaryIO]:
+    """A binary stream whose data appears under `uri` only when the block ends without an exception."""
+    if is_s3(uri):
+        with _s3_output(uri) as stream:
+            yield stream
+    else:
+        with _local_output(_path(uri)) as stream:
+            yield stream
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Atomically create or replace the file at `uri` with `data`."""
+    with open_output(uri) as stream:
+        stream.write(data)
+
+
+def write_text(uri: str, text: str) -> None:
+    """Atomically create or replace the file at `uri` with `text` as UTF-8."""
+    write_bytes(uri, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def _local_output(path: str) -> Iterator[BinaryIO]:
+    """Write to a hidden file beside `path`, fsync it and rename it into place, so readers never see a part."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex[:12]}-{target.name}")
+    try:
+        with open(temp, "wb") as stream:
+            yield stream
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(target.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename inside `directory` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _s3_output(uri: str) -> Iterator[BinaryIO]:
+    """Upload what the block writes to `uri` when it succeeds; abort the upload when it fails."""
+    bucket, key = _bucket_key(uri)
+    upload = _S3Upload(_s3_client(_s3_settings()), bucket, key)
+    try:
+        yield upload  # type: ignore[misc]  # a RawIOBase, used as a binary stream
+        upload.commit()
+    except BaseException as exc:
+        upload.abort()
+        if isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") == "NoSuchBucket":
+            raise _not_found(uri) from exc
+        raise
+    finally:
+        upload.close()
+
+
+class _S3Upload(io.RawIOBase):
+    """A write-only stream sent to S3 in parts; nothing is visible under the key before `commit`."""
+
+    def __init__(self, client: BaseClient, bucket: str, key: str) -> None:
+        super().__init__()
+        self._client, self._bucket, self._key = client, bucket, key
+        self._buffer = bytearray()
+        self._upload_id: str | None = None
+        self._parts: list[dict[str, str | int]] = []
+
+    def writable(self) -> bool:
+        """Always writable (the io protocol asks)."""
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Buffer `data`, sending a part whenever a full part has accumulated."""
+        if self.closed:
+            raise ValueError(f"write to closed upload s3://{self._bucket}/{self._key}")
+        self._buffer += data
+        while len(self._buffer) >= _PART_SIZE:
+            self._send_part(bytes(self._buffer[:_PART_SIZE]))
+            del self._buffer[:_PART_SIZE]
+        return memoryview(data).nbytes
+
+    def _send_part(self, body: bytes) -> None:
+        """Upload one part, starting the multipart upload on the first."""
+        if self._upload_id is None:
+            self._upload_id = self._client.create_multipart_upload(Bucket=self._bucket, Key=self._key)["UploadId"]
+        number = len(self._parts) + 1
+        response = self._client.upload_part(
+            Bucket=self._bucket, Key=self._key, UploadId=self._upload_id, PartNumber=number, Body=body
+        )
+        self._parts.append({"ETag": response["ETag"], "PartNumber": number})
+
+    def commit(self) -> None:
+        """Publish the object: S3 makes a single PUT or a completed multipart upload visible atomically."""
+        if self._upload_id is None:
+            self._client.put_object(Bucket=self._bucket, Key=self._key, Body=bytes(self._buffer))
+        else:
+            if self._buffer:
+                self._send_part(bytes(self._buffer))
+            self._client.complete_multipart_upload(
+                Bucket=self._bucket, Key=self._key, UploadId=self._upload_id, MultipartUpload={"Parts": self._parts}
+            )
+        self._buffer.clear()
+
+    def abort(self) -> None:
+        """Discard the sent parts so no object appears; best effort, as the caller is already failing."""
+        self._buffer.clear()
+        if self._upload_id is not None:
+            # An upload whose abort fails stays invisible; a bucket lifecycle rule reclaims its parts.
+            with contextlib.suppress(Exception):
+                self._client.abort_multipart_upload(Bucket=self._bucket, Key=self._key, UploadId=self._upload_id)
+
+
+def list_files(uri_prefix: str, suffixes: str | Iterable[str] | None = None) -> list[str]:
+    """Files below directory/prefix `uri_prefix` (recursive, sorted, as URIs in its scheme), e.g. a dataset's clips.
+
+    `suffixes` keeps only names ending in one of them; a missing directory or prefix lists as empty.
+    """
+    fs, base = filesystem(uri_prefix)
+    wanted = (suffixes,) if isinstance(suffixes, str) else tuple(suffixes or ())
+    infos = fs.get_file_info(pafs.FileSelector(base.rstrip("/") or base[:1], recursive=True, allow_not_found=True))
+    return sorted(
+        join(uri_prefix, posixpath.relpath(info.path, base))
+        for info in infos
+        if info.type == pafs.FileType.File
+        and not info.base_name.startswith(TEMP_PREFIX)
+        and (not wanted or info.base_name.endswith(wanted))
+    )
+
+
+def delete(uri: str, missing_ok: bool = False) -> None:
+    """Remove the file, or the whole directory or S3 prefix, at `uri` (never an S3 bucket itself)."""
+    fs, path = filesystem(uri)
+    kind = fs.get_file_info(path).type
+    if kind == pafs.FileType.NotFound:
+        if missing_ok:
+            return
+        raise _not_found(uri)
+    if kind == pafs.FileType.Directory:
+        fs.delete_dir(path)
+    else:
+        fs.delete_file(path)
+
+
+def copy_to_local(uri: str, local_dir: str | os.PathLike[str]) -> Path:
+    """Copy the file or directory at `uri` into `local_dir` under its own name, for tools that need a local path.
+
+    The copy is made under a hidden name and renamed into place, replacing an earlier copy.
+    """
+    fs, path = filesystem(uri)
+    kind = fs.get_file_info(path).type
+    if kind == pafs.FileType.NotFound:
+        raise _not_found(uri)
+    directory = Path(local_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / posixpath.basename(path.rstrip("/"))
+    temp = directory / f"{TEMP_PREFIX}{uuid.uuid4().hex[:12]}-{target.name}"
+    try:
+        if kind == pafs.FileType.Directory:
+            temp.mkdir()  # copy_files fills a destination directory but does not create it
+        pafs.copy_files(path, str(temp), source_filesystem=fs, destination_filesystem=_LOCAL)
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(temp, target)
+    except BaseException:
+        _remove_local(temp)
+        raise
+    return target
+
+
+def _remove_local(path: Path) -> None:
+    """Remove a local file or directory tree if it exists."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def upload_file(local_path: str | os.PathLike[str], uri: str) -> None:
+    """Atomically copy the local file `local_path` to `uri`, streaming it (checkpoints, rendered videos)."""
+    with open(local_path, "rb") as source, open_output(uri) as target:
+        shutil.copyfileobj(source, target, _PART_SIZE)

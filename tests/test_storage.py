@@ -1,0 +1,220 @@
+"""julnet.storage against a local directory, file:// URIs and a real S3 server (moto_server)."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pyarrow.fs as pafs
+import pytest
+
+from julnet import storage
+
+# More than two S3 parts (8 MiB each), so the multipart path is exercised.
+LARGE = 17 * 1024 * 1024 + 123
+
+
+@pytest.fixture(params=["local", "file", "s3"])
+def root(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty storage root: a plain directory path, the same as a file:// URI, or a fresh S3 bucket."""
+    if request.param == "s3":
+        return request.getfixturevalue("s3_bucket")
+    directory = tmp_path / "store"
+    directory.mkdir()
+    return str(directory) if request.param == "local" else directory.as_uri()
+
+
+def test_bytes_and_text_round_trip(root: str) -> None:
+    data = bytes(range(256)) * 3
+    storage.write_bytes(storage.join(root, "a/b/data.bin"), data)
+    assert storage.read_bytes(storage.join(root, "a/b/data.bin")) == data
+
+    uri = storage.join(root, "notes.txt")
+    storage.write_text(uri, "lip sync — ünïcode\n")
+    assert storage.read_text(uri) == "lip sync — ünïcode\n"
+    storage.write_text(uri, "replaced")
+    assert storage.read_text(uri) == "replaced"
+
+
+def test_large_stream_round_trip(root: str) -> None:
+    data = os.urandom(LARGE)
+    uri = storage.join(root, "video.mp4")
+    with storage.open_output(uri) as stream:
+        for start in range(0, len(data), 3_000_000):
+            stream.write(data[start : start + 3_000_000])
+    with storage.open_input(uri) as stream:
+        stream.seek(LARGE - 1000)
+        assert stream.read() == data[-1000:]
+    assert storage.read_bytes(uri) == data
+
+
+def test_list_files_recursive_sorted_with_suffixes(root: str) -> None:
+    for name in ["clips/b.mp4", "clips/a.mp4", "clips/sub/c.wav", "clips/sub/d.mp4", "clipsx/e.mp4", "f.mp4"]:
+        storage.write_bytes(storage.join(root, name), b"x")
+    clips = storage.join(root, "clips")
+
+    expected = [storage.join(clips, name) for name in ["a.mp4", "b.mp4", "sub/c.wav", "sub/d.mp4"]]
+    assert storage.list_files(clips) == expected
+    assert storage.list_files(clips + "/") == expected
+    assert storage.list_files(clips, suffixes=".mp4") == [expected[0], expected[1], expected[3]]
+    assert storage.list_files(clips, suffixes=[".wav", ".txt"]) == [expected[2]]
+    assert len(storage.list_files(root)) == 6
+    assert storage.list_files(storage.join(root, "missing")) == []
+    assert all(uri.startswith(root) for uri in storage.list_files(root))
+
+
+def test_list_files_keeps_relative_paths_relative(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    storage.write_bytes("data/x/y.bin", b"1")
+    assert storage.list_files("data") == ["data/x/y.bin"]
+    assert storage.list_files("./data") == ["./data/x/y.bin"]
+
+
+def test_exists_and_delete(root: str) -> None:
+    uri = storage.join(root, "ckpt/step-00000001/state.pt")
+    assert not storage.exists(uri)
+    storage.write_bytes(uri, b"state")
+    storage.write_bytes(storage.join(root, "ckpt/step-00000001/config.yaml"), b"cfg")
+    assert storage.exists(uri)
+    assert storage.exists(storage.join(root, "ckpt/step-00000001"))
+
+    storage.delete(uri)
+    assert not storage.exists(uri)
+    with pytest.raises(FileNotFoundError, match=re.escape(uri)):
+        storage.delete(uri)
+    storage.delete(uri, missing_ok=True)
+
+    storage.delete(storage.join(root, "ckpt/step-00000001"))
+    assert storage.list_files(root) == []
+
+
+@pytest.mark.parametrize("size", [10, LARGE], ids=["small", "multipart"])
+def test_failed_output_leaves_nothing(root: str, size: int) -> None:
+    uri = storage.join(root, "out/video.mp4")
+    with pytest.raises(RuntimeError, match="render failed"), storage.open_output(uri) as stream:
+        stream.write(b"v" * size)
+        raise RuntimeError("render failed")
+    assert not storage.exists(uri)
+    assert storage.list_files(root) == []
+
+
+def test_failed_rewrite_keeps_old_content(root: str) -> None:
+    uri = storage.join(root, "config.yaml")
+    storage.write_text(uri, "old")
+    with pytest.raises(KeyboardInterrupt), storage.open_output(uri) as stream:
+        stream.write(b"new, but half")
+        raise KeyboardInterrupt
+    assert storage.read_text(uri) == "old"
+    assert storage.list_files(root) == [uri]
+
+
+def test_output_invisible_until_closed(root: str) -> None:
+    uri = storage.join(root, "frames.bin")
+    with storage.open_output(uri) as stream:
+        stream.write(b"f" * 1000)
+        assert not storage.exists(uri)
+        assert storage.list_files(root) == []
+    assert storage.read_bytes(uri) == b"f" * 1000
+
+
+def test_local_failed_output_removes_temp_file(tmp_path: Path) -> None:
+    with pytest.raises(ValueError), storage.open_output(str(tmp_path / "x.bin")) as stream:
+        stream.write(b"partial")
+        raise ValueError
+    assert os.listdir(tmp_path) == []
+
+
+def test_s3_failed_output_aborts_multipart_upload(s3_server, s3_bucket: str) -> None:
+    with pytest.raises(RuntimeError), storage.open_output(storage.join(s3_bucket, "big.bin")) as stream:
+        stream.write(b"b" * LARGE)
+        raise RuntimeError
+    bucket = s3_bucket.removeprefix("s3://")
+    assert s3_server.client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert s3_server.client.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+
+
+def test_missing_object_names_uri(root: str, tmp_path: Path) -> None:
+    uri = storage.join(root, "no/such/file.bin")
+    for read in (storage.read_bytes, storage.read_text, lambda u: storage.copy_to_local(u, tmp_path / "dl")):
+        with pytest.raises(FileNotFoundError, match=re.escape(uri)) as caught:
+            read(uri)
+        assert caught.value.filename == uri
+    with pytest.raises(FileNotFoundError, match=re.escape(uri)), storage.open_input(uri):
+        pass
+
+
+def test_write_to_missing_bucket_names_uri(s3_server) -> None:
+    uri = "s3://julnet-no-such-bucket/x.bin"
+    with pytest.raises(FileNotFoundError, match=re.escape(uri)):
+        storage.write_bytes(uri, b"x")
+
+
+@pytest.mark.parametrize("uri", ["ftp://host/file", "gs://bucket/key", "HTTP://x/y"])
+def test_unsupported_scheme_is_rejected(uri: str) -> None:
+    for call in (storage.read_bytes, storage.exists, storage.list_files, storage.filesystem):
+        with pytest.raises(ValueError, match="unsupported URI scheme"):
+            call(uri)
+    with pytest.raises(ValueError, match=uri.split(":")[0].lower()):
+        storage.write_bytes(uri, b"x")
+
+
+def test_malformed_uris_are_rejected() -> None:
+    with pytest.raises(ValueError, match="no bucket"):
+        storage.read_bytes("s3://")
+    with pytest.raises(ValueError, match="names a bucket"):
+        storage.write_bytes("s3://bucket-only", b"x")
+    with pytest.raises(ValueError, match="another host"):
+        storage.read_bytes("file://server/share/x")
+
+
+def test_upload_file_and_copy_to_local_round_trip(root: str, tmp_path: Path) -> None:
+    video = tmp_path / "render.mp4"
+    video.write_bytes(os.urandom(300_000))
+    uri = storage.join(root, "videos/render.mp4")
+    storage.upload_file(video, uri)
+    assert storage.read_bytes(uri) == video.read_bytes()
+
+    local = storage.copy_to_local(uri, tmp_path / "dl")
+    assert local == tmp_path / "dl" / "render.mp4"
+    assert local.read_bytes() == video.read_bytes()
+    storage.write_bytes(uri, b"v2")
+    assert storage.copy_to_local(uri, tmp_path / "dl").read_bytes() == b"v2"
+
+    checkpoint = storage.join(root, "ckpt/step-00000002")
+    storage.upload_file(video, storage.join(checkpoint, "state.pt"))
+    storage.write_text(storage.join(checkpoint, "config.yaml"), "seed: 1\n")
+    for _ in range(2):  # the second copy replaces the first
+        copied = storage.copy_to_local(checkpoint, tmp_path / "dl")
+    assert sorted(p.name for p in copied.iterdir()) == ["config.yaml", "state.pt"]
+    assert (copied / "state.pt").read_bytes() == video.read_bytes()
+    assert sorted(os.listdir(tmp_path / "dl")) == ["render.mp4", "step-00000002"]
+
+
+def test_join_and_is_s3() -> None:
+    assert storage.join("s3://bucket", "a", "b/", "/c") == "s3://bucket/a/b/c"
+    assert storage.join("s3://bucket/", "a") == "s3://bucket/a"
+    assert storage.join("file:///", "tmp", "x") == "file:///tmp/x"
+    assert storage.join("/data/", "/clips", "") == "/data/clips"
+    assert storage.join("runs") == "runs"
+    assert storage.is_s3("s3://b/k") and storage.is_s3("S3://b/k")
+    assert not storage.is_s3("/s3/b") and not storage.is_s3("file:///b")
+
+
+def test_filesystem_paths_and_cache(s3_server) -> None:
+    fs, path = storage.filesystem("s3://bucket/a/b.bin")
+    assert isinstance(fs, pafs.S3FileSystem) and path == "bucket/a/b.bin"
+    assert storage.filesystem("s3://other/x")[0] is fs
+    assert storage.filesystem("file:///tmp/a%20b") == (storage.filesystem("/tmp")[0], "/tmp/a b")
+    assert isinstance(storage.filesystem("relative/x")[0], pafs.LocalFileSystem)
+
+
+def test_endpoint_from_env_and_override(s3_server, s3_bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    uri = storage.join(s3_bucket, "k.txt")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # the S3-specific variable wins
+    storage.write_text(uri, "via env")
+    assert storage.read_text(uri) == "via env"
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3")
+    fs, path = storage.filesystem(uri, endpoint_url=s3_server.endpoint)
+    assert fs.open_input_file(path).read() == b"via env"
