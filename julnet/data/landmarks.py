@@ -1,0 +1,124 @@
+"""68-point iBUG face landmarks: a backend interface, an offline dlib backend, and an OpenFace CSV importer."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import importlib.util
+import os
+from collections.abc import Iterable
+from types import ModuleType
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+N_LANDMARKS = 68
+MOUTH = slice(48, 68)  # outer lip 48..59, inner lip 60..67
+NOSE_BRIDGE = 29
+NOSE_TIP = 33
+PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
+
+
+class LandmarkBackend(Protocol):
+    """Finds one face in an RGB frame and returns its 68 iBUG landmarks."""
+
+    def detect(self, frame_rgb: np.ndarray) -> np.ndarray | None:
+        """(68, 2) float32 (x, y) pixel coordinates of the largest face, or None when there is no face."""
+        ...
+
+
+def predictor_path() -> str:
+    """Path of the 68-point dlib predictor shipped by the face-recognition-models package.
+
+    Located without importing the package: its __init__ needs pkg_resources, which setuptools >= 81 removed.
+    """
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("the 68-point landmark model is missing: pip install face-recognition-models")
+    path = os.path.join(next(iter(spec.submodule_search_locations)), "models", PREDICTOR_FILE)
+    if not os.path.isfile(path):
+        raise ImportError(f"{path} is missing: reinstall face-recognition-models")
+    return path
+
+
+def _dlib() -> ModuleType:
+    try:
+        import dlib
+    except ImportError as exc:
+        raise ImportError("dlib is not importable: pip install dlib-bin") from exc
+    return dlib
+
+
+@functools.cache
+def _dlib_models() -> tuple[Any, Any]:
+    """dlib's HOG face detector and the 68-point shape predictor, loaded once per process."""
+    dlib = _dlib()
+    return dlib.get_frontal_face_detector(), dlib.shape_predictor(predictor_path())
+
+
+class DlibBackend:
+    """dlib frontal-face HOG detector + 68-point predictor; works offline from PyPI wheels.
+
+    `detect_width`: frames wider than this are downscaled for the (slow) face detection only; the landmark
+    predictor then runs on the full-resolution frame inside the rescaled face box. `upsample` is dlib's
+    detector upsampling: 0 finds faces from ~80 px at the detection scale, 1 from ~40 px at ~3.5x the cost.
+    """
+
+    def __init__(self, detect_width: int | None = 640, upsample: int = 0) -> None:
+        self.detect_width = detect_width
+        self.upsample = upsample
+        self._detector, self._predictor = _dlib_models()
+
+    def detect(self, frame_rgb: np.ndarray) -> np.ndarray | None:
+        """(68, 2) float32 landmarks of the largest face, or None."""
+        frame = np.ascontiguousarray(frame_rgb)
+        scale = 1.0
+        small = frame
+        if self.detect_width is not None and frame.shape[1] > self.detect_width:
+            scale = frame.shape[1] / self.detect_width
+            size = (self.detect_width, round(frame.shape[0] / scale))
+            small = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+        faces = self._detector(small, self.upsample)
+        if len(faces) == 0:
+            return None
+        face = max(faces, key=lambda r: r.width() * r.height())
+        box = _dlib().rectangle(*(round(v * scale) for v in (face.left(), face.top(), face.right(), face.bottom())))
+        shape = self._predictor(frame, box)
+        return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
+
+
+def detect_all(backend: LandmarkBackend, frames: Iterable[np.ndarray]) -> list[np.ndarray | None]:
+    """Per-frame landmarks (or None) for an iterable of RGB frames."""
+    return [backend.detect(frame) for frame in frames]
+
+
+def read_openface_csv(path: str | os.PathLike[str], n_frames: int | None = None) -> list[np.ndarray | None]:
+    """Per-frame (68, 2) float32 landmarks from OpenFace's FeatureExtraction CSV, None where `success` is 0.
+
+    OpenFace numbers frames from 1; list index i is frame i + 1. With several faces per frame (face_id) the
+    most confident one is kept. `n_frames` fixes the list length (missing frames are None).
+    """
+    with open(path, newline="") as f:
+        reader = csv.reader(f, skipinitialspace=True)
+        header = [name.strip() for name in next(reader)]
+        col = {name: i for i, name in enumerate(header)}
+        needed = ["frame", "success"] + [f"{a}_{k}" for a in "xy" for k in range(N_LANDMARKS)]
+        missing = [name for name in needed if name not in col]
+        if missing:
+            raise ValueError(f"{path}: not an OpenFace landmark CSV, missing columns {missing[:4]}...")
+        xs = [col[f"x_{k}"] for k in range(N_LANDMARKS)]
+        ys = [col[f"y_{k}"] for k in range(N_LANDMARKS)]
+        best: dict[int, tuple[float, np.ndarray | None]] = {}
+        for row in reader:
+            if not row:
+                continue
+            frame = int(float(row[col["frame"]])) - 1
+            confidence = float(row[col["confidence"]]) if "confidence" in col else 0.0
+            points = None
+            if float(row[col["success"]]) > 0:
+                points = np.stack([[float(row[i]) for i in xs], [float(row[i]) for i in ys]], axis=1).astype(np.float32)
+            if frame not in best or (points is not None and (best[frame][1] is None or confidence > best[frame][0])):
+                best[frame] = (confidence, points)
+    length = n_frames if n_frames is not None else max(best, default=-1) + 1
+    return [best[i][1] if i in best else None for i in range(length)]

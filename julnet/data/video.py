@@ -1,0 +1,308 @@
+"""Decode any video PyAV reads into upright RGB frames at a constant frame rate and 16 kHz mono audio."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+
+import av
+import numpy as np
+
+FPS = 25
+SAMPLE_RATE = 16000
+
+# Short machine-readable rejection reasons, written into preprocessing's rejection report.
+REASONS = (
+    "not_found",
+    "not_a_video",
+    "corrupt",
+    "no_video_stream",
+    "no_audio_stream",
+    "zero_length",
+    "too_small",
+    "too_large",
+    "face_lost",
+)
+
+# Leading bytes of the containers we expect; an unreadable file that starts like one is "corrupt", else "not_a_video".
+_SIGNATURES = (
+    (4, b"ftyp"), (4, b"moov"), (4, b"mdat"), (4, b"wide"), (4, b"free"), (4, b"skip"),  # mp4 / mov
+    (0, b"\x00\x00\x01\xba"), (0, b"\x00\x00\x01\xb3"),  # MPEG program stream / elementary video
+    (0, b"RIFF"), (0, b"\x1a\x45\xdf\xa3"), (0, b"FLV"), (0, b"OggS"),  # avi, mkv/webm, flv, ogg
+    (0, b"\x30\x26\xb2\x75"), (0, b"\x47"),  # asf/wmv, MPEG transport stream
+)
+# Demuxers that open still images or text as a one-frame "video".
+_NOT_VIDEO_FORMATS = ("image2", "tty")
+
+
+class VideoError(Exception):
+    """A video preprocessing rejects; `reason` is one of REASONS, `detail` a human-readable note."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        if reason not in REASONS:
+            raise ValueError(f"unknown VideoError reason {reason!r}; expected one of {REASONS}")
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return type(self), (self.reason, self.detail)  # picklable across Ray workers
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What probe() learns from headers and the first decoded frame."""
+
+    container: str
+    duration: float | None  # seconds, from the headers (None when they do not say)
+    fps: float | None  # native average frame rate of the video stream
+    width: int  # upright display size: after rotation and sample-aspect-ratio correction
+    height: int
+    rotation: int  # degrees counter-clockwise applied to decoded frames to make them upright
+    start_time: float  # container time of the first video frame (of the audio when there is no video)
+    has_video: bool
+    has_audio: bool
+    video_codec: str | None
+    audio_codec: str | None
+    audio_rate: int | None
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A whole decoded video: frames at `fps` and audio whose sample 0 is at frame 0's time."""
+
+    frames: np.ndarray  # (N, H, W, 3) uint8 RGB, upright
+    audio: np.ndarray | None  # (S,) float32 mono at sample_rate; None when the file has no audio
+    fps: int
+    sample_rate: int
+    info: VideoInfo
+
+
+def probe(
+    path: str | os.PathLike[str],
+    *,
+    require_video: bool = True,
+    require_audio: bool = False,
+    min_side: int = 128,
+    max_side: int = 4096,
+    max_duration: float | None = None,
+) -> VideoInfo:
+    """Inspect a file (headers plus one decoded frame) or raise VideoError with the rejection reason."""
+    with _open(path) as container:
+        video = container.streams.video[0] if container.streams.video else None
+        audio = container.streams.audio[0] if container.streams.audio else None
+        if video is None and audio is None:
+            raise VideoError("not_a_video", "no audio or video stream")
+        if video is None and require_video:
+            raise VideoError("no_video_stream")
+        if audio is None and require_audio:
+            raise VideoError("no_audio_stream")
+        duration = _duration(container, video or audio)
+        if duration is not None and duration <= 0:
+            raise VideoError("zero_length", f"duration {duration}")
+        if video is not None:
+            first = _first_frame(container, video)
+            rotation = _rotation(video, first)
+            width, height = _display_size(video, first, rotation)
+            start_time = float(_frame_time(first))
+        else:
+            width = height = rotation = 0
+            start_time = _seconds(audio.start_time, audio.time_base)
+        info = VideoInfo(
+            container=container.format.name,
+            duration=duration,
+            fps=_native_fps(video),
+            width=width,
+            height=height,
+            rotation=rotation,
+            start_time=start_time,
+            has_video=video is not None,
+            has_audio=audio is not None,
+            video_codec=video.codec_context.name if video is not None else None,
+            audio_codec=audio.codec_context.name if audio is not None else None,
+            audio_rate=audio.codec_context.sample_rate if audio is not None else None,
+        )
+    if video is not None and min(width, height) < min_side:
+        raise VideoError("too_small", f"{width}x{height} < {min_side}")
+    if max(width, height) > max_side:
+        raise VideoError("too_large", f"{width}x{height} > {max_side}")
+    if max_duration is not None and duration is not None and duration > max_duration:
+        raise VideoError("too_large", f"{duration:.1f} s > {max_duration} s")
+    return info
+
+
+def iter_frames(path: str | os.PathLike[str], fps: int = FPS) -> Iterator[np.ndarray]:
+    """Stream upright uint8 RGB frames (H, W, 3) at a constant `fps`: output k shows the frame on screen at k/fps.
+
+    Time 0 is the first frame's timestamp; the clip ends when the last frame's duration does. A frame shown
+    for several output times is yielded as the same array each time: copy it before writing into it.
+    """
+    step = Fraction(1, fps)
+    with _open(path) as container:
+        if not container.streams.video:
+            raise VideoError("no_video_stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        origin = last_t = held = held_rgb = None
+        rotation = size = None
+        k = 0
+        for frame in _decode(container, stream):
+            t = _frame_time(frame, last_t, stream)
+            if last_t is not None and t <= last_t:
+                continue  # duplicated or out-of-order timestamp: keep the first
+            if origin is None:
+                origin = t
+                rotation = _rotation(stream, frame)
+                size = _display_size(stream, frame, 0)
+            while held is not None and origin + k * step < t:
+                if held_rgb is None:
+                    held_rgb = _rgb(held, size, rotation)
+                yield held_rgb
+                k += 1
+            held, held_rgb, last_t = frame, None, t
+        if held is None:
+            raise VideoError("zero_length", "no decodable video frame")
+        end = last_t + _frame_duration(held, stream)
+        while origin + k * step < end:
+            if held_rgb is None:
+                held_rgb = _rgb(held, size, rotation)
+            yield held_rgb
+            k += 1
+
+
+def read_frames(path: str | os.PathLike[str], fps: int = FPS) -> np.ndarray:
+    """All frames of iter_frames stacked into (N, H, W, 3) uint8."""
+    return np.stack(list(iter_frames(path, fps)))
+
+
+def read_audio(
+    path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE, start: float | None = None
+) -> np.ndarray:
+    """The first audio track as mono float32 at `sample_rate`; with `start` (seconds), sample 0 is at that time."""
+    with _open(path) as container:
+        if not container.streams.audio:
+            raise VideoError("no_audio_stream")
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="fltp", rate=sample_rate)  # keep channels: mono is their mean
+        chunks: list[np.ndarray] = []
+        first_t: Fraction | None = None
+        for frame in _decode(container, stream):
+            if first_t is None and frame.pts is not None:
+                first_t = _frame_time(frame)
+            chunks += [out.to_ndarray().mean(axis=0) for out in resampler.resample(frame)]
+        chunks += [out.to_ndarray().mean(axis=0) for out in resampler.resample(None)]
+    samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    if start is not None and first_t is not None:
+        offset = round((float(first_t) - start) * sample_rate)
+        samples = np.concatenate([np.zeros(offset, np.float32), samples]) if offset > 0 else samples[-offset:]
+    return samples.astype(np.float32, copy=False)
+
+
+def read_clip(
+    path: str | os.PathLike[str],
+    fps: int = FPS,
+    sample_rate: int = SAMPLE_RATE,
+    *,
+    require_audio: bool = True,
+    min_side: int = 128,
+    max_side: int = 4096,
+    max_duration: float | None = None,
+) -> Clip:
+    """probe() then decode everything: all frames and the audio aligned to the first frame."""
+    info = probe(path, require_audio=require_audio, min_side=min_side, max_side=max_side, max_duration=max_duration)
+    frames = read_frames(path, fps)
+    audio = read_audio(path, sample_rate, start=info.start_time) if info.has_audio else None
+    return Clip(frames=frames, audio=audio, fps=fps, sample_rate=sample_rate, info=info)
+
+
+def _open(path: str | os.PathLike[str]) -> av.container.InputContainer:
+    """av.open with its failures mapped to VideoError reasons."""
+    if not os.path.isfile(path):
+        raise VideoError("not_found", os.fspath(path))
+    if os.path.getsize(path) == 0:
+        raise VideoError("zero_length", "empty file")
+    try:
+        container = av.open(os.fspath(path), metadata_errors="ignore")
+    except av.FFmpegError as exc:
+        raise VideoError("corrupt" if _has_signature(path) else "not_a_video", str(exc)) from exc
+    name = container.format.name
+    if name in _NOT_VIDEO_FORMATS or name.endswith("_pipe"):
+        container.close()
+        raise VideoError("not_a_video", f"demuxer {name}")
+    return container
+
+
+def _has_signature(path: str | os.PathLike[str]) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(12)
+    return any(head[at : at + len(magic)] == magic for at, magic in _SIGNATURES)
+
+
+def _decode(container: av.container.InputContainer, stream: av.stream.Stream) -> Iterator[av.frame.Frame]:
+    """container.decode(stream) with FFmpeg errors raised as VideoError('corrupt')."""
+    try:
+        yield from container.decode(stream)
+    except av.FFmpegError as exc:
+        raise VideoError("corrupt", str(exc)) from exc
+
+
+def _first_frame(container: av.container.InputContainer, stream: av.video.VideoStream) -> av.VideoFrame:
+    frame = next(_decode(container, stream), None)
+    if frame is None:
+        raise VideoError("zero_length", "no decodable video frame")
+    return frame
+
+
+def _native_fps(stream: av.video.VideoStream | None) -> float | None:
+    rate = (stream.average_rate or stream.guessed_rate) if stream is not None else None
+    return float(rate) if rate else None
+
+
+def _seconds(value: int | None, time_base: Fraction | None) -> float:
+    return float(value * time_base) if value is not None and time_base is not None else 0.0
+
+
+def _duration(container: av.container.InputContainer, stream: av.stream.Stream) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    return container.duration / av.time_base if container.duration is not None else None
+
+
+def _frame_time(
+    frame: av.frame.Frame, last_t: Fraction | None = None, stream: av.video.VideoStream | None = None
+) -> Fraction:
+    """Exact presentation time; a frame without pts follows the previous one by one nominal frame."""
+    if frame.pts is not None and frame.time_base is not None:
+        return frame.pts * frame.time_base
+    if last_t is None:
+        return Fraction(0)
+    return last_t + _frame_duration(frame, stream)
+
+
+def _frame_duration(frame: av.VideoFrame, stream: av.video.VideoStream) -> Fraction:
+    if frame.duration and frame.time_base is not None:
+        return frame.duration * frame.time_base
+    rate = stream.average_rate or stream.guessed_rate or FPS
+    return 1 / Fraction(rate)
+
+
+def _rotation(stream: av.video.VideoStream, frame: av.VideoFrame) -> int:
+    """Counter-clockwise degrees (0/90/180/270) from the display matrix, else from a legacy `rotate` tag."""
+    degrees = frame.rotation
+    if not degrees and stream.metadata.get("rotate"):
+        degrees = -float(stream.metadata["rotate"])  # the tag is clockwise
+    return int(round(degrees / 90)) * 90 % 360
+
+
+def _display_size(stream: av.video.VideoStream, frame: av.VideoFrame, rotation: int) -> tuple[int, int]:
+    """(width, height) in square pixels, before (rotation=0) or after rotation."""
+    sar = stream.sample_aspect_ratio
+    width = round(frame.width * sar) if sar and sar != 1 else frame.width
+    return (frame.height, width) if rotation in (90, 270) else (width, frame.height)
+
+
+def _rgb(frame: av.VideoFrame, size: tuple[int, int], rotation: int) -> np.ndarray:
+    rgb = frame.to_ndarray(format="rgb24", width=size[0], height=frame.height)
+    return np.ascontiguousarray(np.rot90(rgb, rotation // 90)) if rotation else rgb
