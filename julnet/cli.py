@@ -41,6 +41,28 @@ def _train(args: argparse.Namespace) -> None:
     print(json.dumps({"step": result.step, "checkpoint": str(result.checkpoint), "metrics": result.metrics}))
 
 
+def _preprocess(args: argparse.Namespace) -> int:
+    from julnet.data.preprocess import run
+
+    cfg = load_config(args.config, args.overrides)
+    mapper = map
+    if args.workers > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = ProcessPoolExecutor(args.workers)
+        mapper = pool.map
+    manifest, report = run(args.input, args.output, cfg, mapper)
+    reasons: dict[str, int] = {}
+    for rejection in report.rejected:
+        reasons[rejection.reason] = reasons.get(rejection.reason, 0) + 1
+    frames = sum(v.frames for v in manifest.videos)
+    print(json.dumps({"manifest": f"{args.output.rstrip('/')}/manifest.json", "accepted": report.accepted, "frames": frames, "rejected": reasons}))
+    if report.accepted == 0:
+        print("julnet preprocess: error: no usable video came out (see report.json)", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="julnet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -57,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=int, default=None, help="override the stage's step count")
     train.add_argument("--init", default=None, help="warm-start the networks from this checkpoint")
     train.set_defaults(run=_train)
+
+    pre = sub.add_parser("preprocess", help="turn raw videos into training shards, a manifest and a report")
+    _config_args(pre)
+    pre.add_argument("--input", required=True, help="folder, s3:// prefix, or .jsonl listing of videos")
+    pre.add_argument("--output", required=True, help="dataset folder or s3:// prefix (manifest.json, shards/, report.json)")
+    pre.add_argument("--workers", type=int, default=1, help="local worker processes")
+    pre.set_defaults(run=_preprocess)
     return parser
 
 
@@ -64,11 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
-        args.run(args)
-    except (ConfigError, MissingWeightsError, FileNotFoundError) as exc:
+        return args.run(args) or 0
+    except (ConfigError, MissingWeightsError, FileNotFoundError, ValueError) as exc:
         print(f"julnet {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

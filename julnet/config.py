@@ -121,6 +121,25 @@ class OptimConfig(Section):
     grad_clip: float | None = Field(None, gt=0)
 
 
+class PreprocessConfig(Section):
+    """How raw videos become shards; recorded in the dataset manifest."""
+
+    fps: int = Field(25, gt=0)
+    sample_rate: int = Field(16000, ge=8000)
+    crop_height: int = Field(416, ge=16)
+    crop_width: int = Field(320, ge=16)
+    jpeg_quality: int = Field(95, ge=50, le=100)
+    landmarks: Literal["dlib", "openface"] = "dlib"
+    max_missing_face_fraction: float = Field(0.2, ge=0, le=1)
+    min_frames: int = Field(10, ge=1)
+    min_side: int = Field(64, ge=16)
+    max_side: int = Field(4096, ge=64)
+    shard_target_mb: float = Field(128.0, gt=0)
+    chunk_frames: int = Field(250, ge=8)
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    test_fraction: float = Field(0.1, ge=0, lt=1)
+
+
 class StageConfig(Section):
     """One curriculum stage: frame stages coarse to fine, then the clip stage."""
 
@@ -162,6 +181,7 @@ class Config(Section):
     loss: LossWeights = LossWeights()
     perceptual: PerceptualConfig = PerceptualConfig()
     optim: OptimConfig = OptimConfig()
+    preprocess: PreprocessConfig = PreprocessConfig()
     train: TrainConfig
 
     @model_validator(mode="after")

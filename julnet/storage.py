@@ -188,6 +188,15 @@ def open_output(uri: str) -> Iterator[BinaryIO]:
             yield stream
 
 
+def discard_partial(uri: str) -> None:
+    """Remove what an interrupted `open_output(uri)` left beside it (a hidden local file; S3 keeps nothing)."""
+    if is_s3(uri):
+        return
+    target = Path(_path(uri))
+    for temp in target.parent.glob(f"{TEMP_PREFIX}*-{target.name}"):
+        temp.unlink(missing_ok=True)
+
+
 def write_bytes(uri: str, data: bytes) -> None:
     """Atomically create or replace the file at `uri` with `data`."""
     with open_output(uri) as stream:
@@ -303,11 +312,16 @@ def list_files(uri_prefix: str, suffixes: str | Iterable[str] | None = None) -> 
 
     `suffixes` keeps only names ending in one of them; a missing directory or prefix lists as empty.
     """
+    return [uri for uri, _ in list_sizes(uri_prefix, suffixes)]
+
+
+def list_sizes(uri_prefix: str, suffixes: str | Iterable[str] | None = None) -> list[tuple[str, int]]:
+    """Like `list_files`, with each file's size in bytes (from the listing itself: no request per file)."""
     fs, base = filesystem(uri_prefix)
     wanted = (suffixes,) if isinstance(suffixes, str) else tuple(suffixes or ())
     infos = fs.get_file_info(pafs.FileSelector(base.rstrip("/") or base[:1], recursive=True, allow_not_found=True))
     return sorted(
-        join(uri_prefix, posixpath.relpath(info.path, base))
+        (join(uri_prefix, posixpath.relpath(info.path, base)), info.size)
         for info in infos
         if info.type == pafs.FileType.File
         and not info.base_name.startswith(TEMP_PREFIX)

@@ -13,7 +13,7 @@ from julnet.config import Config, load_config
 
 REPO = Path(__file__).resolve().parent.parent
 
-pytest_plugins = ["tests.s3_server"]
+pytest_plugins = ["tests.s3_server", "tests.ray_local"]
 
 
 @pytest.fixture
@@ -30,3 +30,23 @@ def run_cli(*args: str, check: bool = True, timeout: float = 300) -> subprocess.
     if check and proc.returncode != 0:
         raise AssertionError(f"julnet {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
     return proc
+
+
+GRID_CLIPS = [REPO / "tests" / "data" / "bbaf2n.mpg", REPO / "tests" / "data" / "id2_vcd_swwp2s.mpg"]
+
+
+@pytest.fixture(scope="session")
+def grid_dataset(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The two GRID clips preprocessed once into a local dataset (all videos in the train split)."""
+    import shutil
+
+    from julnet.data.preprocess import run
+
+    raw = tmp_path_factory.mktemp("grid_raw")
+    for clip in GRID_CLIPS:
+        shutil.copy(clip, raw / clip.name)
+    out = tmp_path_factory.mktemp("grid_dataset")
+    cfg = load_config("tiny", ["preprocess.val_fraction=0", "preprocess.test_fraction=0"])
+    manifest, report = run(str(raw), str(out), cfg)
+    assert report.accepted == 2, report
+    return str(out / "manifest.json")

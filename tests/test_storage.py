@@ -218,3 +218,13 @@ def test_endpoint_from_env_and_override(s3_server, s3_bucket: str, monkeypatch: 
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3")
     fs, path = storage.filesystem(uri, endpoint_url=s3_server.endpoint)
     assert fs.open_input_file(path).read() == b"via env"
+
+
+def test_discard_partial_removes_what_an_interrupted_write_left(tmp_path):
+    target = tmp_path / "shard.parquet"
+    leftover = tmp_path / f"{storage.TEMP_PREFIX}abc123-shard.parquet"
+    leftover.write_bytes(b"half")
+    other = tmp_path / f"{storage.TEMP_PREFIX}abc123-other.parquet"
+    other.write_bytes(b"someone else's")
+    storage.discard_partial(str(target))
+    assert not leftover.exists() and other.exists()

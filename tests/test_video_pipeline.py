@@ -108,10 +108,11 @@ def test_grid_clip_frames_audio_features(grid: dict) -> None:
         assert 0.05 < np.abs(clip.audio).max() < 1.1  # GRID audio is clipped; resampling overshoots a little
         feats = audio.frame_features(clip.audio, clip.sample_rate, len(clip.frames))
         assert feats.shape == (len(clip.frames), 80) and np.isfinite(feats).all()
-        window = audio.windows(feats, 0)
-        assert window.shape == (80, 5)
-        np.testing.assert_array_equal(window[:, :3], np.repeat(feats[:1].T, 3, axis=1))  # edge replicated
-        np.testing.assert_array_equal(audio.windows(feats, 40), feats[38:43].T)
+        windows = audio.frame_windows(feats)
+        assert windows.shape == (len(clip.frames), 80, 5)
+        np.testing.assert_array_equal(windows[0][:, :3], np.repeat(feats[:1].T, 3, axis=1))  # edge replicated
+        np.testing.assert_array_equal(windows[40], feats[38:43].T)
+        np.testing.assert_array_equal(windows[-1][:, 2:], np.repeat(feats[-1:].T, 3, axis=1))
 
 
 def test_streaming_matches_read_frames() -> None:

@@ -95,12 +95,13 @@ def frame_features(
     return torch.log(energies + LOG_FLOOR).numpy()
 
 
-def windows(features: np.ndarray, index: int, size: int = 5) -> np.ndarray:
-    """(D, size) window of per-frame features centred on frame `index`, edges replicated."""
+def frame_windows(features: np.ndarray, size: int = 5) -> np.ndarray:
+    """(K, D) per-frame features -> (K, D, size): for each frame the window centred on it, edges replicated."""
     if size % 2 != 1:
         raise ValueError(f"window size must be odd, got {size}")
-    rows = np.clip(np.arange(index - size // 2, index + size // 2 + 1), 0, len(features) - 1)
-    return np.ascontiguousarray(features[rows].T)
+    k = len(features)
+    rows = np.clip(np.arange(k)[:, None] + np.arange(size) - size // 2, 0, k - 1)
+    return np.ascontiguousarray(features[rows].transpose(0, 2, 1))
 
 
 def load_deepspeech(path: str | os.PathLike[str], n_frames: int, tolerance: int = 0) -> np.ndarray:

@@ -24,6 +24,11 @@ REASONS = (
     "too_small",
     "too_large",
     "face_lost",
+    "no_face",
+    "too_short",
+    "landmarks_mismatch",
+    "no_audio_features",
+    "error",
 )
 
 # Leading bytes of the containers we expect; an unreadable file that starts like one is "corrupt", else "not_a_video".

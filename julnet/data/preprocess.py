@@ -1,0 +1,387 @@
+"""Preprocessing: raw talking-face videos -> Parquet shards, a manifest and a report of rejected videos.
+
+1. plan:     list the input (a folder or prefix, or a .jsonl listing), pair videos with sidecar files and
+             group them into shards by size. Deterministic, so a re-run plans the same shards.
+2. process:  each shard on its own (the caller picks how: a loop, processes, Ray tasks). A shard is done
+             once its result file exists; done shards are skipped, so a killed run resumes where it stopped.
+3. finalize: gather the results, assign splits, write the report, then the manifest: the commit point.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from julnet import storage
+from julnet.config import Config
+from julnet.data import audio as features
+from julnet.data.crop import crop_boxes, crop_frames, to_crop
+from julnet.data.landmarks import DlibBackend, read_openface_csv
+from julnet.data.manifest import (
+    MANIFEST_NAME,
+    REPORT_NAME,
+    Manifest,
+    Rejection,
+    Report,
+    ShardEntry,
+    ShardResult,
+    ShardVideo,
+    VideoEntry,
+    VideoStats,
+    assign_splits,
+)
+from julnet.data.shards import ProcessedVideo, shard_schema, write_shard
+from julnet.data.video import VideoError, VideoInfo, iter_frames, probe, read_audio
+from julnet.version import code_version
+
+log = logging.getLogger(__name__)
+
+OPENFACE_SUFFIX = ".csv"
+DEEPSPEECH_SUFFIXES = ("_deepspeech.txt", ".deepspeech.txt", ".deepspeech.npy")
+# Shard bytes per input byte, to size shards from the listing alone: 416x320 JPEG crops take about 2-5x
+# the bytes of typical compressed sources. Shards only need to be roughly the configured size.
+OUTPUT_PER_INPUT_BYTE = 3.0
+
+Mapper = Callable[[Callable[[Any], ShardResult], Sequence[Any]], Iterable[ShardResult]]
+
+
+class Source(BaseModel):
+    """One input video and its optional sidecars (OpenFace landmarks, DeepSpeech features)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    uri: str
+    size: int
+    video_id: str
+    identity: str
+    openface_csv: str | None = None
+    deepspeech: str | None = None
+
+
+class ShardPlan(BaseModel):
+    name: str
+    sources: list[Source]
+
+
+def settings(cfg: Config) -> dict[str, Any]:
+    """What the shards' content depends on, recorded in the manifest (the loader reads sizes from it)."""
+    p = cfg.preprocess
+    return {
+        **p.model_dump(exclude={"val_fraction", "test_fraction", "shard_target_mb"}),
+        "audio_features": cfg.audio.features,
+        "audio_dim": cfg.audio.dim,
+        "audio_window": cfg.audio.window,
+    }
+
+
+# ---- 1. plan -------------------------------------------------------------------------------------------
+
+
+def discover(input_uri: str) -> tuple[list[Source], list[Rejection]]:
+    """Videos under a folder/prefix (every file that is not a sidecar is a candidate) or in a .jsonl listing.
+
+    Hidden files are skipped. Sidecars with no video are returned as rejections, never dropped silently.
+    """
+    if input_uri.endswith(".jsonl"):
+        return _from_listing(input_uri), []
+    root = input_uri.rstrip("/")
+    files = [(uri, size) for uri, size in storage.list_sizes(input_uri) if not PurePosixPath(uri).name.startswith(".")]
+    if not files:
+        raise FileNotFoundError(f"no input files under {input_uri}")
+    relative = {uri: uri[len(root) + 1 :] for uri, _ in files}
+    openface, deepspeech, videos = {}, {}, []
+    for uri, size in files:
+        rel = relative[uri]
+        ds_suffix = next((s for s in DEEPSPEECH_SUFFIXES if rel.endswith(s)), None)
+        if ds_suffix:
+            deepspeech[rel[: -len(ds_suffix)]] = uri
+        elif rel.endswith(OPENFACE_SUFFIX):
+            openface[rel[: -len(OPENFACE_SUFFIX)]] = uri
+        else:
+            videos.append((uri, size, rel))
+    stems = Counter(str(PurePosixPath(rel).with_suffix("")) for _, _, rel in videos)
+    sources = []
+    for uri, size, rel in videos:
+        stem = str(PurePosixPath(rel).with_suffix(""))
+        video_id = stem if stems[stem] == 1 else rel
+        parts = PurePosixPath(rel).parts
+        sources.append(
+            Source(
+                uri=uri,
+                size=size,
+                video_id=video_id,
+                identity=parts[0] if len(parts) > 1 else video_id,
+                openface_csv=openface.pop(stem, None),
+                deepspeech=deepspeech.pop(stem, None),
+            )
+        )
+    orphans = [Rejection(source=u, reason="not_a_video", detail="sidecar file with no video") for u in [*openface.values(), *deepspeech.values()]]
+    return sources, orphans
+
+
+def _from_listing(listing_uri: str) -> list[Source]:
+    """A .jsonl listing: one {"video": uri, "identity"?, "id"?, "openface_csv"?, "deepspeech"?} per line."""
+    base = listing_uri.rsplit("/", 1)[0] if "/" in listing_uri else "."
+
+    def resolve(uri: str | None) -> str | None:
+        if uri is None or "://" in uri or uri.startswith("/"):
+            return uri
+        return storage.join(base, uri)
+
+    sources = []
+    for number, line in enumerate(storage.read_text(listing_uri).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            uri = resolve(item["video"])
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"{listing_uri}:{number}: expected a JSON object with a 'video' key ({exc})") from None
+        fs, path = storage.filesystem(uri)
+        video_id = item.get("id") or str(PurePosixPath(uri).with_suffix("").name)
+        sources.append(
+            Source(
+                uri=uri,
+                size=max(fs.get_file_info(path).size or 0, 0),
+                video_id=video_id,
+                identity=item.get("identity") or video_id,
+                openface_csv=resolve(item.get("openface_csv")),
+                deepspeech=resolve(item.get("deepspeech")),
+            )
+        )
+    ids = Counter(s.video_id for s in sources)
+    dupes = [i for i, n in ids.items() if n > 1]
+    if dupes:
+        raise ValueError(f"{listing_uri}: video ids must be unique, repeated: {dupes[:3]}")
+    return sources
+
+
+def plan_shards(sources: list[Source], cfg: Config) -> list[ShardPlan]:
+    """Group videos (sorted by id) into shards of about preprocess.shard_target_mb; names hash the content."""
+    target = cfg.preprocess.shard_target_mb * 1e6 / OUTPUT_PER_INPUT_BYTE
+    digest = json.dumps(settings(cfg), sort_keys=True)
+    groups: list[list[Source]] = [[]]
+    total = 0
+    for source in sorted(sources, key=lambda s: s.video_id):
+        if groups[-1] and total >= target:
+            groups.append([])
+            total = 0
+        groups[-1].append(source)
+        total += source.size
+    plans = []
+    for group in filter(None, groups):
+        key = digest + "".join(f"\n{s.video_id}|{s.uri}|{s.size}|{s.openface_csv}|{s.deepspeech}" for s in group)
+        plans.append(ShardPlan(name="part-" + hashlib.sha256(key.encode()).hexdigest()[:16], sources=group))
+    return plans
+
+
+# ---- 2. process ----------------------------------------------------------------------------------------
+
+
+def process_shard(plan: ShardPlan, cfg: Config, output_uri: str) -> ShardResult:
+    """Process one shard's videos, write the shard (atomically) and then its result file."""
+    result_uri = storage.join(output_uri, "shards", f"{plan.name}.json")
+    if storage.exists(result_uri):
+        return ShardResult.model_validate_json(storage.read_text(result_uri))
+    torch.set_num_threads(1)
+    shard_uri = storage.join(output_uri, "shards", f"{plan.name}.parquet")
+    for uri in (shard_uri, result_uri):
+        storage.discard_partial(uri)
+    stats: list[VideoStats] = []
+    rejected: list[Rejection] = []
+    with tempfile.TemporaryDirectory(prefix="julnet-preprocess-") as tmp:
+        accepted = _accepted(plan.sources, cfg, Path(tmp), stats, rejected)
+        schema = shard_schema(cfg.audio.dim, cfg.audio.window)
+        groups = write_shard(shard_uri, accepted, schema, cfg.preprocess.chunk_frames)
+    if groups:
+        fs, path = storage.filesystem(shard_uri)
+        size = fs.get_file_info(path).size
+    else:
+        storage.delete(shard_uri, missing_ok=True)
+        size = 0
+    videos = [ShardVideo(**s.model_dump(), row_groups=groups[s.id]) for s in stats]
+    result = ShardResult(name=plan.name, bytes=size, videos=videos, rejected=rejected)
+    storage.write_text(result_uri, result.model_dump_json(indent=1))
+    return result
+
+
+def _accepted(
+    sources: list[Source], cfg: Config, tmp: Path, stats: list[VideoStats], rejected: list[Rejection]
+) -> Iterator[ProcessedVideo]:
+    """Process videos one at a time (only one is in memory), recording stats and rejections as it goes."""
+    for source in sources:
+        try:
+            video, video_stats = process_video(source, cfg, tmp)
+        except VideoError as exc:
+            rejected.append(Rejection(source=source.uri, reason=exc.reason, detail=exc.detail))
+            continue
+        except Exception as exc:  # bad input must never stop the job; it is reported instead
+            log.exception("unexpected error preprocessing %s", source.uri)
+            rejected.append(Rejection(source=source.uri, reason="error", detail=f"{type(exc).__name__}: {exc}".splitlines()[0]))
+            continue
+        stats.append(video_stats)
+        yield video
+
+
+def process_video(source: Source, cfg: Config, tmp: Path) -> tuple[ProcessedVideo, VideoStats]:
+    """Decode, find landmarks, crop, encode and compute audio features for one video, or raise VideoError."""
+    p = cfg.preprocess
+    local = _local(source.uri, tmp)
+    info = probe(local, require_audio=cfg.audio.features == "logmel", min_side=p.min_side, max_side=p.max_side)
+    landmarks = _landmarks(local, source, info, cfg, tmp)
+    k = len(landmarks)
+    if k == 0:
+        raise VideoError("zero_length", "no frames decoded")
+    if k < p.min_frames:
+        raise VideoError("too_short", f"{k} frames, preprocess.min_frames is {p.min_frames}")
+    if all(points is None for points in landmarks):
+        raise VideoError("no_face", f"no face found in any of {k} frames")
+    track = crop_boxes(landmarks, max_missing=p.max_missing_face_fraction)
+    quality = [cv2.IMWRITE_JPEG_QUALITY, p.jpeg_quality]
+    jpegs = [
+        cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), quality)[1].tobytes()
+        for crop in crop_frames(iter_frames(local, p.fps), track.boxes, p.crop_height, p.crop_width)
+    ]
+    if len(jpegs) != k:
+        raise VideoError("corrupt", f"decoding gave {k} frames, then {len(jpegs)}")
+    nan = np.full((68, 2), np.nan, np.float32)
+    points = np.stack(
+        [to_crop(pts, box, p.crop_height, p.crop_width) if pts is not None else nan for pts, box in zip(landmarks, track.boxes)]
+    ).astype(np.float32)
+    rows = _audio_rows(local, source, info, k, cfg, tmp)
+    fixes = [name for name, needed in (("resampled_fps", abs((info.fps or 0) - p.fps) > 0.01), ("rotated", info.rotation != 0)) if needed]
+    video_stats = VideoStats(
+        id=source.video_id,
+        source=source.uri,
+        identity=source.identity,
+        frames=k,
+        fps=float(p.fps),
+        duration=k / p.fps,
+        source_fps=float(info.fps or 0.0),
+        source_size=(info.width, info.height),
+        rotation=info.rotation,
+        fixes=fixes,
+        missing_face_frames=track.missing,
+    )
+    return ProcessedVideo(source.video_id, jpegs, points, features.frame_windows(rows, cfg.audio.window), p.fps), video_stats
+
+
+def _local(uri: str, tmp: Path) -> Path:
+    """A local path for a URI (object-store files are copied into tmp first; decoders need seekable files)."""
+    if not storage.is_s3(uri):
+        fs, path = storage.filesystem(uri)
+        if fs.get_file_info(path).type.name == "NotFound":
+            raise VideoError("not_found", uri)
+        return Path(path)
+    try:
+        return storage.copy_to_local(uri, tmp)
+    except FileNotFoundError:
+        raise VideoError("not_found", uri) from None
+
+
+@functools.cache
+def _dlib() -> DlibBackend:
+    """One landmark model per worker process."""
+    return DlibBackend()
+
+
+def _landmarks(local: Path, source: Source, info: VideoInfo, cfg: Config, tmp: Path) -> list[np.ndarray | None]:
+    """Per output frame: 68 landmarks from the OpenFace sidecar when there is one, else from dlib."""
+    p = cfg.preprocess
+    if source.openface_csv is None:
+        if p.landmarks == "openface":
+            raise VideoError("landmarks_mismatch", "preprocess.landmarks=openface but the video has no OpenFace CSV")
+        backend = _dlib()
+        return [backend.detect(frame) for frame in iter_frames(local, p.fps)]
+    if abs((info.fps or 0) - p.fps) > 0.01:
+        raise VideoError("landmarks_mismatch", f"OpenFace CSV needs a {p.fps} fps video, this one is {info.fps} fps")
+    k = sum(1 for _ in iter_frames(local, p.fps))
+    rows = read_openface_csv(_local(source.openface_csv, tmp))
+    if abs(len(rows) - k) > 1:
+        raise VideoError("landmarks_mismatch", f"OpenFace CSV has {len(rows)} frames, the video {k}")
+    return (rows + [None])[:k]
+
+
+def _audio_rows(local: Path, source: Source, info: VideoInfo, k: int, cfg: Config, tmp: Path) -> np.ndarray:
+    """(K, D) audio features aligned with the K output frames."""
+    p = cfg.preprocess
+    if cfg.audio.features == "deepspeech":
+        if source.deepspeech is None:
+            raise VideoError("no_audio_features", "audio.features=deepspeech but the video has no DeepSpeech sidecar")
+        try:
+            return features.load_deepspeech(_local(source.deepspeech, tmp), k, tolerance=1)
+        except ValueError as exc:
+            raise VideoError("no_audio_features", str(exc)) from None
+    samples = read_audio(local, p.sample_rate, start=info.start_time)
+    if samples is None or len(samples) == 0:
+        raise VideoError("no_audio_stream", "audio track decodes to nothing")
+    return features.frame_features(samples, p.sample_rate, k, p.fps, cfg.audio.n_mels)
+
+
+# ---- 3. finalize ---------------------------------------------------------------------------------------
+
+
+def finalize(results: list[ShardResult], extra_rejections: list[Rejection], cfg: Config, output_uri: str) -> tuple[Manifest, Report]:
+    """Assign splits, then write the report and, last, the manifest (only where their content changed)."""
+    p = cfg.preprocess
+    shard_of = {v.id: r.name for r in results for v in r.videos}
+    videos = sorted((v for r in results for v in r.videos), key=lambda v: v.id)
+    by_video = assign_splits([v.id for v in videos], p.val_fraction, p.test_fraction)
+    by_identity = assign_splits([v.identity for v in videos], p.val_fraction, p.test_fraction)
+    entries = [
+        VideoEntry(
+            **v.model_dump(),
+            shard=f"shards/{shard_of[v.id]}.parquet",
+            split_by_video=by_video[v.id],
+            split_by_identity=by_identity[v.identity],
+        )
+        for v in videos
+    ]
+    shards = [
+        ShardEntry(name=f"shards/{r.name}.parquet", frames=sum(v.frames for v in r.videos), bytes=r.bytes, videos=[v.id for v in r.videos])
+        for r in sorted(results, key=lambda r: r.name)
+        if r.videos
+    ]
+    manifest = Manifest(code_version=code_version(), settings=settings(cfg), videos=entries, shards=shards)
+    rejected = sorted([*extra_rejections, *(x for r in results for x in r.rejected)], key=lambda x: x.source)
+    report = Report(accepted=len(entries), rejected=rejected)
+    _write_if_changed(storage.join(output_uri, REPORT_NAME), report.model_dump_json(indent=1))
+    _write_if_changed(storage.join(output_uri, MANIFEST_NAME), manifest.model_dump_json(indent=1))
+    return manifest, report
+
+
+def _write_if_changed(uri: str, text: str) -> None:
+    if not (storage.exists(uri) and storage.read_text(uri) == text):
+        storage.write_text(uri, text)
+
+
+def run(input_uri: str, output_uri: str, cfg: Config, mapper: Mapper = map) -> tuple[Manifest, Report]:
+    """The whole preprocessing job; `mapper(fn, plans)` runs shard tasks (in any order, any parallelism)."""
+    sources, orphans = discover(input_uri)
+    plans = plan_shards(sources, cfg)
+    log.info("preprocess: %d videos in %d shards -> %s", len(sources), len(plans), output_uri)
+    task = functools.partial(process_shard, cfg=cfg, output_uri=output_uri)
+    results, done_videos, t0 = [], 0, time.perf_counter()
+    for result in mapper(task, plans):
+        results.append(result)
+        done_videos += len(result.videos) + len(result.rejected)
+        rate = done_videos / max(time.perf_counter() - t0, 1e-9)
+        eta = (len(sources) - done_videos) / max(rate, 1e-9)
+        log.info(
+            "shard %d/%d %s: %d accepted, %d rejected | %.2f videos/s | eta %ds",
+            len(results), len(plans), result.name, len(result.videos), len(result.rejected), rate, eta,
+        )
+    return finalize(results, orphans, cfg, output_uri)

@@ -1,0 +1,1 @@
+"""Thin Ray entrypoints: parse arguments, build the config, hand the work to the julnet library."""
