@@ -43,9 +43,17 @@ class Frames:
         return frames.view(-1, self.clip_len, *frames.shape[1:])
 
 
+def _on_device(x: Tensor, device: torch.device) -> Tensor:
+    x = x.to(device, non_blocking=True)
+    return x.float().div_(255) if x.dtype == torch.uint8 else x
+
+
 def flatten_batch(batch: dict[str, Tensor], kind: str, device: torch.device) -> Frames:
-    """Frame batches pass through; clip batches (B, T, ...) become B*T frames sharing references."""
-    b = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    """Frame batches pass through; clip batches (B, T, ...) become B*T frames sharing references.
+
+    uint8 images (as the data loader ships them) become floats in [0, 1] here, on the device.
+    """
+    b = {k: _on_device(v, device) for k, v in batch.items()}
     if kind == "frame":
         return Frames(b["target"], b["source"], b["references"], b["audio"], 1, None)
     t = b["target"].shape[1]

@@ -1,0 +1,82 @@
+"""Training examples from one chunk of one video: the single path used with Ray Data and without it.
+
+Images stay uint8 (channels first) until they reach the trainer, which keeps the data pipeline light;
+the training step converts them to [0, 1] floats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import cv2
+import numpy as np
+
+from julnet.config import StageConfig
+from julnet.face import mouth_box
+
+_REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+def decode_frames(jpegs: list[bytes], stored: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+    """JPEG crops stored at `stored` (H, W) -> (K, H, W, 3) uint8 RGB at `size`.
+
+    When `size` divides the stored size by 2, 4 or 8, libjpeg decodes at that scale directly (DCT scaling),
+    which is several times faster than decoding at full size and resizing.
+    """
+    (sh, sw), (h, w) = stored, size
+    factor = sh // h if sh % h == 0 and sw % w == 0 and sh // h == sw // w else 1
+    flag = _REDUCED.get(factor, cv2.IMREAD_COLOR)
+    out = np.empty((len(jpegs), h, w, 3), np.uint8)
+    for i, data in enumerate(jpegs):
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+        if img is None:
+            raise ValueError(f"frame {i}: not a decodable JPEG")
+        if img.shape[:2] != (h, w):
+            img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+        cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=out[i])
+    return out
+
+
+def _chw(frames: np.ndarray) -> np.ndarray:
+    """(..., H, W, 3) -> (..., 3, H, W), contiguous."""
+    return np.ascontiguousarray(np.moveaxis(frames, -1, -3))
+
+
+def _masked(frames_chw: np.ndarray) -> np.ndarray:
+    top, left, side = mouth_box(*frames_chw.shape[-2:])
+    out = frames_chw.copy()
+    out[..., top : top + side, left : left + side] = 0
+    return out
+
+
+def _references(rng: np.random.Generator, count: int, exclude: range, k: int) -> np.ndarray:
+    """`count` frame indices of the chunk outside `exclude` (with replacement only if too few exist)."""
+    pool = np.setdiff1d(np.arange(k), np.arange(exclude.start, exclude.stop))
+    if len(pool) == 0:
+        raise ValueError(f"a chunk of {k} frames has no frame outside the target to use as a reference")
+    return rng.choice(pool, size=count, replace=len(pool) < count)
+
+
+def chunk_examples(
+    frames: np.ndarray, audio: np.ndarray, stage: StageConfig, num_references: int, rng: np.random.Generator
+) -> Iterator[dict[str, np.ndarray]]:
+    """Examples of one chunk in random order: every frame a target once (frame stage), or every
+    non-overlapping run of `window` frames a clip once (clip stage, window = audio window).
+
+    frames: (K, H, W, 3) uint8; audio: (K, D, window) float32, the window centred on each frame.
+    """
+    k, window = len(frames), audio.shape[-1]
+    chw = _chw(frames)
+    clip = stage.kind == "clip"
+    span = window if clip else 1
+    starts = np.arange(0, k - span + 1, span)
+    for start in rng.permutation(starts):
+        targets = range(int(start), int(start) + span)
+        refs = _references(rng, num_references, targets, k)
+        target = chw[targets.start : targets.stop] if clip else chw[targets.start]
+        yield {
+            "target": target,
+            "source": _masked(target),
+            "references": chw[refs].reshape(-1, *chw.shape[-2:]),
+            "audio": audio[targets.start : targets.stop] if clip else audio[targets.start],
+        }

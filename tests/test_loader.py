@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from julnet import storage
+from julnet.config import StageConfig
+from julnet.data.examples import decode_frames
+from julnet.data.loader import TORCH_DTYPES, collate, examples_dataset, iter_examples, plan_units
+from julnet.data.manifest import manifest_root, read_manifest
+from julnet.data.shards import read_row_group
+from julnet.face import mouth_box
+
+STAGES = [
+    StageConfig(name="f104", kind="frame", height=104, width=80, batch_size=4, steps=1),
+    StageConfig(name="f208", kind="frame", height=208, width=160, batch_size=4, steps=1),
+    StageConfig(name="f416", kind="frame", height=416, width=320, batch_size=2, steps=1),
+    StageConfig(name="clip", kind="clip", height=104, width=80, batch_size=2, steps=1),
+]
+
+
+@pytest.mark.parametrize("stage", STAGES, ids=lambda s: s.name)
+def test_examples_have_the_stage_shapes_and_ranges(grid_dataset, stage):
+    examples = list(iter_examples(grid_dataset, stage, num_references=5, seed=0))
+    h, w = stage.height, stage.width
+    top, left, side = mouth_box(h, w)
+    if stage.kind == "frame":
+        assert len(examples) == 150, "every frame of both clips is a target once per epoch"
+        shapes = {"target": (3, h, w), "source": (3, h, w), "references": (15, h, w), "audio": (80, 5)}
+    else:
+        assert len(examples) == 2 * 15, "every run of 5 frames is a clip once per epoch"
+        shapes = {"target": (5, 3, h, w), "source": (5, 3, h, w), "references": (15, h, w), "audio": (5, 80, 5)}
+    for e in examples[:10]:
+        assert {k: v.shape for k, v in e.items()} == shapes
+        assert e["target"].dtype == np.uint8 and e["audio"].dtype == np.float32 and np.isfinite(e["audio"]).all()
+        assert e["target"].std() > 10, "a real face, not a blank"
+        assert (e["source"][..., top : top + side, left : left + side] == 0).all()
+        assert np.array_equal(e["source"][..., :top, :], e["target"][..., :top, :])
+    batch = collate(examples[: stage.batch_size])
+    assert {k: v.dtype for k, v in batch.items()} == TORCH_DTYPES
+
+
+def _frames_by_video(manifest_uri: str, size: tuple[int, int]) -> dict[str, np.ndarray]:
+    manifest, root = read_manifest(manifest_uri), manifest_root(manifest_uri)
+    out = {}
+    for video in manifest.videos:
+        jpegs = read_row_group(manifest.shard_uri(root, video.shard), video.row_groups[0], ["jpeg"]).column("jpeg").to_pylist()
+        out[video.id] = np.moveaxis(decode_frames(jpegs, (416, 320), size), -1, 1)
+    return out
+
+
+def test_references_come_from_the_same_video_and_never_equal_the_target(grid_dataset):
+    stage = STAGES[0]
+    frames = _frames_by_video(grid_dataset, (stage.height, stage.width))
+    for e in iter_examples(grid_dataset, stage, num_references=5, seed=3):
+        (vid, t), = [(v, i) for v, f in frames.items() for i in np.flatnonzero((f == e["target"]).all(axis=(1, 2, 3)))]
+        refs = e["references"].reshape(5, 3, stage.height, stage.width)
+        for ref in refs:
+            matches = np.flatnonzero((frames[vid] == ref).all(axis=(1, 2, 3)))
+            assert len(matches) == 1 and matches[0] != t
+
+
+def test_clip_references_avoid_the_whole_clip(grid_dataset):
+    stage = STAGES[3]
+    frames = _frames_by_video(grid_dataset, (stage.height, stage.width))
+    for e in iter_examples(grid_dataset, stage, num_references=5, seed=0):
+        (vid, t0), = [(v, i) for v, f in frames.items() for i in np.flatnonzero((f == e["target"][0]).all(axis=(1, 2, 3)))]
+        assert all(np.array_equal(frames[vid][t0 + j], e["target"][j]) for j in range(5)), "5 consecutive frames"
+        for ref in e["references"].reshape(5, 3, stage.height, stage.width):
+            index = np.flatnonzero((frames[vid] == ref).all(axis=(1, 2, 3)))[0]
+            assert not t0 <= index < t0 + 5
+
+
+def test_a_fixed_seed_gives_identical_examples(grid_dataset):
+    stage = STAGES[0]
+    a = collate(list(iter_examples(grid_dataset, stage, 5, seed=7))[:8])
+    b = collate(list(iter_examples(grid_dataset, stage, 5, seed=7))[:8])
+    c = collate(list(iter_examples(grid_dataset, stage, 5, seed=8))[:8])
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["references"], c["references"])
+    seeds = {epoch: [u.seed for u in plan_units(grid_dataset, seed=1, epoch=epoch)] for epoch in (0, 1)}
+    assert seeds[0] != seeds[1], "each epoch draws new targets and references"
+
+
+def test_an_empty_split_is_a_clear_error(grid_dataset):
+    with pytest.raises(ValueError, match="split 'test'"):
+        plan_units(grid_dataset, split="test")
+
+
+def _ray_batches(manifest_uri: str, stage: StageConfig) -> list[dict[str, torch.Tensor]]:
+    ds = examples_dataset(manifest_uri, stage, 5, seed=11)
+    return list(ds.iter_torch_batches(batch_size=stage.batch_size, dtypes=TORCH_DTYPES))
+
+
+def test_ray_dataset_streams_the_same_examples_locally_and_from_s3(grid_dataset, ray_local, s3_server):
+    stage = STAGES[0]
+    expected = list(iter_examples(grid_dataset, stage, 5, seed=11))
+    local = _ray_batches(grid_dataset, stage)
+    assert sum(len(b["target"]) for b in local) == len(expected)
+    first = collate(expected[: stage.batch_size])
+    assert all(torch.equal(local[0][k], first[k]) for k in first)
+
+    bucket = s3_server.make_bucket()
+    root = manifest_root(grid_dataset)
+    for uri in storage.list_files(root):
+        storage.upload_file(uri, f"{bucket}/grid/{uri[len(root) + 1:]}")
+    remote = _ray_batches(f"{bucket}/grid/manifest.json", stage)
+    assert len(remote) == len(local)
+    assert all(torch.equal(r[k], l[k]) for r, l in zip(remote, local) for k in r)
