@@ -223,3 +223,24 @@ def test_rotated_30fps_video_is_accepted_with_its_fixes(tmp_path):
     points = np.asarray(pq.read_table(tmp_path / "out" / video.shard).column("landmarks").to_pylist()).reshape(75, 68, 2)
     top, left, side = mouth_box(416, 320)
     assert (points[:, 48:68, 1] > top).all() and (points[:, 48:68, 1] < top + side).all()
+
+
+def test_a_video_without_a_face_is_rejected_as_no_face(tmp_path):
+    path = tmp_path / "raw" / "wall.mp4"
+    path.parent.mkdir()
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 160, 128, "yuv420p"
+        sound = out.add_stream("aac", rate=16000)
+        sound.layout = "mono"
+        for _ in range(25):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(rng.integers(0, 255, (128, 160, 3), dtype=np.uint8), format="rgb24")))
+        out.mux(stream.encode())
+        tone = np.sin(np.arange(16000) * 2 * np.pi * 220 / 16000).astype(np.float32)[None]
+        pcm = av.AudioFrame.from_ndarray(tone, format="fltp", layout="mono")
+        pcm.sample_rate = 16000
+        out.mux(sound.encode(pcm))
+        out.mux(sound.encode())
+    _, report = run(str(path.parent), str(tmp_path / "out"), load_config("tiny"))
+    assert report.accepted == 0 and [r.reason for r in report.rejected] == ["no_face"]
