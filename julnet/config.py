@@ -140,6 +140,14 @@ class PreprocessConfig(Section):
     test_fraction: float = Field(0.1, ge=0, lt=1)
 
 
+class TrackingConfig(Section):
+    """MLflow: where runs go (None: $MLFLOW_TRACKING_URI, else a local sqlite file) and what is logged."""
+
+    uri: str | None = None
+    experiment: str = "julnet"
+    image_every: int = Field(200, ge=1)
+
+
 class StageConfig(Section):
     """One curriculum stage: frame stages coarse to fine, then the clip stage."""
 
@@ -182,6 +190,7 @@ class Config(Section):
     perceptual: PerceptualConfig = PerceptualConfig()
     optim: OptimConfig = OptimConfig()
     preprocess: PreprocessConfig = PreprocessConfig()
+    tracking: TrackingConfig = TrackingConfig()
     train: TrainConfig
 
     @model_validator(mode="after")
