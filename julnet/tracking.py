@@ -1,0 +1,166 @@
+"""MLflow tracking for one training run, used from rank 0 only: params once, metrics in batches, images.
+
+Everything goes through an explicit `MlflowClient`, never MLflow's global active run, so several trackers can
+live in one process. A run is found again by its `julnet.run_name` tag, so a restarted job resumes the same
+MLflow run instead of starting a new one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+
+RUN_NAME_TAG = "julnet.run_name"
+"""The tag that names a julnet run inside its experiment; `start` resumes the run carrying it."""
+
+PARAM_VALUE_CHARS = 500
+"""Longest param value every MLflow backend stores (MLflow >= 2.8 takes 6000; older servers, 500)."""
+
+PARAMS_PER_BATCH = 100
+METRICS_PER_BATCH = 1000
+
+_T = TypeVar("_T")
+
+
+def resolve_tracking_uri(configured: str | None) -> str:
+    """The configured URI, else $MLFLOW_TRACKING_URI, else a sqlite file `runs/mlflow.db` under the working directory.
+
+    MLflow 3 refuses plain file stores, so the embedded default is a sqlite database, not a folder.
+    """
+    if configured:
+        return configured
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    folder = Path.cwd() / "runs"
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+class RunTracker:
+    """One MLflow run of one training job, identified by `run_name` within `experiment`."""
+
+    def __init__(self, uri: str, experiment: str, run_name: str) -> None:
+        if not run_name or "'" in run_name:
+            raise ValueError(f"run name must be non-empty and free of single quotes: {run_name!r}")
+        self.uri, self.experiment, self.run_name = uri, experiment, run_name
+        self.client = MlflowClient(tracking_uri=uri)
+        self._run_id: str | None = None
+
+    @property
+    def run_id(self) -> str:
+        """The MLflow run id; only after `start`."""
+        if self._run_id is None:
+            raise RuntimeError(f"run {self.run_name!r} has not been started")
+        return self._run_id
+
+    def start(self, params: dict[str, Any], tags: dict[str, str] | None = None) -> str:
+        """Resume the run named `run_name` or create it; return its id.
+
+        A new run gets `params`. A resumed run keeps the params it has (MLflow never changes them): any difference
+        from `params` raises ValueError naming the first differing key.
+        """
+        wanted = {key: str(value)[:PARAM_VALUE_CHARS] for key, value in params.items()}
+        experiment_id = self._experiment_id()
+        found = self.client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{RUN_NAME_TAG}` = '{self.run_name}'",
+            max_results=1,
+            order_by=["attributes.start_time ASC"],
+        )
+        if found:
+            run = found[0]
+            _check_same_params(run.data.params, wanted, run.info.run_id)
+            self._run_id = run.info.run_id
+            self.client.update_run(self._run_id, status="RUNNING")
+            self.set_tags(tags or {})
+        else:
+            run = self.client.create_run(
+                experiment_id, run_name=self.run_name, tags={**(tags or {}), RUN_NAME_TAG: self.run_name}
+            )
+            self._run_id = run.info.run_id
+            for chunk in _chunks([Param(key, value) for key, value in wanted.items()], PARAMS_PER_BATCH):
+                self.client.log_batch(self._run_id, params=chunk)
+        return self._run_id
+
+    def _experiment_id(self) -> str:
+        """The id of the experiment, created (artifacts beside a sqlite database) or restored if needed."""
+        experiment = self.client.get_experiment_by_name(self.experiment)
+        if experiment is None:
+            return self.client.create_experiment(self.experiment, artifact_location=_artifact_location(self.uri))
+        if experiment.lifecycle_stage == "deleted":
+            self.client.restore_experiment(experiment.experiment_id)
+        return experiment.experiment_id
+
+    def log_metrics(self, rows: Iterable[tuple[int, dict[str, float]]]) -> None:
+        """Log `(step, {key: value})` rows, up to 1000 points per request; non-finite values are skipped."""
+        timestamp = int(time.time() * 1000)
+        metrics = []
+        for step, values in rows:
+            for key, value in values.items():
+                if math.isfinite(value):
+                    metrics.append(Metric(key, float(value), timestamp, int(step)))
+                else:
+                    log.warning("not logging metric %s = %s at step %d: not finite", key, value, step)
+        for chunk in _chunks(metrics, METRICS_PER_BATCH):
+            self.client.log_batch(self.run_id, metrics=chunk)
+
+    def logged_steps(self, key: str) -> list[int]:
+        """The steps at which metric `key` was logged, in increasing order."""
+        return sorted(metric.step for metric in self.client.get_metric_history(self.run_id, key))
+
+    def log_image(self, image: np.ndarray, artifact_file: str) -> None:
+        """Store an HxWx3 uint8 RGB image as the PNG artifact `artifact_file`."""
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an HxWx3 uint8 image, got {image.shape} {image.dtype}")
+        self.client.log_image(self.run_id, image, artifact_file=artifact_file)
+
+    def log_artifacts(self, local_dir: str | os.PathLike[str], artifact_path: str | None = None) -> None:
+        """Upload the contents of `local_dir` under `artifact_path`."""
+        self.client.log_artifacts(self.run_id, str(local_dir), artifact_path)
+
+    def log_dict(self, data: dict[str, Any], artifact_file: str) -> None:
+        """Store `data` as a JSON (or YAML, by extension) artifact."""
+        self.client.log_dict(self.run_id, data, artifact_file)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        """Set (or overwrite) run tags, up to 100 per request."""
+        for chunk in _chunks([RunTag(key, str(value)) for key, value in tags.items()], PARAMS_PER_BATCH):
+            self.client.log_batch(self.run_id, tags=chunk)
+
+    def end(self, status: str = "FINISHED") -> None:
+        """Mark the run FINISHED, FAILED or KILLED."""
+        self.client.set_terminated(self.run_id, status)
+
+
+def _check_same_params(logged: dict[str, str], wanted: dict[str, str], run_id: str) -> None:
+    """Raise ValueError naming the first key whose logged and wanted values differ (a missing value differs)."""
+    for key in [*wanted, *(key for key in logged if key not in wanted)]:
+        if logged.get(key) != wanted.get(key):
+            raise ValueError(
+                f"param {key!r} of MLflow run {run_id} is {logged.get(key)!r}, now {wanted.get(key)!r}: "
+                "a resumed run cannot change its params (use a new run name)"
+            )
+
+
+def _artifact_location(uri: str) -> str | None:
+    """For a sqlite store, a folder beside the database (MLflow's default is ./mlruns); else the server's choice."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "artifacts").as_uri()
+
+
+def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
+    """Consecutive slices of `items` of at most `size` elements."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

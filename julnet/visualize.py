@@ -1,0 +1,100 @@
+"""Pictures people look at rather than read: sample grids with error and uncertainty heat maps, loss curves.
+
+Pure numpy, OpenCV and matplotlib (Agg, without pyplot's global state); nothing here knows about MLflow.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from torch import Tensor
+
+from julnet import storage
+from julnet.losses.uncertainty import error_map
+
+MIN_TILE_WIDTH = 160
+"""Tiles narrower than this are enlarged by an integer factor (nearest neighbour) so titles and pixels read."""
+
+COLUMNS = ("masked source", "generated", "ground truth", "error |gen - gt|", "predicted error", "uncertainty sigma")
+HEADER_HEIGHT = 34
+_FONT, _FONT_SCALE = cv2.FONT_HERSHEY_SIMPLEX, 0.4
+
+
+def sample_grid(
+    source: Tensor, generated: Tensor, target: Tensor, log_sigma: Tensor, error_pred: Tensor, max_rows: int = 4
+) -> np.ndarray:
+    """An (H, W, 3) uint8 RGB grid, one example per row, one `COLUMNS` entry per column, under a titled header.
+
+    Images are (B, 3, H, W) in [0, 1]; maps are (B, 1, H, W). The true error |Î − I| and the predicted error ε̂
+    share one colour scale from 0 to their joint maximum; σ = exp(log_sigma) has its own, from its min to max.
+    """
+    rows = slice(0, max_rows)
+    with torch.no_grad():
+        images = [_to_uint8(x[rows]) for x in (source, generated, target)]
+        error, predicted = error_map(generated[rows].float(), target[rows].float()), error_pred[rows].float()
+        sigma = log_sigma[rows].float().exp()
+        error_top = max(float(error.max()), float(predicted.max()))
+        sigma_low, sigma_high = float(sigma.min()), float(sigma.max())
+        heat = [_heat(error, 0.0, error_top), _heat(predicted, 0.0, error_top), _heat(sigma, sigma_low, sigma_high)]
+    scales = ["", "", "", *[f"0 .. {error_top:.3g}"] * 2, f"{sigma_low:.3g} .. {sigma_high:.3g}"]
+    columns = [*images, *heat]  # each (b, h, w, 3) uint8
+    factor = math.ceil(MIN_TILE_WIDTH / columns[0].shape[2])
+    body = np.concatenate([np.concatenate(list(column), axis=0) for column in columns], axis=1)
+    body = body.repeat(factor, axis=0).repeat(factor, axis=1)
+    tile_width = body.shape[1] // len(columns)
+    return np.concatenate([_header(tile_width, scales), body], axis=0)
+
+
+def _to_uint8(images: Tensor) -> np.ndarray:
+    """(B, 3, H, W) floats in [0, 1] -> (B, H, W, 3) uint8."""
+    return (images.detach().float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _heat(maps: Tensor, low: float, high: float) -> np.ndarray:
+    """(B, 1, H, W) values -> (B, H, W, 3) RGB inferno colours, `low` black and `high` bright yellow."""
+    span = high - low if high > low else 1.0
+    scaled = ((maps.detach().float()[:, 0] - low) / span).clamp(0, 1) * 255
+    gray = scaled.round().byte().cpu().numpy()
+    return np.stack([cv2.cvtColor(cv2.applyColorMap(g, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB) for g in gray])
+
+
+def _header(tile_width: int, scales: list[str]) -> np.ndarray:
+    """A dark band with each column's title and, for heat maps, its colour scale."""
+    header = np.full((HEADER_HEIGHT, tile_width * len(COLUMNS), 3), 32, np.uint8)
+    for i, (title, scale) in enumerate(zip(COLUMNS, scales, strict=True)):
+        for line, y in ((title, 14), (scale, 29)):
+            cv2.putText(header, line, (i * tile_width + 4, y), _FONT, _FONT_SCALE, (255, 255, 255), 1, cv2.LINE_AA)
+    return header
+
+
+def loss_curves(history: list[dict[str, float]], keys: list[str], step_key: str = "step") -> np.ndarray:
+    """An RGB uint8 plot with one panel per key: value against step, on a log scale when positive over a decade."""
+    figure = Figure(figsize=(6, 2.2 * len(keys)), dpi=100, layout="constrained")
+    canvas = FigureCanvasAgg(figure)
+    for i, key in enumerate(keys):
+        axes = figure.add_subplot(len(keys), 1, i + 1)
+        points = [(row[step_key], row[key]) for row in history if key in row and math.isfinite(row[key])]
+        if points:
+            steps, values = zip(*points, strict=True)
+            axes.plot(steps, values, linewidth=1.2)
+            if min(values) > 0 and max(values) > 10 * min(values):
+                axes.set_yscale("log")
+        axes.set_title(key)
+        axes.set_xlabel(step_key)
+        axes.set_ylabel("value")
+        axes.grid(True, alpha=0.3)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def write_png(image: np.ndarray, uri: str) -> None:
+    """Atomically write an (H, W, 3) uint8 RGB image as a PNG to a path, file:// or s3:// URI."""
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError(f"could not encode a {image.shape} {image.dtype} image as PNG")
+    storage.write_bytes(uri, encoded.tobytes())
