@@ -24,6 +24,7 @@ def _info(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
+    from julnet.data.loader import StepBatches
     from julnet.data.synthetic import SyntheticFaces
     from julnet.training.loop import train_stage
 
@@ -34,11 +35,26 @@ def _train(args: argparse.Namespace) -> None:
         index = cfg.train.stages.index(stage)
         cfg = load_config(args.config, [*overrides, f"train.stages.{index}.steps={args.steps}"])
         stage = cfg.train.stages[index]
-    if not args.synthetic:
-        raise ConfigError("no training data given: pass --synthetic (real shards come with the data pipeline)")
-    data = SyntheticFaces(cfg, stage, seed=cfg.train.seed)
-    result = train_stage(cfg, Path(args.out), data.batch, stage, init=Path(args.init) if args.init else None)
+    if args.synthetic == bool(args.data):
+        raise ConfigError("pass exactly one of --data MANIFEST_URI and --synthetic")
+    if args.data:
+        batches = StepBatches(args.data, stage, cfg.generator.num_references, cfg.audio.window, cfg.train.seed)
+    else:
+        batches = SyntheticFaces(cfg, stage, seed=cfg.train.seed).batch
+    result = train_stage(cfg, Path(args.out), batches, stage, init=Path(args.init) if args.init else None)
     print(json.dumps({"step": result.step, "checkpoint": str(result.checkpoint), "metrics": result.metrics}))
+
+
+def _train_syncnet(args: argparse.Namespace) -> None:
+    from julnet.training.syncnet import clip_stage, manifest_sources, synthetic_sources, train_syncnet
+
+    if args.synthetic == (args.data is not None):
+        raise ConfigError("pass exactly one of --synthetic and --data MANIFEST_URI")
+    cfg = load_config(args.config, args.overrides)
+    stage = clip_stage(cfg)
+    train, heldout, source = synthetic_sources(cfg, stage) if args.synthetic else manifest_sources(cfg, stage, args.data)
+    metrics = train_syncnet(cfg, train, heldout, args.steps, Path(args.out), cfg.train.log_every, heldout=source)
+    print(json.dumps({"weights": metrics["weights"], "heldout": metrics["heldout"], "eval": metrics["eval"]}))
 
 
 def _preprocess(args: argparse.Namespace) -> int:
@@ -74,11 +90,20 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train one stage in this process")
     _config_args(train)
     train.add_argument("--out", required=True, help="run directory (checkpoints, metrics); resumed if it has a checkpoint")
+    train.add_argument("--data", default=None, help="dataset manifest URI (from julnet preprocess)")
     train.add_argument("--synthetic", action="store_true", help="train on generated faces (no data needed)")
     train.add_argument("--stage", default=None, help="stage name from train.stages (default: the first)")
     train.add_argument("--steps", type=int, default=None, help="override the stage's step count")
     train.add_argument("--init", default=None, help="warm-start the networks from this checkpoint")
     train.set_defaults(run=_train)
+
+    sync = sub.add_parser("train-syncnet", help="pre-train the SyncNet of the sync loss (eq. 13) on in-sync and shifted pairs")
+    _config_args(sync)
+    sync.add_argument("--out", required=True, help="output directory (syncnet.pt, metrics.json)")
+    sync.add_argument("--synthetic", action="store_true", help="train on generated faces (no data needed)")
+    sync.add_argument("--data", default=None, metavar="MANIFEST_URI", help="dataset manifest.json (path, file:// or s3://)")
+    sync.add_argument("--steps", type=int, required=True, help="training steps")
+    sync.set_defaults(run=_train_syncnet)
 
     pre = sub.add_parser("preprocess", help="turn raw videos into training shards, a manifest and a report")
     _config_args(pre)

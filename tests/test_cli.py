@@ -42,3 +42,10 @@ def test_paper_training_without_pretrained_weights_fails_clearly(tmp_path):
     proc = run_cli("train", "--config", "paper", "--synthetic", "--steps", "1", "--out", str(tmp_path / "x"), check=False)
     assert proc.returncode == 2
     assert "perceptual.vgg.path" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_train_on_real_shards(tmp_path, grid_dataset):
+    out = tmp_path / "real"
+    proc = run_cli("train", "--config", "tiny", "--data", grid_dataset, "--steps", "2", "--out", str(out), "--set", "train.stages.0.batch_size=2")
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["step"] == 2
+    assert (out / "checkpoints" / "step-00000002" / "state.pt").is_file()

@@ -7,7 +7,7 @@ import torch
 from julnet import storage
 from julnet.config import StageConfig
 from julnet.data.examples import decode_frames
-from julnet.data.loader import TORCH_DTYPES, collate, examples_dataset, iter_examples, plan_units
+from julnet.data.loader import TORCH_DTYPES, collate, examples_dataset, examples_per_epoch, iter_examples, plan_units
 from julnet.data.manifest import manifest_root, read_manifest
 from julnet.data.shards import read_row_group
 from julnet.face import mouth_box
@@ -23,6 +23,7 @@ STAGES = [
 @pytest.mark.parametrize("stage", STAGES, ids=lambda s: s.name)
 def test_examples_have_the_stage_shapes_and_ranges(grid_dataset, stage):
     examples = list(iter_examples(grid_dataset, stage, num_references=5, seed=0))
+    assert examples_per_epoch(grid_dataset, stage, window=5) == len(examples)
     h, w = stage.height, stage.width
     top, left, side = mouth_box(h, w)
     if stage.kind == "frame":
@@ -108,3 +109,16 @@ def test_ray_dataset_streams_the_same_examples_locally_and_from_s3(grid_dataset,
     remote = _ray_batches(f"{bucket}/grid/manifest.json", stage)
     assert len(remote) == len(local)
     assert all(torch.equal(r[k], l[k]) for r, l in zip(remote, local) for k in r)
+
+
+def test_step_batches_resume_at_any_step_with_the_same_batches(grid_dataset):
+    from julnet.data.loader import StepBatches
+
+    stage = STAGES[0].model_copy(update={"batch_size": 64})
+    straight = StepBatches(grid_dataset, stage, 5, 5, seed=2)
+    assert straight.per_epoch == 2
+    sequence = [straight(step) for step in (1, 2, 3, 4)]
+    resumed = StepBatches(grid_dataset, stage, 5, 5, seed=2)
+    assert all(torch.equal(resumed(4)[k], sequence[3][k]) for k in sequence[3])
+    assert all(torch.equal(resumed(2)[k], sequence[1][k]) for k in sequence[1])
+    assert not torch.equal(sequence[0]["references"], sequence[2]["references"]), "a new epoch draws anew"

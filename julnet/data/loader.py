@@ -8,7 +8,7 @@ Everything random derives from (seed, epoch, unit), so a fixed seed gives identi
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -39,6 +39,15 @@ class Unit:
     stored_width: int
     audio_dim: int
     window: int
+
+
+def examples_per_epoch(manifest_uri: str, stage: StageConfig, window: int, split: Split = "train") -> int:
+    """How many examples one epoch of a split yields at this stage (frames, or whole clips per chunk)."""
+    manifest = read_manifest(manifest_uri)
+    chunk = manifest.settings["chunk_frames"]
+    span = window if stage.kind == "clip" else 1
+    sizes = [min(chunk, v.frames - start) for v in manifest.split(split) for start in range(0, v.frames, chunk)]
+    return sum(size // span for size in sizes)
 
 
 def plan_units(
@@ -79,18 +88,50 @@ def iter_examples(
         yield from unit_examples(unit, stage, num_references)
 
 
+class StepBatches:
+    """`batches(step)` for the single-process loop: epochs in order, batch k of an epoch always the same,
+    so a run resumed at any step sees exactly the batches an unbroken run would."""
+
+    def __init__(self, manifest_uri: str, stage: StageConfig, num_references: int, window: int, seed: int = 0):
+        self.manifest_uri, self.stage, self.num_references, self.seed = manifest_uri, stage, num_references, seed
+        self.per_epoch = examples_per_epoch(manifest_uri, stage, window) // stage.batch_size
+        if self.per_epoch == 0:
+            raise ValueError(f"{manifest_uri}: one epoch holds fewer examples than a batch of {stage.batch_size}")
+        self._next_step, self._batches = 0, iter(())
+
+    def __call__(self, step: int) -> dict[str, torch.Tensor]:
+        epoch, index = divmod(step - 1, self.per_epoch)
+        if step != self._next_step:
+            self._batches = self._epoch(epoch)
+            for _ in range(index):
+                next(self._batches)
+        self._next_step = step + 1 if index + 1 < self.per_epoch else -1
+        return next(self._batches)
+
+    def _epoch(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+        examples = iter_examples(self.manifest_uri, self.stage, self.num_references, seed=self.seed, epoch=epoch)
+        for _ in range(self.per_epoch):
+            yield collate([next(examples) for _ in range(self.stage.batch_size)])
+
+
 def collate(examples: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
     """Stack examples into a batch of tensors."""
     return {k: torch.from_numpy(np.stack([e[k] for e in examples])) for k in TORCH_DTYPES}
 
 
 def examples_dataset(
-    manifest_uri: str, stage: StageConfig, num_references: int, split: Split = "train", seed: int = 0, epoch: int = 0
+    manifest_uri: str,
+    stage: StageConfig,
+    num_references: int,
+    split: Split = "train",
+    seed: int = 0,
+    epochs: Iterable[int] = (0,),
 ) -> ray.data.Dataset:
-    """The same examples as a streaming Ray Dataset: one read-and-decode task per chunk, order preserved."""
+    """The same examples as a streaming Ray Dataset over the given epochs: one read-and-decode task per
+    chunk, order preserved."""
     import ray.data
 
-    units = plan_units(manifest_uri, split, seed=seed, epoch=epoch)
+    units = [u for epoch in epochs for u in plan_units(manifest_uri, split, seed=seed, epoch=epoch)]
     ds = ray.data.from_items([asdict(u) for u in units], override_num_blocks=len(units))
 
     def expand(row: dict[str, Any]) -> Iterator[dict[str, np.ndarray]]:

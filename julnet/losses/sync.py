@@ -24,5 +24,9 @@ def sync_loss(syncnet: SyncNet, audio: Tensor, frames: Tensor) -> Tensor:
 
 def syncnet_contrastive_loss(syncnet: SyncNet, audio: Tensor, mouths: Tensor, in_sync: Tensor) -> Tensor:
     """Binary cross-entropy of the sync score against 1 for in-sync pairs and 0 for shifted ones."""
-    score = syncnet(audio, mouths).float().clamp(1e-6, 1 - 1e-6)
-    return F.binary_cross_entropy(score, in_sync.float())
+    return sync_score_bce(syncnet(audio, mouths), in_sync)
+
+
+def sync_score_bce(score: Tensor, in_sync: Tensor) -> Tensor:
+    """The contrastive loss on precomputed sync scores (so a trainer can also report the scores it used)."""
+    return F.binary_cross_entropy(score.float().clamp(1e-6, 1 - 1e-6), in_sync.float())
