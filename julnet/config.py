@@ -166,6 +166,10 @@ class TrainConfig(Section):
     log_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(100, ge=1)
     keep_last: int = Field(3, ge=1)
+    num_workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+    max_failures: int = Field(2, ge=-1)
     stages: list[StageConfig] = Field(min_length=1)
 
     def stage(self, name: str | None) -> StageConfig:

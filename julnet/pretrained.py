@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from julnet.config import PretrainedWeights
+from julnet import storage
+from julnet.config import Config, PretrainedWeights
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +45,7 @@ def read_state_dict(weights: PretrainedWeights, what: str, key: str) -> dict[str
             )
         log.warning("%s runs on RANDOM weights (%s.allow_random_init=true): losses that use it are not meaningful", what, key)
         return None
-    if "://" in weights.path and not weights.path.startswith("file://"):
-        raise MissingWeightsError(f"{key}.path={weights.path}: only local paths are supported for pretrained weights so far")
-    path = Path(weights.path.removeprefix("file://"))
-    if not path.is_file():
-        raise MissingWeightsError(f"{what} weights not found at {key}.path={weights.path}")
+    path = _local_file(weights.path, what, key)
     if weights.sha256 and sha256_of(path) != weights.sha256.lower():
         raise MissingWeightsError(f"{what} weights at {path} do not match {key}.sha256")
     state = torch.load(path, map_location="cpu", weights_only=True)
@@ -56,6 +54,38 @@ def read_state_dict(weights: PretrainedWeights, what: str, key: str) -> dict[str
     if not isinstance(state, dict):
         raise MissingWeightsError(f"{what} weights at {path} are not a state dict")
     return state
+
+
+def _local_file(uri: str, what: str, key: str) -> Path:
+    """A local weights file for a path, file://, s3:// or MLflow models:/ / runs:/ URI (remote ones are cached)."""
+    if uri.startswith(("models:/", "runs:/", "s3://")):
+        cache = Path(os.environ.get("JULNET_CACHE", Path.home() / ".cache" / "julnet")) / "weights"
+        target = cache / hashlib.sha256(uri.encode()).hexdigest()[:16]
+        try:
+            if uri.startswith("s3://"):
+                return storage.copy_to_local(uri, target)
+            import mlflow.artifacts
+
+            fetched = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(target)))
+        except Exception as exc:
+            raise MissingWeightsError(f"{what} weights could not be fetched from {key}.path={uri}: {exc}".splitlines()[0]) from None
+        files = [fetched] if fetched.is_file() else sorted(p for p in fetched.rglob("*") if p.suffix in (".pt", ".pth"))
+        if len(files) != 1:
+            raise MissingWeightsError(f"{key}.path={uri} holds {len(files)} weight files (.pt/.pth); expected one")
+        return files[0]
+    path = Path(uri.removeprefix("file://"))
+    if not path.is_file():
+        raise MissingWeightsError(f"{what} weights not found at {key}.path={uri}")
+    return path
+
+
+def check_configured(cfg: Config) -> None:
+    """Fail early (before any cluster work) when a pretrained network has neither weights nor permission."""
+    for weights, what, key in ((cfg.perceptual.vgg, "VGG-19", "perceptual.vgg"), (cfg.syncnet.weights, "SyncNet", "syncnet.weights")):
+        if weights.path is None and not weights.allow_random_init:
+            raise MissingWeightsError(f"{what} weights are not configured: set {key}.path, or {key}.allow_random_init=true for a smoke run")
+        if weights.path and "://" not in weights.path and not Path(weights.path).is_file():
+            raise MissingWeightsError(f"{what} weights not found at {key}.path={weights.path}")
 
 
 def load_into(module: nn.Module, weights: PretrainedWeights, what: str, key: str) -> nn.Module:

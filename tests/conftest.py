@@ -13,7 +13,7 @@ from julnet.config import Config, load_config
 
 REPO = Path(__file__).resolve().parent.parent
 
-pytest_plugins = ["tests.s3_server", "tests.ray_local"]
+pytest_plugins = ["tests.s3_server", "tests.ray_cluster", "tests.mlflow_server"]
 
 
 @pytest.fixture

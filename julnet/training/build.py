@@ -28,13 +28,18 @@ class Models:
     TRAINED = ("generator", "uncertainty", "frame_discriminator", "clip_discriminator")
 
     def trained(self) -> dict[str, nn.Module]:
-        """The networks this project trains (and checkpoints)."""
-        return {name: getattr(self, name) for name in self.TRAINED}
+        """The networks this project trains (and checkpoints), unwrapped from DDP."""
+        return {name: bare(getattr(self, name)) for name in self.TRAINED}
 
     def train(self, mode: bool = True) -> Models:
         for module in self.trained().values():
             module.train(mode)
         return self
+
+
+def bare(module: nn.Module) -> nn.Module:
+    """The module itself, unwrapped from DistributedDataParallel if it is wrapped."""
+    return module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
 
 
 @dataclass

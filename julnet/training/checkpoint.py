@@ -79,14 +79,19 @@ def checkpoint_dir(root: Path, step: int) -> Path:
     return root / f"step-{step:08d}"
 
 
+def write_checkpoint_files(directory: Path, state: dict[str, Any]) -> None:
+    """The files of one checkpoint, into an existing directory (the local loop's or one Ray persists)."""
+    torch.save(state, directory / STATE_FILE)
+    (directory / "config.yaml").write_text(Config.model_validate(state["config"]).to_yaml())
+
+
 def save_checkpoint(root: Path, state: dict[str, Any], keep_last: int) -> Path:
     """Write atomically to root/step-N/, then keep only the newest `keep_last` checkpoints."""
     root.mkdir(parents=True, exist_ok=True)
     final = checkpoint_dir(root, state["step"])
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
     try:
-        torch.save(state, tmp / STATE_FILE)
-        (tmp / "config.yaml").write_text(Config.model_validate(state["config"]).to_yaml())
+        write_checkpoint_files(tmp, state)
         if final.exists():
             trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", dir=root))
             os.rename(final, trash / final.name)

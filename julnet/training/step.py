@@ -6,6 +6,7 @@ Framework-free: the local loop, Ray Train and Tune all call this same object.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -18,7 +19,7 @@ from julnet.losses.perceptual import perceptual_loss
 from julnet.losses.sync import sync_loss
 from julnet.losses.total import total_loss
 from julnet.losses.uncertainty import uncertainty_loss
-from julnet.training.build import Models, Optimizers
+from julnet.training.build import Models, Optimizers, bare
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,17 @@ def flatten_batch(batch: dict[str, Tensor], kind: str, device: torch.device) -> 
 class TrainStep:
     """Callable `step(batch, kind) -> metrics` holding the models, optimizers and grad scaler."""
 
-    def __init__(self, cfg: Config, models: Models, optimizers: Optimizers, device: torch.device):
+    def __init__(
+        self,
+        cfg: Config,
+        models: Models,
+        optimizers: Optimizers,
+        device: torch.device,
+        all_finite: Callable[[bool], bool] = lambda ok: ok,
+    ):
+        """`all_finite` lets data-parallel ranks agree that every rank's loss is finite before any steps."""
         self.cfg, self.models, self.optimizers, self.device = cfg, models, optimizers, device
+        self.all_finite = all_finite
         self.amp = cfg.train.amp and device.type == "cuda"
         if cfg.train.amp and not self.amp:
             log.warning("train.amp=true needs CUDA; this %s run uses float32", device.type)
@@ -87,18 +97,33 @@ class TrainStep:
         self.scaler.update()
         return metrics
 
+    @torch.no_grad()
+    def preview(self, batch: dict[str, Tensor], kind: str, rows: int = 4) -> dict[str, Tensor]:
+        """What the model makes of the first frames of a batch (eval mode), for sample grids."""
+        frames = flatten_batch(batch, kind, self.device)
+        generator, uncertainty = bare(self.models.generator), bare(self.models.uncertainty)
+        modes = generator.training, uncertainty.training
+        generator.eval(), uncertainty.eval()
+        try:
+            source, refs, audio = frames.source[:rows], frames.references[:rows], frames.audio[:rows]
+            gen = generator(source, refs, audio)
+            unc = uncertainty(gen.image, gen.features if self.cfg.un.use_features else None)
+        finally:
+            generator.train(modes[0]), uncertainty.train(modes[1])
+        return {"source": source, "generated": gen.image, "target": frames.target[:rows], "log_sigma": unc.log_sigma, "error_pred": unc.error_pred}
+
     def _autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp)
 
     def _update_discriminators(self, frames: Frames, fake: Tensor) -> dict[str, float]:
         m, o = self.models, self.optimizers
         with self._autocast():
-            real_scores, fake_scores = m.frame_discriminator(frames.target), m.frame_discriminator(fake)
+            # Real and fake in one forward: a DDP module must run forward once per backward.
+            real_scores, fake_scores = m.frame_discriminator(torch.cat([frames.target, fake])).chunk(2)
             losses = {"ad_d": lsgan_discriminator(real_scores, fake_scores)}
             if frames.clip_len > 1:
-                real_clip = frames.clips(frames.target).flatten(1, 2)
-                fake_clip = frames.clips(fake).flatten(1, 2)
-                losses["clip_ad_d"] = lsgan_discriminator(m.clip_discriminator(real_clip), m.clip_discriminator(fake_clip))
+                clips = torch.cat([frames.clips(frames.target), frames.clips(fake)]).flatten(1, 2)
+                losses["clip_ad_d"] = lsgan_discriminator(*m.clip_discriminator(clips).chunk(2))
         metrics = {"d_real": real_scores.float().mean().item(), "d_fake": fake_scores.float().mean().item()}
         for name, module, optimizer in (
             ("ad_d", m.frame_discriminator, o.frame_discriminator),
@@ -111,17 +136,19 @@ class TrainStep:
 
     def _update_generator(self, frames: Frames, image: Tensor, features: Tensor) -> dict[str, float]:
         m, cfg = self.models, self.cfg
-        discriminators = (m.frame_discriminator, m.clip_discriminator)
+        # Frozen and unwrapped: the discriminators only pass gradients to the generator here.
+        frame_d, clip_d = bare(m.frame_discriminator), bare(m.clip_discriminator)
+        discriminators = (frame_d, clip_d)
         for d in discriminators:
             d.requires_grad_(False)
         try:
             with self._autocast():
                 unc = m.uncertainty(image, features if cfg.un.use_features else None)
                 parts = uncertainty_loss(image, frames.target, unc, cfg.un, cfg.hist)
-                parts["ad_g"] = lsgan_generator(m.frame_discriminator(image))
+                parts["ad_g"] = lsgan_generator(frame_d(image))
                 parts["ad"] = parts["ad_g"]
                 if frames.clip_len > 1:
-                    parts["clip_ad_g"] = lsgan_generator(m.clip_discriminator(frames.clips(image).flatten(1, 2)))
+                    parts["clip_ad_g"] = lsgan_generator(clip_d(frames.clips(image).flatten(1, 2)))
                     parts["ad"] = parts["ad"] + parts["clip_ad_g"]
                     assert frames.clip_audio is not None
                     parts["sync"] = sync_loss(m.syncnet, frames.clip_audio, frames.clips(image))
@@ -146,9 +173,11 @@ class TrainStep:
 
         Refuses to step on a non-finite loss, so the weights stay those of the last good step.
         """
-        if not torch.isfinite(loss):
+        local_ok = bool(torch.isfinite(loss))
+        if not self.all_finite(local_ok):
             shown = {k: round(v.item(), 6) for k, v in (parts or {}).items()}
-            raise NonFiniteLossError(f"non-finite {name} loss ({loss.item()}); parts: {shown}")
+            where = f"({loss.item()}); parts: {shown}" if not local_ok else "on another rank"
+            raise NonFiniteLossError(f"non-finite {name} loss {where}")
         optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(optimizer)

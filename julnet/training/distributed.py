@@ -1,0 +1,344 @@
+"""Data-parallel JULNet training on Ray Train V2: the worker loop, one stage's trainer, and the curriculum.
+
+Thin around the library: every worker builds the same networks and calls the same TrainStep as the local
+loop. Ray provides the worker group (DDP over gloo on CPU, nccl on GPU), dataset shards, checkpoint
+persistence and restarts. Checkpoints are this project's format (state.pt + config.yaml) in directories
+named step-NNNNNNNN under <storage>/<run name>/<stage>/, so resubmitting the same name resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import resource
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from julnet import storage
+from julnet.config import Config, StageConfig
+from julnet.data.loader import TORCH_DTYPES, examples_dataset, examples_per_epoch
+from julnet.data.manifest import read_manifest
+from julnet.pretrained import check_configured
+from julnet.tracking import RunTracker, resolve_tracking_uri
+from julnet.training.build import Models, build_models, build_optimizers
+from julnet.training.checkpoint import (
+    STATE_FILE,
+    checkpoint_dir,
+    load_checkpoint,
+    load_model_weights,
+    restore_training_state,
+    training_state,
+    write_checkpoint_files,
+)
+from julnet.training.step import NonFiniteLossError, TrainStep
+from julnet.version import code_version
+from julnet.visualize import loss_curves, sample_grid, write_png
+
+log = logging.getLogger(__name__)
+
+# Fault-tolerance drills: "RANK:STEP" makes that rank's process exit at that step (once per stage);
+# "RANK:STEP:nan" poisons that rank's batch at that step with NaN.
+FAULT_ENV = "JULNET_FAULT_AT_STEP"
+NONFINITE_FILE = "NONFINITE.json"
+DONE_FILE = "DONE.json"
+CURVE_KEYS = ["total", "un", "pe", "ad", "mouth_l1"]
+
+
+@dataclass
+class StageRun:
+    """Everything a worker needs to train one stage (plain data, sent to the workers)."""
+
+    config: dict[str, Any]
+    stage: str
+    manifest: str
+    stage_uri: str  # <storage>/<run name>/<stage>
+    run_name: str
+    tracking_uri: str
+    step_offset: int  # global step before this stage (the x-axis of MLflow metrics)
+    init: str | None  # checkpoint to warm-start from when the stage has none of its own
+
+    @property
+    def cfg(self) -> Config:
+        return Config.model_validate(self.config)
+
+    @property
+    def stage_cfg(self) -> StageConfig:
+        return self.cfg.train.stage(self.stage)
+
+
+# ---- the worker ----------------------------------------------------------------------------------------
+
+
+def train_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train's per-worker loop: restore, then step, report and checkpoint until the stage is done."""
+    run = StageRun(**loop_config)
+    cfg, stage = run.cfg, run.stage_cfg
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    models = build_models(cfg, device)
+    optimizers = build_optimizers(cfg, models)
+    if world > 1:
+        _wrap_ddp(models, device)
+    step_fn = TrainStep(cfg, models, optimizers, device, all_finite=_all_ranks_finite if world > 1 else lambda ok: ok)
+    start = _restore(run, models, optimizers, step_fn)
+    tracker = _tracker(run) if rank == 0 else None
+    logged = max(tracker.logged_steps("total"), default=0) if tracker else 0
+    window: list[dict[str, float]] = []
+    pending: list[tuple[int, dict[str, float]]] = []
+    if start and tracker:
+        pending.append((run.step_offset + start + 1, {"resumed_from_step": float(start)}))
+    batches = ray.train.get_dataset_shard("train").iter_torch_batches(
+        batch_size=stage.batch_size, dtypes=TORCH_DTYPES, drop_last=True
+    )
+    models.train()
+    t_last, step_last, step = time.perf_counter(), start, start
+    for step, batch in zip(range(start + 1, stage.steps + 1), batches):
+        if _drill(run, rank, step) == "nan":
+            batch = {**batch, "target": torch.full(batch["target"].shape, float("nan"))}
+        try:
+            window.append(step_fn(batch, stage.kind))
+        except NonFiniteLossError as exc:
+            if rank == 0:
+                storage.write_text(storage.join(run.stage_uri, NONFINITE_FILE), json.dumps({"step": step, "error": str(exc)}))
+            return
+        if step % cfg.train.log_every == 0 or step == stage.steps:
+            metrics = _mean(window)
+            window.clear()
+            now = time.perf_counter()
+            metrics["samples_per_s"] = world * stage.batch_size * (step - step_last) / (now - t_last)
+            metrics.update(_memory(device))
+            t_last, step_last = now, step
+            global_step = run.step_offset + step
+            if global_step > logged:
+                pending.append((global_step, metrics))
+            if rank == 0:
+                eta = (stage.steps - step) * stage.batch_size * world / max(metrics["samples_per_s"], 1e-9)
+                log.info("[%s] step %d/%d total=%.4g mouth_l1=%.4g %.1f samples/s eta %ds", stage.name, step, stage.steps,
+                         metrics["total"], metrics["mouth_l1"], metrics["samples_per_s"], eta)
+        if tracker and step % cfg.tracking.image_every == 0:
+            grid = sample_grid(**step_fn.preview(batch, stage.kind))
+            tracker.log_image(grid, f"samples/{stage.name}/step-{step:08d}.png")
+        if step % cfg.train.checkpoint_every == 0 or step == stage.steps:
+            _report(run, step, models, optimizers, step_fn, rank)
+            if tracker:
+                tracker.log_metrics(pending)  # metrics are committed with their checkpoint: never twice
+                pending.clear()
+    if step < stage.steps:
+        raise RuntimeError(f"the data ran out at step {step} of {stage.steps}; the dataset plan is too short")
+
+
+def _wrap_ddp(models: Models, device: torch.device) -> None:
+    ids = [device.index] if device.type == "cuda" else None
+    for name in Models.TRAINED:
+        setattr(models, name, nn.parallel.DistributedDataParallel(getattr(models, name), device_ids=ids))
+
+
+def _all_ranks_finite(ok: bool) -> bool:
+    flag = torch.tensor([1.0 if ok else 0.0])
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
+
+
+def _restore(run: StageRun, models: Models, optimizers, step_fn: TrainStep) -> int:
+    """Continue from this stage's latest checkpoint, else warm-start from `init`; returns the step done."""
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            state = load_checkpoint(Path(directory))
+        restore_training_state(state, models, optimizers, step_fn.scaler)
+        log.info("resumed %s at step %d; continuing with step %d", run.stage, state["step"], state["step"] + 1)
+        return state["step"]
+    if run.init:
+        with tempfile.TemporaryDirectory() as tmp:
+            load_model_weights(load_checkpoint(fetch_checkpoint(run.init, Path(tmp))), models)
+        log.info("initialised %s from %s", run.stage, run.init)
+    return 0
+
+
+def _tracker(run: StageRun) -> RunTracker:
+    tracker = RunTracker(run.tracking_uri, run.cfg.tracking.experiment, run.run_name)
+    tracker.start(params=run.cfg.flat())
+    return tracker
+
+
+def _drill(run: StageRun, rank: int, step: int) -> str | None:
+    """Run the fault drill configured in JULNET_FAULT_AT_STEP, if it is for this rank and step."""
+    parts = os.environ.get(FAULT_ENV, "").split(":")
+    if parts[:2] != [str(rank), str(step)]:
+        return None
+    if parts[2:] == ["nan"]:
+        log.warning("fault drill: rank %d gets a NaN batch at step %d", rank, step)
+        return "nan"
+    marker = storage.join(run.stage_uri, f"FAULT-{rank}-{step}")
+    if not storage.exists(marker):
+        storage.write_text(marker, "injected")
+        log.warning("fault drill: rank %d exits at step %d", rank, step)
+        os._exit(1)
+    return None
+
+
+def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {k: sum(r[k] for r in rows) / len(rows) for k in rows[-1]}
+
+
+def _memory(device: torch.device) -> dict[str, float]:
+    out = {"cpu_max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device.type == "cuda":
+        out["gpu_max_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return out
+
+
+def _report(run: StageRun, step: int, models: Models, optimizers, step_fn: TrainStep, rank: int) -> None:
+    """Every rank reports; rank 0 attaches the checkpoint, which Ray uploads in the background."""
+    metrics = {"step": step}
+    name = checkpoint_dir(Path("."), step).name
+    if rank != 0:
+        ray.train.report(metrics, checkpoint=None, checkpoint_dir_name=name)
+        return
+    directory = Path(tempfile.mkdtemp(prefix="julnet-checkpoint-"))
+    write_checkpoint_files(directory, training_state(run.cfg, models, optimizers, step_fn.scaler, step, run.stage))
+    ray.train.report(
+        metrics,
+        checkpoint=ray.train.Checkpoint.from_directory(str(directory)),
+        checkpoint_dir_name=name,
+        checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC,
+    )
+
+
+def fetch_checkpoint(uri: str, local_dir: Path) -> Path:
+    """A checkpoint directory (path, s3:// or an MLflow models:/ or runs:/ URI) as a local directory."""
+    if uri.startswith(("models:/", "runs:/")):
+        import mlflow.artifacts
+
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(local_dir)))
+    if storage.is_s3(uri):
+        return storage.copy_to_local(uri, local_dir)
+    return Path(uri.removeprefix("file://"))
+
+
+# ---- the driver ----------------------------------------------------------------------------------------
+
+
+def latest_step(stage_uri: str) -> int:
+    """The newest step with a complete checkpoint under a stage's folder (0 when none)."""
+    steps = [
+        int(uri.rsplit("/", 2)[-2].removeprefix("step-"))
+        for uri in storage.list_files(stage_uri, suffixes=STATE_FILE)
+        if uri.rsplit("/", 2)[-2].startswith("step-")
+    ]
+    return max(steps, default=0)
+
+
+def _dataset_factory(run: StageRun):
+    """Built at every worker-group start, so after a restart the data goes on with fresh epochs."""
+
+    def make():
+        cfg, stage = run.cfg, run.stage_cfg
+        start = latest_step(run.stage_uri)
+        per_epoch = examples_per_epoch(run.manifest, stage, cfg.audio.window)
+        needed = (stage.steps - start) * stage.batch_size * cfg.train.num_workers
+        epochs = max(1, math.ceil(needed / max(per_epoch, 1))) + 1
+        return examples_dataset(run.manifest, stage, cfg.generator.num_references, "train", cfg.train.seed, range(start, start + epochs))
+
+    return make
+
+
+def fit_stage(run: StageRun) -> str:
+    """Train one stage with a TorchTrainer; returns the URI of its final checkpoint."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    cfg = run.cfg
+    t = cfg.train
+    resources = {"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})}
+    fs, root = storage.filesystem(run.stage_uri.rsplit("/", 1)[0])
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config=asdict(run),
+        torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(
+            name=run.stage,
+            storage_path=root,
+            storage_filesystem=fs,
+            failure_config=FailureConfig(max_failures=t.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=t.keep_last),
+        ),
+        datasets={"train": _dataset_factory(run)},
+    )
+    result = trainer.fit()
+    marker = storage.join(run.stage_uri, NONFINITE_FILE)
+    if storage.exists(marker):
+        info = json.loads(storage.read_text(marker))
+        raise NonFiniteLossError(f"stage {run.stage} stopped at step {info['step']}: {info['error']}; the last good checkpoint is kept")
+    if result.checkpoint is None:
+        raise RuntimeError(f"stage {run.stage} finished without a checkpoint")
+    path = result.checkpoint.path
+    return f"s3://{path}" if storage.is_s3(run.stage_uri) else path
+
+
+def train_run(
+    cfg: Config, manifest_uri: str, storage_uri: str, name: str, stages: list[str] | None = None, init: str | None = None
+) -> dict[str, Any]:
+    """The curriculum: each stage starts from the previous one's checkpoint; finished stages are skipped,
+    so resubmitting the same name and storage resumes where the run stopped."""
+    read_manifest(manifest_uri)  # a missing or bad data URI fails here, before any worker starts
+    check_configured(cfg)
+    chosen = [cfg.train.stage(s) for s in stages] if stages else cfg.train.stages
+    run_uri = storage.join(storage_uri, name)
+    tracking_uri = resolve_tracking_uri(cfg.tracking.uri)
+    tracker = RunTracker(tracking_uri, cfg.tracking.experiment, name)
+    run_id = tracker.start(params=cfg.flat(), tags={"julnet.data": manifest_uri, "julnet.storage": run_uri, "julnet.code_version": code_version()})
+    offset, previous = 0, init
+    try:
+        for stage in cfg.train.stages:
+            if stage not in chosen:
+                continue
+            stage_uri = storage.join(run_uri, stage.name)
+            done_uri = storage.join(stage_uri, DONE_FILE)
+            if storage.exists(done_uri):
+                previous = json.loads(storage.read_text(done_uri))["checkpoint"]
+                log.info("stage %s already done (%s)", stage.name, previous)
+            else:
+                run = StageRun(cfg.to_dict(), stage.name, manifest_uri, stage_uri, name, tracking_uri, offset, previous)
+                previous = fit_stage(run)
+                storage.write_text(done_uri, json.dumps({"checkpoint": previous, "step": stage.steps}))
+            offset += stage.steps
+        _log_outcome(tracker, previous, run_uri)
+    except BaseException:
+        tracker.end("FAILED")
+        raise
+    tracker.end()
+    return {"run_id": run_id, "tracking_uri": tracking_uri, "checkpoint": previous, "storage": run_uri}
+
+
+def _log_outcome(tracker: RunTracker, checkpoint: str | None, run_uri: str) -> None:
+    """The final model (this project's checkpoint format, loadable with weights_only) and the loss curves."""
+    client = tracker.client
+    history: dict[int, dict[str, float]] = {}
+    for key in CURVE_KEYS:
+        for m in client.get_metric_history(tracker.run_id, key):
+            history.setdefault(m.step, {"step": m.step})[key] = m.value
+    rows = [history[s] for s in sorted(history)]
+    if rows:
+        curve = loss_curves(rows, [k for k in CURVE_KEYS if k in rows[-1]])
+        tracker.log_image(curve, "loss_curves.png")
+        write_png(curve, storage.join(run_uri, "loss_curves.png"))
+    if checkpoint:
+        with tempfile.TemporaryDirectory() as tmp:
+            local = fetch_checkpoint(checkpoint, Path(tmp))
+            tracker.log_artifacts(local, "model")
+        tracker.log_dict({"format": "julnet-checkpoint", "format_version": 1, "files": ["state.pt", "config.yaml"],
+                          "load": "torch.load(state.pt, weights_only=True)", "code_version": code_version()}, "model/MODEL_FORMAT.json")

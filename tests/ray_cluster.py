@@ -1,0 +1,106 @@
+"""Pytest plugin: one local Ray head node per test session (`ray start --head`), bound to 127.0.0.1.
+
+Tests submit jobs to its dashboard (`ray_cluster.dashboard`) or attach in-process (`ray_local`). It starts
+after the S3 test server, so Ray's workers inherit the AWS endpoint and credentials. At teardown only
+this cluster's processes are stopped; a cluster someone else runs on the machine is never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+@dataclass
+class RayCluster:
+    address: str  # GCS address, for ray.init
+    dashboard: str  # http address, for ray job submit
+    temp_dir: Path
+
+    def env(self) -> dict[str, str]:
+        """Environment for `ray job submit` against this cluster."""
+        return {**os.environ, "RAY_ADDRESS": self.dashboard}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cluster_pids(temp_dir: Path) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and int(proc.name) != os.getpid():
+            try:
+                if str(temp_dir).encode() in (proc / "cmdline").read_bytes():
+                    pids.append(int(proc.name))
+            except OSError:
+                continue
+    return pids
+
+
+def _stop(temp_dir: Path) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        pids = _cluster_pids(temp_dir)
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 10
+        while _cluster_pids(temp_dir) and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(s3_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
+    temp_dir = tmp_path_factory.mktemp("ray")
+    port, dashboard_port = _free_port(), _free_port()
+    env = pytest.MonkeyPatch()
+    # Loopback only (Ray otherwise swaps 127.0.0.1 for the machine's address), and token auth with a
+    # token of this session's own, shared by the cluster, this process and `ray job submit`.
+    env.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    env.setenv("RAY_AUTH_MODE", "token")
+    env.setenv("RAY_AUTH_TOKEN", secrets.token_hex(16))
+    cmd = [
+        RAY, "start", "--head", "--num-cpus", "2", "--node-ip-address", "127.0.0.1", "--port", str(port),
+        "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port), "--include-dashboard", "true",
+        "--disable-usage-stats", "--temp-dir", str(temp_dir),
+    ]
+    log = temp_dir / "ray-start.log"
+    try:
+        with log.open("w") as sink:  # not a pipe: the daemons it starts would hold a pipe open forever
+            returncode = subprocess.run(cmd, stdout=sink, stderr=subprocess.STDOUT, timeout=180).returncode
+        if returncode != 0:
+            raise RuntimeError(f"ray start failed:\n{log.read_text()[-3000:]}")
+        yield RayCluster(f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard_port}", temp_dir)
+    finally:
+        _stop(temp_dir)
+        env.undo()
+
+
+@pytest.fixture(scope="session")
+def ray_local(ray_cluster: RayCluster) -> Iterator[RayCluster]:
+    """This process attached to the session's cluster (for in-process Ray Data and job entrypoints)."""
+    import ray
+
+    if ray.is_initialized():
+        raise RuntimeError("a Ray cluster is already attached; tests attach to their own")
+    ray.init(address=ray_cluster.address, log_to_driver=False, configure_logging=False)
+    try:
+        yield ray_cluster
+    finally:
+        ray.shutdown()

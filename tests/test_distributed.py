@@ -1,0 +1,156 @@
+"""Distributed training on a real local Ray cluster: job submission, worker failure, resume by name, NaN."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from julnet import storage
+from julnet.config import load_config
+from julnet.data.manifest import manifest_root
+from julnet.training.checkpoint import load_checkpoint
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+SHORT = ["--set", "train.log_every=1", "--set", "train.checkpoint_every=3", "--set", "tracking.image_every=3"]
+
+
+@pytest.fixture(scope="module")
+def s3_grid(grid_dataset, s3_server) -> str:
+    """The GRID dataset copied to the S3 test server; returns its manifest URI."""
+    bucket = s3_server.make_bucket()
+    root = manifest_root(grid_dataset)
+    for uri in storage.list_files(root):
+        storage.upload_file(uri, f"{bucket}/grid/{uri[len(root) + 1:]}")
+    return f"{bucket}/grid/manifest.json"
+
+
+def _submit(cluster, args: list[str], env: dict[str, str] | None = None, wait: bool = True) -> subprocess.CompletedProcess | subprocess.Popen:
+    cmd = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--working-dir", str(REPO)]
+    if env:
+        cmd += ["--runtime-env-json", json.dumps({"env_vars": env})]
+    cmd += ["--", sys.executable, "ray_jobs/train.py", *args]
+    if wait:
+        return subprocess.run(cmd, env=cluster.env(), capture_output=True, text=True, timeout=600)
+    return subprocess.Popen(cmd, env=cluster.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _train_args(data: str, runs: str, name: str, steps: int, mlflow_uri: str) -> list[str]:
+    return [
+        "--config", "tiny", "--data", data, "--storage", runs, "--name", name, "--stages", "frame",
+        "--set", f"train.stages.0.steps={steps}", "--set", f"tracking.uri={mlflow_uri}", *SHORT,
+    ]
+
+
+def _run(client: MlflowClient, name: str):
+    (run,) = client.search_runs(client.get_experiment_by_name("julnet").experiment_id, f"tags.`julnet.run_name` = '{name}'")
+    return run
+
+
+def _steps(client: MlflowClient, run_id: str, key: str = "total") -> list[int]:
+    return [m.step for m in client.get_metric_history(run_id, key)]
+
+
+def test_ray_job_submit_trains_from_s3_and_tracks_in_mlflow(ray_cluster, s3_grid, s3_server, mlflow_server):
+    runs = s3_server.make_bucket()
+    proc = _submit(ray_cluster, _train_args(s3_grid, runs, "job1", 6, mlflow_server.uri))
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    names = {uri.rsplit("/", 2)[-2] for uri in storage.list_files(f"{runs}/job1/frame", suffixes="state.pt")}
+    assert names == {"step-00000003", "step-00000006"}
+    client = MlflowClient(mlflow_server.uri)
+    run = _run(client, "job1")
+    assert run.info.status == "FINISHED"
+    assert run.data.params["loss.pe"] == "10.0" and run.data.params["hist.bins"] == "11"
+    assert _steps(client, run.info.run_id) == [1, 2, 3, 4, 5, 6]
+    for key in ("un1", "un2", "pe", "ad_g", "ad_d", "lr", "samples_per_s", "cpu_max_rss_mb"):
+        assert key in run.data.metrics, key
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"samples", "model", "loss_curves.png"} <= artifacts
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "samples/frame")} == {
+        "samples/frame/step-00000003.png", "samples/frame/step-00000006.png"}
+    local = Path(client.download_artifacts(run.info.run_id, "model"))
+    state = load_checkpoint(local)
+    assert state["step"] == 6 and all(torch.isfinite(v).all() for v in state["models"]["generator"].values() if v.is_floating_point())
+
+
+def test_a_killed_worker_restarts_from_the_latest_checkpoint(ray_cluster, s3_grid, tmp_path, mlflow_server):
+    proc = _submit(ray_cluster, _train_args(s3_grid, str(tmp_path / "runs"), "fault1", 8, mlflow_server.uri), env={"JULNET_FAULT_AT_STEP": "1:5"})
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert (tmp_path / "runs" / "fault1" / "frame" / "FAULT-1-5").exists(), "the drill really killed rank 1 at step 5"
+    client = MlflowClient(mlflow_server.uri)
+    run = _run(client, "fault1")
+    steps = _steps(client, run.info.run_id)
+    assert steps == list(range(1, 9)), "the run completed, and no step was recorded twice"
+    resumed = client.get_metric_history(run.info.run_id, "resumed_from_step")
+    assert [(m.step, m.value) for m in resumed] == [(4, 3.0)], "the step after the restart is the checkpoint's + 1"
+    assert load_checkpoint(tmp_path / "runs" / "fault1" / "frame" / "step-00000008")["step"] == 8
+
+
+def test_resubmitting_the_same_name_resumes_the_run(ray_cluster, ray_local, s3_grid, tmp_path, mlflow_server):
+    import ray
+
+    args = _train_args(s3_grid, str(tmp_path / "runs"), "again", 9, mlflow_server.uri)
+    first = _submit(ray_cluster, args, wait=False)
+    checkpoint = tmp_path / "runs" / "again" / "frame" / "step-00000003" / "state.pt"
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert checkpoint.exists()
+    job_id = _job_id(first)
+    subprocess.run([str(Path(sys.executable).parent / "ray"), "job", "stop", job_id], env=ray_cluster.env(), capture_output=True, timeout=120)
+    first.wait(timeout=120)
+    _wait_for_free_cpus(ray, 2.0)
+
+    second = _submit(ray_cluster, args)
+    assert second.returncode == 0, second.stdout[-4000:]
+    assert "resumed frame at step" in second.stdout + second.stderr
+    client = MlflowClient(mlflow_server.uri)
+    run = _run(client, "again")
+    steps = _steps(client, run.info.run_id)
+    assert steps == sorted(set(steps)) and steps[-1] == 9
+    resumed = client.get_metric_history(run.info.run_id, "resumed_from_step")
+    assert len(resumed) == 1 and resumed[0].step == resumed[0].value + 1 and resumed[0].value >= 3
+
+
+def _job_id(proc: subprocess.Popen) -> str:
+    for line in proc.stdout:
+        if "raysubmit_" in line:
+            return next(word.strip("'\".,") for word in line.split() if "raysubmit_" in word)
+    raise AssertionError("no job id in ray job submit output")
+
+
+def _wait_for_free_cpus(ray, cpus: float, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while ray.available_resources().get("CPU", 0) < cpus and time.monotonic() < deadline:
+        time.sleep(1)
+    assert ray.available_resources().get("CPU", 0) >= cpus, f"resources still held: {ray.available_resources()}"
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(ray_cluster, s3_grid, tmp_path, mlflow_server):
+    args = _train_args(s3_grid, str(tmp_path / "runs"), "nan1", 8, mlflow_server.uri) + ["--set", "train.checkpoint_every=1"]
+    proc = _submit(ray_cluster, args, env={"JULNET_FAULT_AT_STEP": "1:3:nan"})
+    assert proc.returncode != 0
+    assert "non-finite" in proc.stdout + proc.stderr and "last good checkpoint is kept" in proc.stdout + proc.stderr
+    stage = tmp_path / "runs" / "nan1" / "frame"
+    assert json.loads((stage / "NONFINITE.json").read_text())["step"] == 3, "every rank stopped at the poisoned step"
+    good = sorted(p.name for p in stage.glob("step-*"))
+    assert good[-1] == "step-00000002", "the last checkpoint is the last good step"
+    state = load_checkpoint(stage / good[-1])
+    assert all(torch.isfinite(v).all() for v in state["models"]["generator"].values() if v.is_floating_point())
+    assert _run(MlflowClient(mlflow_server.uri), "nan1").info.status == "FAILED"
+
+
+def test_bad_config_or_missing_data_fails_before_ray_starts(tmp_path):
+    from ray_jobs.train import main
+
+    assert main(["--config", "tiny", "--data", str(tmp_path / "nope.json"), "--storage", str(tmp_path), "--name", "x"]) == 2
+    assert main(["--config", "tiny", "--data", "x", "--storage", str(tmp_path), "--name", "x", "--set", "hist.bins=1"]) == 2
+    assert not (tmp_path / "x").exists()
