@@ -20,6 +20,9 @@ from julnet.config import Config, PretrainedWeights
 log = logging.getLogger(__name__)
 
 
+_REMOTE = ("models:/", "runs:/", "s3://")
+
+
 class MissingWeightsError(RuntimeError):
     """A pretrained network is needed but no usable weights are configured."""
 
@@ -58,7 +61,7 @@ def read_state_dict(weights: PretrainedWeights, what: str, key: str) -> dict[str
 
 def _local_file(uri: str, what: str, key: str) -> Path:
     """A local weights file for a path, file://, s3:// or MLflow models:/ / runs:/ URI (remote ones are cached)."""
-    if uri.startswith(("models:/", "runs:/", "s3://")):
+    if uri.startswith(_REMOTE):
         cache = Path(os.environ.get("JULNET_CACHE", Path.home() / ".cache" / "julnet")) / "weights"
         target = cache / hashlib.sha256(uri.encode()).hexdigest()[:16]
         try:
@@ -84,7 +87,7 @@ def check_configured(cfg: Config) -> None:
     for weights, what, key in ((cfg.perceptual.vgg, "VGG-19", "perceptual.vgg"), (cfg.syncnet.weights, "SyncNet", "syncnet.weights")):
         if weights.path is None and not weights.allow_random_init:
             raise MissingWeightsError(f"{what} weights are not configured: set {key}.path, or {key}.allow_random_init=true for a smoke run")
-        if weights.path and "://" not in weights.path and not Path(weights.path).is_file():
+        if weights.path and not weights.path.startswith(_REMOTE) and not Path(weights.path.removeprefix("file://")).is_file():
             raise MissingWeightsError(f"{what} weights not found at {key}.path={weights.path}")
 
 

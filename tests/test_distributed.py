@@ -70,7 +70,8 @@ def test_ray_job_submit_trains_from_s3_and_tracks_in_mlflow(ray_cluster, s3_grid
     assert run.info.status == "FINISHED"
     assert run.data.params["loss.pe"] == "10.0" and run.data.params["hist.bins"] == "11"
     assert _steps(client, run.info.run_id) == [1, 2, 3, 4, 5, 6]
-    for key in ("un1", "un2", "pe", "ad_g", "ad_d", "lr", "samples_per_s", "cpu_max_rss_mb"):
+    assert run.data.metrics["lambda_pe"] == 10.0 and run.data.metrics["lambda_sync"] == 0.1
+    for key in ("un1", "un2", "pe", "ad_g", "ad_d", "lr", "samples_per_s", "cpu_max_rss_mb", "lambda_pe"):
         assert key in run.data.metrics, key
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"samples", "model", "loss_curves.png"} <= artifacts
@@ -154,3 +155,23 @@ def test_bad_config_or_missing_data_fails_before_ray_starts(tmp_path):
     assert main(["--config", "tiny", "--data", str(tmp_path / "nope.json"), "--storage", str(tmp_path), "--name", "x"]) == 2
     assert main(["--config", "tiny", "--data", "x", "--storage", str(tmp_path), "--name", "x", "--set", "hist.bins=1"]) == 2
     assert not (tmp_path / "x").exists()
+
+
+def test_syncnet_job_registers_weights_that_configs_load_by_uri(ray_local, grid_dataset, mlflow_server, tmp_path, monkeypatch):
+    from julnet.config import PretrainedWeights
+    from julnet.models.syncnet import SyncNet
+    from julnet.pretrained import load_into
+    from ray_jobs.train_syncnet import pretrain_and_register
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
+    monkeypatch.setenv("JULNET_CACHE", str(tmp_path / "cache"))
+    cfg = load_config("tiny", [f"tracking.uri={mlflow_server.uri}", "train.log_every=2"])
+    result = pretrain_and_register(cfg, grid_dataset, "syncnet-test", 4, "julnet-syncnet-test")
+    assert result["model"].startswith("models:/julnet-syncnet-test/") and 0 <= result["sync_accuracy"] <= 1
+    client = MlflowClient(mlflow_server.uri)
+    version = client.get_model_version("julnet-syncnet-test", result["model"].rsplit("/", 1)[-1])
+    assert version.run_id == result["run_id"] and "heldout_sync_accuracy" in version.tags
+    assert "heldout_sync_accuracy" in client.get_run(result["run_id"]).data.metrics
+    net = load_into(SyncNet(cfg), PretrainedWeights(path=result["model"]), "SyncNet", "syncnet.weights")
+    saved = torch.load(client.download_artifacts(result["run_id"], "syncnet/syncnet.pt", str(tmp_path)), weights_only=True)
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in saved.items()), "the registered version's weights"

@@ -138,3 +138,12 @@ def test_paper_preset_without_weights_says_which_key_to_set():
 
     with pytest.raises(MissingWeightsError, match="perceptual.vgg"):
         build_models(load_config("paper"))
+
+
+def test_registered_and_remote_weights_pass_the_early_check(tmp_path):
+    from julnet.config import load_config
+    from julnet.pretrained import check_configured
+
+    check_configured(load_config("tiny", ["syncnet.weights.path=models:/julnet-syncnet/3", "perceptual.vgg.path=s3://w/vgg19.pth"]))
+    with pytest.raises(MissingWeightsError, match="syncnet.weights.path"):
+        check_configured(load_config("tiny", [f"syncnet.weights.path={tmp_path}/missing.pt"]))

@@ -119,6 +119,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             now = time.perf_counter()
             metrics["samples_per_s"] = world * stage.batch_size * (step - step_last) / (now - t_last)
             metrics.update(_memory(device))
+            metrics.update({f"lambda_{name}": weight for name, weight in cfg.loss})
             t_last, step_last = now, step
             global_step = run.step_offset + step
             if global_step > logged:
