@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c $(CONSTRAINTS) torch
 	$(BIN)/pip install --quiet --disable-pip-version-check -c $(CONSTRAINTS) -e '.[dev]'
+	# LPIPS's linear heads ship in the lpips wheel; its own requirements would pull torchvision.
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps lpips==0.1.4
 	touch $@
 
 test: $(STAMP)

@@ -95,7 +95,7 @@ def load_into(module: nn.Module, weights: PretrainedWeights, what: str, key: str
     """Load configured weights into `module` (strict), then freeze it for use inside a loss."""
     state = read_state_dict(weights, what, key)
     if state is not None:
-        loader = getattr(module, "load_torchvision_state_dict", module.load_state_dict)
+        loader = getattr(module, "load_public_state_dict", module.load_state_dict)
         loader(state)
     module.requires_grad_(False)
     return module.eval()

@@ -95,14 +95,14 @@ def test_syncnet_score_is_in_unit_interval(tiny: Config):
     assert 0 <= score.min() and score.max() <= 1
 
 
-# torchvision's vgg19 conv layers up to relu5_1: index -> (out, in) channels; written out independently.
-_TORCHVISION_VGG19 = {0: (64, 3), 2: (64, 64), 5: (128, 64), 7: (128, 128), 10: (256, 128), 12: (256, 256), 14: (256, 256),
+# The public ImageNet vgg19 release's conv layers up to relu5_1: index -> (out, in) channels, written out independently.
+_PUBLIC_VGG19 = {0: (64, 3), 2: (64, 64), 5: (128, 64), 7: (128, 128), 10: (256, 128), 12: (256, 256), 14: (256, 256),
                       16: (256, 256), 19: (512, 256), 21: (512, 512), 23: (512, 512), 25: (512, 512), 28: (512, 512)}
 
 
-def _torchvision_like_state() -> dict[str, torch.Tensor]:
+def _public_vgg19_state() -> dict[str, torch.Tensor]:
     state = {}
-    for index, (cout, cin) in _TORCHVISION_VGG19.items():
+    for index, (cout, cin) in _PUBLIC_VGG19.items():
         state[f"features.{index}.weight"] = torch.randn(cout, cin, 3, 3)
         state[f"features.{index}.bias"] = torch.randn(cout)
     for index in (30, 32, 34):  # layers past relu5_1 and the classifier are in the public file; ignored
@@ -111,8 +111,8 @@ def _torchvision_like_state() -> dict[str, torch.Tensor]:
     return state
 
 
-def test_vgg_loads_torchvision_keys_from_a_configured_path_with_checksum(tmp_path: Path):
-    state = _torchvision_like_state()
+def test_vgg_loads_the_public_release_keys_from_a_configured_path_with_checksum(tmp_path: Path):
+    state = _public_vgg19_state()
     path = tmp_path / "vgg19.pth"
     torch.save(state, path)
     vgg = load_into(VGG19Features(), PretrainedWeights(path=str(path), sha256=sha256_of(path)), "VGG-19", "perceptual.vgg")

@@ -1,0 +1,30 @@
+"""Evaluation metrics (SPEC 1 "Evaluation"): PSNR, FID, LPIPS, LSE-D/C and uncertainty calibration.
+
+Framework-free: plain torch / numpy / scipy on tensors and precomputed embeddings. Metrics that need
+pretrained weights that are not configured come back as `Unavailable(reason)`, never on random weights.
+"""
+
+from julnet.evaluation.calibration import Sparsification, average_ranks, sparsification, spearman
+from julnet.evaluation.fid import FeatureExtractor, feature_statistics, frechet_distance, load_fid_extractor
+from julnet.evaluation.image import mouth_psnr, psnr
+from julnet.evaluation.lpips import LPIPS, load_lpips, lpips_heads_path
+from julnet.evaluation.sync import lse
+from julnet.evaluation.unavailable import Unavailable
+
+__all__ = [
+    "LPIPS",
+    "FeatureExtractor",
+    "Sparsification",
+    "Unavailable",
+    "average_ranks",
+    "feature_statistics",
+    "frechet_distance",
+    "load_fid_extractor",
+    "load_lpips",
+    "lpips_heads_path",
+    "lse",
+    "mouth_psnr",
+    "psnr",
+    "sparsification",
+    "spearman",
+]
