@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from julnet.config import ConfigError, load_config
+from julnet.inference import GenerateError
 from julnet.pretrained import MissingWeightsError
 
 
@@ -79,6 +80,24 @@ def _preprocess(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generate(args: argparse.Namespace) -> None:
+    from julnet.inference import dub
+
+    result = dub(
+        args.video,
+        args.audio,
+        args.model,
+        args.out,
+        uncertainty_video=args.uncertainty_video,
+        report=args.report,
+        device=args.device,
+        batch_frames=args.batch_frames,
+    )
+    summary = result["summary"]
+    keys = ("frames", "frames_without_face", "low_confidence_frames", "codecs", "generate_fps")
+    print(json.dumps({"output": args.out, "uncertainty_video": args.uncertainty_video, "report": args.report, **{k: summary[k] for k in keys}}))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="julnet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -111,6 +130,17 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--output", required=True, help="dataset folder or s3:// prefix (manifest.json, shards/, report.json)")
     pre.add_argument("--workers", type=int, default=1, help="local worker processes")
     pre.set_defaults(run=_preprocess)
+
+    gen = sub.add_parser("generate", help="dub a video with a speech clip, with a per-frame confidence report")
+    gen.add_argument("--video", required=True, help="video of the person (anything PyAV decodes)")
+    gen.add_argument("--audio", required=True, help="speech: an audio file or a video with an audio track")
+    gen.add_argument("--model", required=True, help="run directory (newest checkpoint), checkpoint directory or state.pt")
+    gen.add_argument("--out", required=True, help="output MP4 (25 fps, the source's size, the new audio)")
+    gen.add_argument("--uncertainty-video", default=None, help="also write the sigma map as a heat map over the frames")
+    gen.add_argument("--report", default=None, help="per-frame confidence report (JSON)")
+    gen.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the networks run")
+    gen.add_argument("--batch-frames", type=int, default=16, help="frames per forward pass")
+    gen.set_defaults(run=_generate)
     return parser
 
 
@@ -119,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         return args.run(args) or 0
-    except (ConfigError, MissingWeightsError, FileNotFoundError, ValueError) as exc:
+    except (ConfigError, MissingWeightsError, FileNotFoundError, ValueError, GenerateError) as exc:
         print(f"julnet {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

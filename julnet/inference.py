@@ -1,0 +1,551 @@
+"""Inference: dub a video with a speech clip, and say per frame how far to trust the result.
+
+`dub(video, audio, model, out)` reuses preprocessing's decode (julnet.data.video.iter_frames at 25 fps),
+landmarks (preprocess._landmarks: the same dlib backend) and crop boxes (crop_boxes smoothing, crop_frame),
+so a face is cropped exactly the way training data was made. Three streaming passes over the video:
+
+1. landmarks for every source frame (68 points each: small), then smoothed crop boxes;
+2. the reference frames (chosen once per video), cropped like training;
+3. generation: output frame j shows source frame pingpong(j) (0, 1, .., n-1, n-2, .., 1, 0, 1, ..) when
+   the video is shorter than the audio, else frame j (the video is cut to the audio). Frames go through
+   the generator and the uncertainty module `batch_frames` at a time and are written as they come; the
+   generated crop is resized back to its box and blended into the ORIGINAL frame with a feathered mask
+   (1 inside, a linear ramp to 0 over `feather` of the box's shorter side at its edge). Pixels outside the
+   box are never touched. Frames without a detected face pass through unchanged and are flagged.
+
+Memory: at most `batch_frames` source frames are held, plus the landmarks, the boxes and the audio. Going
+backwards through a short video (ping-pong) re-decodes it in blocks of `batch_frames` frames: bounded
+memory at the price of decoding the backward sweeps more than once.
+
+Audio: decoded with read_audio and resampled (PyAV's resampler) to 16 kHz mono for the features, whatever
+its own rate and channel count; the muxed track is the same audio resampled to 48 kHz mono, trimmed or
+padded with silence to exactly the output's length (frames / 25 s).
+
+Report (JSON), per frame, over the mouth region (face.mouth_box) of the crop:
+- `sigma_mean`: mean σ = exp(log σ) of the uncertainty module;
+- `error_pred_mean`: mean predicted absolute error ε̂ (pixel values in [0, 1]);
+- `confidence` = exp(-error_pred_mean / error_scale), in (0, 1]; 1 means no error expected;
+- `low_confidence`: confidence < confidence_threshold;
+- `face_found`: False for pass-through frames (their statistics are null, confidence 0, flagged low);
+- `source_frame`: the source frame shown; `box`: the crop box (x0, y0, x1, y1) in source pixels, end-exclusive.
+Summary: frame counts, frames without a face, low-confidence count and fraction (no-face frames count as
+low-confidence), and mean/min/max/p10/p90 of each statistic over the frames with a face.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import av
+import cv2
+import numpy as np
+import torch
+
+from julnet.config import Config
+from julnet.data import audio as features
+from julnet.data.crop import crop_boxes, crop_frame, pixel_box
+from julnet.data.video import FPS, SAMPLE_RATE, VideoError, iter_frames, probe, read_audio
+from julnet.face import mask_mouth, mouth_box
+from julnet.models.generator import Generator
+from julnet.models.uncertainty import UncertaintyModule
+
+log = logging.getLogger(__name__)
+
+OUT_AUDIO_RATE = 48000
+REFERENCE_STRATEGIES = ("even", "first")
+# (video encoder, audio encoder) in order of preference: H.264 + AAC plays everywhere.
+CODEC_CHOICES = (("libx264", "aac"), ("h264", "aac"), ("mpeg4", "aac"), ("mpeg4", "mp2"))
+
+
+class GenerateError(Exception):
+    """Bad input to `julnet generate`; the message is one line naming the problem."""
+
+    reason = "error"
+
+
+class ModelNotFoundError(GenerateError):
+    reason = "model_not_found"
+
+
+class UnsupportedModelError(GenerateError):
+    reason = "unsupported_model"
+
+
+class BadVideoError(GenerateError):
+    reason = "bad_video"
+
+
+class BadAudioError(GenerateError):
+    reason = "bad_audio"
+
+
+class NoAudioStreamError(BadAudioError):
+    reason = "no_audio_stream"
+
+
+class SilentAudioError(BadAudioError):
+    reason = "silent_audio"
+
+
+class NoFaceError(GenerateError):
+    reason = "no_face"
+
+
+# ---- model ---------------------------------------------------------------------------------------------
+
+
+def load_model(model: str | os.PathLike[str], device: torch.device | str = "cpu") -> tuple[Config, Generator, UncertaintyModule]:
+    """(config, generator, uncertainty module) in eval mode from a run directory (its newest checkpoint under
+    checkpoints/), a checkpoint directory step-N/ or a state.pt; the config is the checkpoint's own.
+
+    The generator carries `trained_stage`: the name of the stage the checkpoint was trained on (or None).
+    """
+    from julnet.training.build import build_uncertainty
+    from julnet.training.checkpoint import STATE_FILE, latest_checkpoint
+
+    text = os.fspath(model)
+    if "://" in text or text.startswith(("models:", "runs:")):
+        scheme = text.split(":", 1)[0]
+        raise UnsupportedModelError(f"model URI scheme '{scheme}:' is not supported yet (give a run directory, checkpoint directory or state.pt): {text}")
+    path = Path(text)
+    if not path.exists():
+        raise ModelNotFoundError(f"model not found: {text}")
+    if path.is_dir() and not (path / STATE_FILE).is_file():
+        found = latest_checkpoint(path / "checkpoints")
+        if found is None:
+            raise ModelNotFoundError(f"no checkpoint in {text} (expected {text}/checkpoints/step-*/state.pt or {text}/{STATE_FILE})")
+        path = found
+    file = path / STATE_FILE if path.is_dir() else path
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+        cfg = Config.model_validate(state["config"])
+        generator = Generator(cfg)
+        uncertainty = build_uncertainty(cfg, generator.feature_channels)
+        generator.load_state_dict(state["models"]["generator"])
+        uncertainty.load_state_dict(state["models"]["uncertainty"])
+    except (KeyError, TypeError, RuntimeError, ValueError, OSError) as exc:
+        raise UnsupportedModelError(f"{file}: not a julnet checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
+    generator.trained_stage = state.get("stage")
+    log.info("model %s (config %s, stage %s)", file, cfg.name, generator.trained_stage)
+    return cfg, generator.to(device).eval(), uncertainty.to(device).eval()
+
+
+def model_resolution(cfg: Config, stage: str | None = None) -> tuple[int, int]:
+    """(height, width) to run at: the stage the checkpoint was trained on, else the config's largest stage."""
+    for s in cfg.train.stages:
+        if s.name == stage:
+            return s.height, s.width
+    largest = max(cfg.train.stages, key=lambda s: s.height * s.width)
+    return largest.height, largest.width
+
+
+# ---- frame order -----------------------------------------------------------------------------------------
+
+
+def pingpong(j: int, n: int) -> int:
+    """Source frame of output frame j for a video of n frames: 0, 1, .., n-1, n-2, .., 1, 0, 1, .."""
+    if n <= 1:
+        return 0
+    period = 2 * (n - 1)
+    m = j % period
+    return m if m < n else period - m
+
+
+def reference_indices(found: list[bool], count: int, strategy: str = "even") -> list[int]:
+    """`count` source frames with a face: evenly spaced over the video ("even"), or the first ones ("first")."""
+    faces = [i for i, ok in enumerate(found) if ok]
+    if strategy == "even":
+        picks = np.linspace(0, len(faces) - 1, count).round().astype(int)
+    elif strategy == "first":
+        picks = np.arange(count) % len(faces)
+    else:
+        raise ValueError(f"reference strategy must be one of {REFERENCE_STRATEGIES}, got {strategy!r}")
+    return [faces[p] for p in picks]
+
+
+def _source_frames(path: Path, n: int, total: int, block: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(source index, frame) for output frames 0..total-1 in ping-pong order, holding at most `block` frames."""
+    j = 0
+    while j < total:
+        i = pingpong(j, n)
+        if j == 0 or i == 0:  # forward sweep: stream
+            expected = min(n, total - j)
+            seen = 0
+            for idx, frame in enumerate(iter_frames(path, FPS)):
+                if seen == expected:
+                    break
+                yield idx, frame
+                j += 1
+                seen += 1
+            if seen < expected:
+                raise BadVideoError(f"{path}: decoding gave {n} frames first, then {seen}")
+        else:  # backward sweep n-2 .. 1: re-decode in blocks, newest first
+            hi = i + 1
+            while hi > 1 and j < total:
+                lo = max(1, hi - block)
+                chunk = []
+                for idx, frame in enumerate(iter_frames(path, FPS)):
+                    if idx >= hi:
+                        break
+                    if idx >= lo:
+                        chunk.append(frame.copy())
+                for frame in reversed(chunk):
+                    if j >= total:
+                        break
+                    yield pingpong(j, n), frame
+                    j += 1
+                hi = lo
+
+
+# ---- output ----------------------------------------------------------------------------------------------
+
+
+def choose_codecs() -> tuple[str, str]:
+    """The first (video, audio) encoder pair this PyAV build has, H.264 + AAC preferred."""
+    available = av.codec.codecs_available
+    for video, audio in CODEC_CHOICES:
+        try:
+            if video in available and audio in available:
+                av.codec.Codec(video, "w")
+                av.codec.Codec(audio, "w")
+                return video, audio
+        except (av.FFmpegError, ValueError):
+            continue
+    raise RuntimeError("no usable video/audio encoder pair in this PyAV build (tried " + ", ".join(f"{v}+{a}" for v, a in CODEC_CHOICES) + ")")
+
+
+class _Writer:
+    """An MP4 at 25 fps with one video and one mono audio track, written under a temporary name."""
+
+    def __init__(self, final: Path, width: int, height: int, codecs: tuple[str, str], crf: int, samples: np.ndarray) -> None:
+        self.final = final
+        self.samples = samples  # mono float32 at OUT_AUDIO_RATE, encoded alongside the video (interleaved)
+        self.audio_done = 0
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
+        os.close(fd)
+        _default_mode(tmp)
+        self.tmp = Path(tmp)
+        self.container = av.open(tmp, mode="w", format="mp4")
+        video_codec, audio_codec = codecs
+        self.video = self.container.add_stream(video_codec, rate=FPS)
+        self.video.width, self.video.height = width, height
+        even = width % 2 == 0 and height % 2 == 0
+        self.video.pix_fmt = "yuv420p" if even or video_codec != "libx264" else "yuv444p"
+        if video_codec == "libx264":
+            self.video.options = {"crf": str(crf), "preset": "medium"}
+        else:
+            self.video.bit_rate = 8_000_000
+        self.audio = self.container.add_stream(audio_codec, rate=OUT_AUDIO_RATE)
+        self.audio.layout = "mono"
+        self.frames = 0
+
+    def write(self, rgb: np.ndarray) -> None:
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        frame.pts = self.frames
+        for packet in self.video.encode(frame):
+            self.container.mux(packet)
+        self.frames += 1
+        self._encode_audio(self.frames * OUT_AUDIO_RATE // FPS)
+
+    def _encode_audio(self, until: int) -> None:
+        """Encode whole audio frames up to sample `until` (all that is left when `until` is past the end)."""
+        ctx = self.audio.codec_context
+        size = ctx.frame_size or 1152
+        fmt = ctx.format.name
+        samples = self.samples
+        while self.audio_done < min(until, len(samples)):
+            start = self.audio_done
+            if until < len(samples) and start + size > until:
+                break
+            chunk = samples[start : start + size]
+            if len(chunk) < size:
+                chunk = np.pad(chunk, (0, size - len(chunk)))
+            if fmt.startswith("s16"):
+                data = (np.clip(chunk, -1, 1) * 32767).astype(np.int16)[None]
+            else:
+                data = chunk.astype(np.float32)[None]
+            frame = av.AudioFrame.from_ndarray(data, format=fmt, layout="mono")
+            frame.sample_rate = OUT_AUDIO_RATE
+            frame.pts = start
+            for packet in self.audio.encode(frame):
+                self.container.mux(packet)
+            self.audio_done = start + size
+
+    def finish(self) -> None:
+        for packet in self.video.encode(None):
+            self.container.mux(packet)
+        self._encode_audio(len(self.samples) + 1)
+        for packet in self.audio.encode(None):
+            self.container.mux(packet)
+        self.container.close()
+
+    def discard(self) -> None:
+        try:
+            self.container.close()
+        except Exception:  # noqa: BLE001 - cleaning up after another error
+            pass
+        self.tmp.unlink(missing_ok=True)
+
+
+def _default_mode(path: str) -> None:
+    """mkstemp makes files 0600; give them the mode an ordinary open() would (0666 less the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+def _feather_mask(h: int, w: int, feather: float) -> np.ndarray:
+    """(h, w, 1) float32: 1 inside, a linear ramp to ~0 over `feather` of the shorter side at the edge."""
+    ramp = max(1.0, feather * min(h, w))
+    ys = np.minimum(np.arange(h) + 0.5, h - np.arange(h) - 0.5)
+    xs = np.minimum(np.arange(w) + 0.5, w - np.arange(w) - 0.5)
+    mask = np.minimum.outer(ys, xs) / ramp
+    return np.clip(mask, 0.0, 1.0).astype(np.float32)[..., None]
+
+
+def paste(frame: np.ndarray, crop: np.ndarray, box: np.ndarray, feather: float = 0.1) -> np.ndarray:
+    """A copy of `frame` with `crop` (any size, RGB uint8 or float in [0, 255]) resized to the box and blended
+    in with a feathered edge; pixels outside the box (and the frame) are unchanged."""
+    out = frame.copy()
+    x0, y0, x1, y1 = pixel_box(box)
+    bw, bh = x1 - x0, y1 - y0
+    big = cv2.resize(np.asarray(crop, np.float32), (bw, bh), interpolation=cv2.INTER_LINEAR)
+    mask = _feather_mask(bh, bw, feather)
+    fx0, fy0 = max(x0, 0), max(y0, 0)
+    fx1, fy1 = min(x1, frame.shape[1]), min(y1, frame.shape[0])
+    if fx1 <= fx0 or fy1 <= fy0:
+        return out
+    sub = (slice(fy0 - y0, fy1 - y0), slice(fx0 - x0, fx1 - x0))
+    region = out[fy0:fy1, fx0:fx1].astype(np.float32)
+    m = mask[sub]
+    out[fy0:fy1, fx0:fx1] = np.clip(region * (1 - m) + big[sub] * m + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
+def heat_map(sigma: np.ndarray, sigma_max: float) -> np.ndarray:
+    """σ map (h, w) -> RGB uint8 JET colours, σ = 0 .. sigma_max (clipped)."""
+    level = np.clip(sigma / sigma_max, 0, 1) * 255
+    return cv2.cvtColor(cv2.applyColorMap(level.astype(np.uint8), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+
+
+# ---- the whole thing -------------------------------------------------------------------------------------
+
+
+def _read_speech(path: Path, rate: int, silence_rms: float) -> np.ndarray:
+    try:
+        info = probe(path, require_video=False, require_audio=True, min_side=1, max_side=1 << 30)
+        del info
+        samples = read_audio(path, rate)
+    except VideoError as exc:
+        if exc.reason == "no_audio_stream":
+            raise NoAudioStreamError(f"no audio stream in {path}") from None
+        raise BadAudioError(f"unreadable audio file {path} ({exc})") from None
+    if samples.size == 0:
+        raise NoAudioStreamError(f"audio stream of {path} decodes to nothing")
+    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+    if rms < silence_rms:
+        raise SilentAudioError(f"no speech in {path}: audio RMS {rms:.2e} is below {silence_rms:.0e} (silence)")
+    return samples
+
+
+def dub(
+    video_path: str | os.PathLike[str],
+    audio_path: str | os.PathLike[str],
+    model: str | os.PathLike[str] | tuple[Config, Generator, UncertaintyModule],
+    out_path: str | os.PathLike[str],
+    *,
+    uncertainty_video: str | os.PathLike[str] | None = None,
+    report: str | os.PathLike[str] | None = None,
+    device: str | torch.device = "cpu",
+    batch_frames: int = 16,
+    reference_strategy: str = "even",
+    resolution: tuple[int, int] | None = None,
+    feather: float = 0.1,
+    error_scale: float = 0.1,
+    confidence_threshold: float = 0.5,
+    silence_rms: float = 1e-3,
+    heat_sigma_max: float = 0.5,
+    crf: int = 18,
+) -> dict[str, Any]:
+    """Dub `video_path` with the speech of `audio_path`; returns the report (also written to `report`).
+
+    Output: `out_path` (MP4, the source's size, 25 fps, the new audio), optionally the σ heat-map video and
+    the JSON report, each renamed into place only once everything succeeded. Raises GenerateError subclasses
+    (one-line messages) for bad input, before any output file is created.
+    """
+    t_start = time.perf_counter()
+    video_path, audio_path, out_path = Path(video_path), Path(audio_path), Path(out_path)
+    torch_device = torch.device(device)
+    if torch_device.type == "cuda" and not torch.cuda.is_available():
+        raise GenerateError("--device cuda but no CUDA device is available")
+    if reference_strategy not in REFERENCE_STRATEGIES:
+        raise ValueError(f"reference strategy must be one of {REFERENCE_STRATEGIES}, got {reference_strategy!r}")
+    cfg, generator, uncertainty = model if isinstance(model, tuple) else load_model(model, torch_device)
+    if cfg.audio.features != "logmel":
+        raise UnsupportedModelError("this model takes DeepSpeech audio features (audio.features=deepspeech); generate supports log-mel models only")
+    height, width = resolution or model_resolution(cfg, getattr(generator, "trained_stage", None))
+
+    try:
+        info = probe(video_path, min_side=1, max_side=1 << 30)
+    except VideoError as exc:
+        raise BadVideoError(f"unreadable video {video_path} ({exc})") from None
+    samples = _read_speech(audio_path, SAMPLE_RATE, silence_rms)
+    total = round(len(samples) / SAMPLE_RATE * FPS)
+    if total < 1:
+        raise BadAudioError(f"audio in {audio_path} is shorter than one frame ({len(samples) / SAMPLE_RATE:.3f} s)")
+
+    # Pass 1: landmarks of every source frame (preprocessing's own code), then smoothed crop boxes.
+    from julnet.data.preprocess import Source, _landmarks
+
+    p_cfg = cfg.model_copy(update={"preprocess": cfg.preprocess.model_copy(update={"landmarks": "dlib", "fps": FPS})})
+    source = Source(uri=str(video_path), size=video_path.stat().st_size, video_id=video_path.stem, identity=video_path.stem)
+    try:
+        landmarks = _landmarks(video_path, source, info, p_cfg, Path(tempfile.gettempdir()))
+    except VideoError as exc:
+        raise BadVideoError(f"unreadable video {video_path} ({exc})") from None
+    n = len(landmarks)
+    found = [pts is not None for pts in landmarks]
+    if not any(found):
+        raise NoFaceError(f"no face found in any of the {n} frames of {video_path}")
+    boxes = crop_boxes(landmarks, max_missing=1.0).boxes
+    t_landmarks = time.perf_counter()
+
+    # Pass 2: the reference crops, chosen once per video.
+    ref_idx = reference_indices(found, cfg.generator.num_references, reference_strategy)
+    wanted = {i: None for i in ref_idx}
+    for i, frame in enumerate(iter_frames(video_path, FPS)):
+        if i in wanted:
+            wanted[i] = crop_frame(frame, boxes[i], height, width)
+        if i >= max(ref_idx):
+            break
+    refs = np.concatenate([wanted[i] for i in ref_idx], axis=2)  # (h, w, 3R) in reference order
+    references = torch.from_numpy(refs).permute(2, 0, 1)[None].float().div(255).to(torch_device)
+
+    rows = features.frame_features(samples, SAMPLE_RATE, total, FPS, cfg.audio.n_mels)
+    windows = torch.from_numpy(features.frame_windows(rows, cfg.audio.window))
+    mux_audio = read_audio(audio_path, OUT_AUDIO_RATE)
+    need = round(total / FPS * OUT_AUDIO_RATE)
+    mux_audio = np.pad(mux_audio, (0, max(0, need - len(mux_audio))))[:need]
+
+    codecs = choose_codecs()
+    if codecs[0] != "libx264" or codecs[1] != "aac":
+        log.warning("H.264 + AAC encoders unavailable in this PyAV build: writing %s + %s in MP4 instead", *codecs)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    writers: list[_Writer] = []
+    report_tmp: Path | None = None
+    top, left, side = mouth_box(height, width)
+    entries: list[dict[str, Any]] = []
+    try:
+        main = _Writer(out_path, info.width, info.height, codecs, crf, mux_audio)
+        writers.append(main)
+        heat = None
+        if uncertainty_video is not None:
+            heat = _Writer(Path(uncertainty_video), info.width, info.height, codecs, crf, mux_audio)
+            writers.append(heat)
+
+        def flush(batch: list[tuple[int, int, np.ndarray]]) -> None:
+            faces = [k for k, (_, i, _) in enumerate(batch) if found[i]]
+            results: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+            if faces:
+                crops = np.stack([crop_frame(batch[k][2], boxes[batch[k][1]], height, width) for k in faces])
+                target = torch.from_numpy(crops).permute(0, 3, 1, 2).float().div(255).to(torch_device)
+                audio = windows[[batch[k][0] for k in faces]].to(torch_device)
+                with torch.inference_mode():
+                    gen = generator(mask_mouth(target), references.expand(len(faces), -1, -1, -1), audio)
+                    unc = uncertainty(gen.image, gen.features)
+                images = (gen.image.permute(0, 2, 3, 1) * 255).cpu().numpy()
+                sigma = unc.log_sigma[:, 0].exp().cpu().numpy()
+                err = unc.error_pred[:, 0].cpu().numpy()
+                for r, k in enumerate(faces):
+                    results[k] = (images[r], sigma[r], err[r])
+            for k, (j, i, frame) in enumerate(batch):
+                entry: dict[str, Any] = {"frame": j, "source_frame": i, "face_found": found[i], "box": list(pixel_box(boxes[i]))}
+                if k in results:
+                    image, sigma, err = results[k]
+                    out = paste(frame, image, boxes[i], feather)
+                    s = float(sigma[top : top + side, left : left + side].mean())
+                    e = float(err[top : top + side, left : left + side].mean())
+                    conf = math.exp(-e / error_scale)
+                    entry.update(sigma_mean=s, error_pred_mean=e, confidence=conf, low_confidence=conf < confidence_threshold)
+                    if heat is not None:
+                        heat.write(paste(frame, 0.5 * heat_map(sigma, heat_sigma_max) + 0.5 * image, boxes[i], feather))
+                else:
+                    out = frame
+                    entry.update(sigma_mean=None, error_pred_mean=None, confidence=0.0, low_confidence=True)
+                    if heat is not None:
+                        heat.write(frame)
+                main.write(out)
+                entries.append(entry)
+
+        batch: list[tuple[int, int, np.ndarray]] = []
+        for j, (i, frame) in enumerate(_source_frames(video_path, n, total, batch_frames)):
+            batch.append((j, i, frame))
+            if len(batch) == batch_frames:
+                flush(batch)
+                batch = []
+        if batch:
+            flush(batch)
+        if len(entries) != total:
+            raise BadVideoError(f"{video_path}: decoding gave {n} frames first, then fewer")
+        t_end = time.perf_counter()
+        summary = _summary(entries, n, total, codecs, height, width, t_end - t_start, t_end - t_landmarks)
+        result = {"video": str(video_path), "audio": str(audio_path), "output": str(out_path), "summary": summary, "frames": entries}
+        for w in writers:
+            w.finish()
+        if report is not None:
+            fd, tmp = tempfile.mkstemp(prefix=f".{Path(report).name}.", suffix=".partial", dir=Path(report).parent)
+            report_tmp = Path(tmp)
+            _default_mode(tmp)
+            with os.fdopen(fd, "w") as f:
+                json.dump(result, f, indent=1)
+        for w in writers[1:]:
+            os.replace(w.tmp, w.final)
+        if report_tmp is not None:
+            os.replace(report_tmp, report)
+        os.replace(main.tmp, main.final)
+    except BaseException:
+        for w in writers:
+            w.discard()
+        if report_tmp is not None:
+            report_tmp.unlink(missing_ok=True)
+        raise
+    log.info(
+        "generate: %d frames (%d source frames, %d without a face, %d low-confidence) at %.1f frames/s -> %s",
+        total, n, summary["frames_without_face"], summary["low_confidence_frames"], summary["generate_fps"], out_path,
+    )
+    return result
+
+
+def _summary(entries: list[dict[str, Any]], n: int, total: int, codecs: tuple[str, str], h: int, w: int, seconds: float, gen_seconds: float) -> dict[str, Any]:
+    def stats(key: str) -> dict[str, float] | None:
+        values = np.array([e[key] for e in entries if e["face_found"]], dtype=np.float64)
+        if values.size == 0:
+            return None
+        return {"mean": float(values.mean()), "min": float(values.min()), "max": float(values.max()), "p10": float(np.percentile(values, 10)), "p90": float(np.percentile(values, 90))}
+
+    low = sum(e["low_confidence"] for e in entries)
+    return {
+        "frames": total,
+        "fps": FPS,
+        "duration_s": total / FPS,
+        "source_frames": n,
+        "looped": total > n,
+        "frames_without_face": sum(not e["face_found"] for e in entries),
+        "low_confidence_frames": low,
+        "low_confidence_fraction": low / max(total, 1),
+        "confidence": stats("confidence"),
+        "sigma_mean": stats("sigma_mean"),
+        "error_pred_mean": stats("error_pred_mean"),
+        "crop_size": [h, w],
+        "codecs": list(codecs),
+        "seconds": seconds,
+        "generate_fps": total / max(gen_seconds, 1e-9),
+    }

@@ -1,0 +1,164 @@
+"""`julnet generate`: a GRID clip dubbed with another clip's audio, ping-pong looping, and bad inputs."""
+
+from __future__ import annotations
+
+import json
+import wave
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from julnet.config import load_config
+from julnet.data.video import iter_frames, read_audio, read_frames
+from julnet.inference import (
+    BadVideoError,
+    ModelNotFoundError,
+    NoAudioStreamError,
+    SilentAudioError,
+    UnsupportedModelError,
+    dub,
+    load_model,
+    pingpong,
+)
+from tests.conftest import GRID_CLIPS, run_cli
+
+VIDEO, SPEECH = GRID_CLIPS  # bbaf2n.mpg dubbed with the audio of id2_vcd_swwp2s.mpg
+# Outside the crop box plus this margin (feathering stays inside the box; H.264 blocks and its deblocking
+# filter reach a little past it), the output must match the decoded source up to codec error.
+MARGIN = 16
+MEAN_TOL, P99_TOL = 3.0, 16.0  # 8-bit levels; libx264 at crf 18 with 4:2:0 chroma
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny preset trained for one step on synthetic faces (what `julnet train --steps 1` leaves)."""
+    from julnet.data.synthetic import SyntheticFaces
+    from julnet.training.loop import train_stage
+
+    cfg = load_config("tiny", ["train.stages.0.steps=1", "train.stages.0.batch_size=1", "train.device=cpu"])
+    stage = cfg.train.stages[0]
+    out = tmp_path_factory.mktemp("model")
+    train_stage(cfg, out, SyntheticFaces(cfg, stage, seed=0).batch, stage)
+    return out
+
+
+@pytest.fixture(scope="module")
+def model(model_dir: Path):
+    return load_model(model_dir)
+
+
+def _write_wav(path: Path, samples: np.ndarray, rate: int) -> None:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+
+
+def _write_video(path: Path, frames: np.ndarray) -> None:
+    """Video only (no audio), near-lossless."""
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv444p"
+        s.options = {"crf": "0"}
+        for i, f in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(f, format="rgb24")
+            frame.pts = i
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+
+
+def _leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+def test_grid_clip_dubbed_with_another_clips_audio(model, tmp_path: Path) -> None:
+    out, heat, report = tmp_path / "out.mp4", tmp_path / "heat.mp4", tmp_path / "frames.json"
+    result = dub(VIDEO, SPEECH, model, out, uncertainty_video=heat, report=report, batch_frames=16)
+    assert _leftovers(tmp_path) == ["frames.json", "heat.mp4", "out.mp4"]  # no temporary files left
+
+    expected = len(read_audio(SPEECH)) / 16000 * 25
+    with av.open(str(out)) as c:
+        v = c.streams.video[0]
+        assert (v.codec_context.width, v.codec_context.height) == (360, 288)
+        assert v.average_rate == 25
+        assert c.streams.audio, "no audio stream in the output"
+    frames = read_frames(out)
+    assert abs(len(frames) - expected) <= 1
+    assert abs(len(read_audio(out)) / 16000 - len(frames) / 25) < 0.05  # the muxed audio spans the video
+    assert frames.shape[1:] == (288, 360, 3)
+
+    entries = json.loads(report.read_text())["frames"]
+    assert len(entries) == len(frames) == result["summary"]["frames"]
+    assert all(e["face_found"] and 0 <= e["confidence"] <= 1 for e in entries)
+
+    source = read_frames(VIDEO)
+    diffs = []
+    changed = 0.0
+    for e, got in zip(entries, frames):
+        want = source[e["source_frame"]].astype(np.int16)
+        x0, y0, x1, y1 = e["box"]
+        outside = np.ones(got.shape[:2], bool)
+        outside[max(0, y0 - MARGIN) : y1 + MARGIN, max(0, x0 - MARGIN) : x1 + MARGIN] = False
+        diffs.append(np.abs(got.astype(np.int16) - want)[outside])
+        inside = np.abs(got.astype(np.int16) - want)[y0 + 20 : y1 - 20, x0 + 20 : x1 - 20]
+        changed = max(changed, float(inside.mean()))
+    d = np.concatenate(diffs)
+    assert d.mean() < MEAN_TOL and np.percentile(d, 99) < P99_TOL, (d.mean(), np.percentile(d, 99))
+    assert changed > 2 * MEAN_TOL  # the face itself was repainted (a 1-step model paints it badly)
+    assert len(read_frames(heat)) == len(frames)
+
+
+def test_short_video_ping_pongs_and_audio_is_resampled(model, tmp_path: Path) -> None:
+    short = tmp_path / "short.mp4"
+    _write_video(short, np.stack([f.copy() for _, f in zip(range(8), iter_frames(VIDEO))]))
+    speech = tmp_path / "speech8k.wav"  # 8 kHz: resampled to 16 kHz for the features
+    _write_wav(speech, read_audio(SPEECH, 8000)[: 8000 * 6 // 5], 8000)  # 1.2 s = 30 frames
+    out = tmp_path / "out.mp4"
+    result = dub(short, speech, model, out, batch_frames=4)
+    entries = result["frames"]
+    assert len(entries) == 30 and len(read_frames(out)) == 30
+    assert [e["source_frame"] for e in entries] == [pingpong(j, 8) for j in range(30)]
+    assert [pingpong(j, 4) for j in range(8)] == [0, 1, 2, 3, 2, 1, 0, 1]
+    assert result["summary"]["looped"]
+
+
+def test_bad_inputs_each_give_their_own_error_and_no_output(model, model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out" / "dubbed.mp4"
+    out.parent.mkdir()
+    not_video = tmp_path / "notes.mp4"
+    not_video.write_text("this is not a video\n")
+    video_only = tmp_path / "video_only.mp4"
+    _write_video(video_only, np.stack([f.copy() for _, f in zip(range(3), iter_frames(VIDEO))]))
+    silence = tmp_path / "silence.wav"
+    _write_wav(silence, np.zeros(16000), 16000)
+
+    cases = [
+        (BadVideoError, "unreadable video", dict(video_path=not_video, audio_path=SPEECH, model=model)),
+        (NoAudioStreamError, "no audio stream", dict(video_path=VIDEO, audio_path=video_only, model=model)),
+        (SilentAudioError, "no speech", dict(video_path=VIDEO, audio_path=silence, model=model)),
+        (ModelNotFoundError, "model not found", dict(video_path=VIDEO, audio_path=SPEECH, model=tmp_path / "missing")),
+        (UnsupportedModelError, "models:", dict(video_path=VIDEO, audio_path=SPEECH, model="models:/julnet/1")),
+    ]
+    for error, words, kwargs in cases:
+        with pytest.raises(error, match=words) as info:
+            dub(out_path=out, report=tmp_path / "out" / "r.json", **kwargs)
+        assert "\n" not in str(info.value)
+        assert _leftovers(out.parent) == [], error
+
+    proc = run_cli("generate", "--video", str(VIDEO), "--audio", str(silence), "--model", str(model_dir), "--out", str(out), check=False)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1].startswith("julnet generate: error: no speech in")
+    assert _leftovers(out.parent) == []
+
+
+def test_codec_choice_prefers_h264_aac_and_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    from julnet import inference
+
+    assert inference.choose_codecs() == ("libx264", "aac")  # this machine's PyAV wheel has both encoders
+    monkeypatch.setattr(av.codec, "codecs_available", av.codec.codecs_available - {"libx264", "h264"})
+    assert inference.choose_codecs() == ("mpeg4", "aac")
