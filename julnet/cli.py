@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 from julnet.config import ConfigError, load_config
-from julnet.inference import GenerateError
-from julnet.pretrained import MissingWeightsError
+from julnet.errors import GenerateError, MissingWeightsError
 
 
 def _config_args(parser: argparse.ArgumentParser) -> None:

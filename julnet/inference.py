@@ -50,6 +50,16 @@ import numpy as np
 import torch
 
 from julnet.config import Config
+from julnet.errors import (
+    BadAudioError,
+    BadVideoError,
+    GenerateError,
+    ModelNotFoundError,
+    NoAudioStreamError,
+    NoFaceError,
+    SilentAudioError,
+    UnsupportedModelError,
+)
 from julnet.data import audio as features
 from julnet.data.crop import crop_boxes, crop_frame, pixel_box
 from julnet.data.video import FPS, SAMPLE_RATE, VideoError, iter_frames, probe, read_audio
@@ -63,40 +73,6 @@ OUT_AUDIO_RATE = 48000
 REFERENCE_STRATEGIES = ("even", "first")
 # (video encoder, audio encoder) in order of preference: H.264 + AAC plays everywhere.
 CODEC_CHOICES = (("libx264", "aac"), ("h264", "aac"), ("mpeg4", "aac"), ("mpeg4", "mp2"))
-
-
-class GenerateError(Exception):
-    """Bad input to `julnet generate`; the message is one line naming the problem."""
-
-    reason = "error"
-
-
-class ModelNotFoundError(GenerateError):
-    reason = "model_not_found"
-
-
-class UnsupportedModelError(GenerateError):
-    reason = "unsupported_model"
-
-
-class BadVideoError(GenerateError):
-    reason = "bad_video"
-
-
-class BadAudioError(GenerateError):
-    reason = "bad_audio"
-
-
-class NoAudioStreamError(BadAudioError):
-    reason = "no_audio_stream"
-
-
-class SilentAudioError(BadAudioError):
-    reason = "silent_audio"
-
-
-class NoFaceError(GenerateError):
-    reason = "no_face"
 
 
 # ---- model ---------------------------------------------------------------------------------------------

@@ -16,15 +16,12 @@ from torch import nn
 
 from julnet import storage
 from julnet.config import Config, PretrainedWeights
+from julnet.errors import MissingWeightsError
 
 log = logging.getLogger(__name__)
 
 
 _REMOTE = ("models:/", "runs:/", "s3://")
-
-
-class MissingWeightsError(RuntimeError):
-    """A pretrained network is needed but no usable weights are configured."""
 
 
 def sha256_of(path: Path) -> str:

@@ -1,0 +1,39 @@
+"""Errors a user can fix, kept free of heavy imports so the CLI can report them without loading torch."""
+
+
+class MissingWeightsError(RuntimeError):
+    """A pretrained network is needed but no usable weights are configured."""
+
+
+class GenerateError(Exception):
+    """Bad input to `julnet generate`; the message is one line naming the problem."""
+
+    reason = "error"
+
+
+class ModelNotFoundError(GenerateError):
+    reason = "model_not_found"
+
+
+class UnsupportedModelError(GenerateError):
+    reason = "unsupported_model"
+
+
+class BadVideoError(GenerateError):
+    reason = "bad_video"
+
+
+class BadAudioError(GenerateError):
+    reason = "bad_audio"
+
+
+class NoAudioStreamError(BadAudioError):
+    reason = "no_audio_stream"
+
+
+class SilentAudioError(BadAudioError):
+    reason = "silent_audio"
+
+
+class NoFaceError(GenerateError):
+    reason = "no_face"
