@@ -1,7 +1,7 @@
 """Inference: dub a video with a speech clip, and say per frame how far to trust the result.
 
 `dub(video, audio, model, out)` reuses preprocessing's decode (julnet.data.video.iter_frames at 25 fps),
-landmarks (preprocess._landmarks: the same dlib backend) and crop boxes (crop_boxes smoothing, crop_frame),
+landmarks (julnet.data.landmarks.video_landmarks: the same dlib pass) and crop boxes (crop_boxes smoothing, crop_frame),
 so a face is cropped exactly the way training data was made. Three streaming passes over the video:
 
 1. landmarks for every source frame (68 points each: small), then smoothed crop boxes;
@@ -62,6 +62,7 @@ from julnet.errors import (
 )
 from julnet.data import audio as features
 from julnet.data.crop import crop_boxes, crop_frame, pixel_box
+from julnet.data.landmarks import video_landmarks
 from julnet.data.video import FPS, SAMPLE_RATE, VideoError, iter_frames, probe, read_audio
 from julnet.face import mask_mouth, mouth_box
 from julnet.models.generator import Generator
@@ -378,13 +379,9 @@ def dub(
     if total < 1:
         raise BadAudioError(f"audio in {audio_path} is shorter than one frame ({len(samples) / SAMPLE_RATE:.3f} s)")
 
-    # Pass 1: landmarks of every source frame (preprocessing's own code), then smoothed crop boxes.
-    from julnet.data.preprocess import Source, _landmarks
-
-    p_cfg = cfg.model_copy(update={"preprocess": cfg.preprocess.model_copy(update={"landmarks": "dlib", "fps": FPS})})
-    source = Source(uri=str(video_path), size=video_path.stat().st_size, video_id=video_path.stem, identity=video_path.stem)
+    # Pass 1: landmarks of every source frame (the same pass as preprocessing), then smoothed crop boxes.
     try:
-        landmarks = _landmarks(video_path, source, info, p_cfg, Path(tempfile.gettempdir()))
+        landmarks = video_landmarks(video_path, FPS)
     except VideoError as exc:
         raise BadVideoError(f"unreadable video {video_path} ({exc})") from None
     n = len(landmarks)

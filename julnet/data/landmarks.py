@@ -88,6 +88,20 @@ class DlibBackend:
         return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
 
 
+@functools.cache
+def shared_dlib() -> DlibBackend:
+    """One dlib landmark model per process (loading it takes about a second)."""
+    return DlibBackend()
+
+
+def video_landmarks(path: str | os.PathLike[str], fps: int) -> list[np.ndarray | None]:
+    """dlib landmarks of every frame of a video decoded at `fps`: the pass preprocessing and inference share."""
+    from julnet.data.video import iter_frames
+
+    backend = shared_dlib()
+    return [backend.detect(frame) for frame in iter_frames(path, fps)]
+
+
 def detect_all(backend: LandmarkBackend, frames: Iterable[np.ndarray]) -> list[np.ndarray | None]:
     """Per-frame landmarks (or None) for an iterable of RGB frames."""
     return [backend.detect(frame) for frame in frames]

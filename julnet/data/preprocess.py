@@ -29,7 +29,7 @@ from julnet import storage
 from julnet.config import Config
 from julnet.data import audio as features
 from julnet.data.crop import crop_boxes, crop_frames, to_crop
-from julnet.data.landmarks import DlibBackend, read_openface_csv
+from julnet.data.landmarks import read_openface_csv, video_landmarks
 from julnet.data.manifest import (
     MANIFEST_NAME,
     REPORT_NAME,
@@ -292,20 +292,13 @@ def _local(uri: str, tmp: Path) -> Path:
         raise VideoError("not_found", uri) from None
 
 
-@functools.cache
-def _dlib() -> DlibBackend:
-    """One landmark model per worker process."""
-    return DlibBackend()
-
-
 def _landmarks(local: Path, source: Source, info: VideoInfo, cfg: Config, tmp: Path) -> list[np.ndarray | None]:
     """Per output frame: 68 landmarks from the OpenFace sidecar when there is one, else from dlib."""
     p = cfg.preprocess
     if source.openface_csv is None:
         if p.landmarks == "openface":
             raise VideoError("landmarks_mismatch", "preprocess.landmarks=openface but the video has no OpenFace CSV")
-        backend = _dlib()
-        return [backend.detect(frame) for frame in iter_frames(local, p.fps)]
+        return video_landmarks(local, p.fps)
     if abs((info.fps or 0) - p.fps) > 0.01:
         raise VideoError("landmarks_mismatch", f"OpenFace CSV needs a {p.fps} fps video, this one is {info.fps} fps")
     k = sum(1 for _ in iter_frames(local, p.fps))
