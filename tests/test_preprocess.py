@@ -107,7 +107,7 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_rerun_writes_nothing_new_and_a_killed_run_resumes_to_the_same_manifest(raw_folder, tmp_path):
+def test_rerun_writes_nothing_new_and_a_killed_run_resumes_to_the_same_manifest(tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
     for clip in GRID_CLIPS:

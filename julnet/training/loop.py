@@ -73,7 +73,7 @@ def train_stage(
     metrics_log = out_dir / "metrics.jsonl"
     _truncate_metrics(metrics_log, after=start)
     models.train()
-    progress = _Progress(stage.name, start, stage.steps)
+    progress = Progress(stage.name, start, stage.steps)
     metrics: dict[str, float] = {}
     checkpoint = latest
     with metrics_log.open("a") as sink:
@@ -112,7 +112,7 @@ def _truncate_metrics(path: Path, after: int) -> None:
     path.write_text("".join(line + "\n" for line in keep))
 
 
-class _Progress:
+class Progress:
     """Periodic progress lines with rate and ETA."""
 
     def __init__(self, name: str, start: int, total: int):

@@ -27,7 +27,7 @@ from julnet.data.synthetic import SyntheticFaces
 from julnet.losses.sync import mouth_clip, sync_score_bce
 from julnet.models.syncnet import SyncNet
 from julnet.training.build import resolve_device
-from julnet.training.loop import _Progress
+from julnet.training.loop import Progress
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def train_syncnet(
     `heldout` names where the evaluation batches come from; it is recorded in metrics.json.
     """
     trainer = SyncNetTrainer(cfg, resolve_device(cfg.train.device))
-    progress = _Progress("syncnet", 0, steps)
+    progress = Progress("syncnet", 0, steps)
     curve: list[dict[str, float]] = []
     window: list[dict[str, float]] = []
     start = time.perf_counter()
