@@ -80,6 +80,10 @@ def ray_cluster(s3_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port), "--include-dashboard", "true",
         "--disable-usage-stats", "--temp-dir", str(temp_dir),
     ]
+    # Every fixed default port made free too, so sessions side by side on one machine never collide.
+    for flag in ("--ray-client-server-port", "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
+                 "--metrics-export-port", "--runtime-env-agent-port"):
+        cmd += [flag, str(_free_port())]
     log = temp_dir / "ray-start.log"
     try:
         with log.open("w") as sink:  # not a pipe: the daemons it starts would hold a pipe open forever
