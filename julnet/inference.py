@@ -80,38 +80,38 @@ CODEC_CHOICES = (("libx264", "aac"), ("h264", "aac"), ("mpeg4", "aac"), ("mpeg4"
 
 
 def load_model(model: str | os.PathLike[str], device: torch.device | str = "cpu") -> tuple[Config, Generator, UncertaintyModule]:
-    """(config, generator, uncertainty module) in eval mode from a run directory (its newest checkpoint under
-    checkpoints/), a checkpoint directory step-N/ or a state.pt; the config is the checkpoint's own.
+    """(config, generator, uncertainty module) in eval mode from a registered model (`models:/name@alias`,
+    `models:/name/3`), a run's model (`runs:/<id>/model`), an s3:// or local checkpoint directory, a run
+    directory (its newest checkpoint) or a state.pt; the config is the checkpoint's own.
 
     The generator carries `trained_stage`: the name of the stage the checkpoint was trained on (or None).
     """
+    from mlflow.exceptions import MlflowException
+
     from julnet.training.build import build_uncertainty
-    from julnet.training.checkpoint import STATE_FILE, latest_checkpoint
+    from julnet.training.checkpoint import STATE_FILE, fetch_checkpoint
 
     text = os.fspath(model)
-    if "://" in text or text.startswith(("models:", "runs:")):
-        scheme = text.split(":", 1)[0]
-        raise UnsupportedModelError(f"model URI scheme '{scheme}:' is not supported yet (give a run directory, checkpoint directory or state.pt): {text}")
-    path = Path(text)
-    if not path.exists():
-        raise ModelNotFoundError(f"model not found: {text}")
-    if path.is_dir() and not (path / STATE_FILE).is_file():
-        found = latest_checkpoint(path / "checkpoints")
-        if found is None:
-            raise ModelNotFoundError(f"no checkpoint in {text} (expected {text}/checkpoints/step-*/state.pt or {text}/{STATE_FILE})")
-        path = found
-    file = path / STATE_FILE if path.is_dir() else path
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-        cfg = Config.model_validate(state["config"])
-        generator = Generator(cfg)
-        uncertainty = build_uncertainty(cfg, generator.feature_channels)
-        generator.load_state_dict(state["models"]["generator"])
-        uncertainty.load_state_dict(state["models"]["uncertainty"])
-    except (KeyError, TypeError, RuntimeError, ValueError, OSError) as exc:
-        raise UnsupportedModelError(f"{file}: not a julnet checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
+    scheme = text.split("://", 1)[0] if "://" in text else text.split(":/", 1)[0] if text.startswith(("models:/", "runs:/")) else ""
+    if scheme not in ("", "file", "s3", "models", "runs"):
+        raise UnsupportedModelError(f"model URI scheme '{scheme}:' is not supported (use models:/, runs:/, s3://, file:// or a path): {text}")
+    with tempfile.TemporaryDirectory(prefix="julnet-model-") as tmp:
+        try:
+            file = fetch_checkpoint(text, Path(tmp)) / STATE_FILE
+        except (FileNotFoundError, MlflowException) as exc:
+            raise ModelNotFoundError(f"model not found: {text} ({str(exc).splitlines()[0]})") from None
+        try:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+            cfg = Config.model_validate(state["config"])
+            generator = Generator(cfg)
+            uncertainty = build_uncertainty(cfg, generator.feature_channels)
+            generator.load_state_dict(state["models"]["generator"])
+            uncertainty.load_state_dict(state["models"]["uncertainty"])
+        except (KeyError, TypeError, RuntimeError, ValueError, OSError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else ""
+            raise UnsupportedModelError(f"{text}: not a julnet checkpoint ({type(exc).__name__}: {reason})") from exc
     generator.trained_stage = state.get("stage")
-    log.info("model %s (config %s, stage %s)", file, cfg.name, generator.trained_stage)
+    log.info("model %s (config %s, stage %s)", text, cfg.name, generator.trained_stage)
     return cfg, generator.to(device).eval(), uncertainty.to(device).eval()
 
 

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from julnet import storage
 from julnet.config import load_config
 from julnet.data.manifest import manifest_root
-from julnet.training.checkpoint import load_checkpoint
+from julnet.training.checkpoint import load_checkpoint, locate_checkpoint
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -78,7 +78,8 @@ def test_ray_job_submit_trains_from_s3_and_tracks_in_mlflow(ray_cluster, s3_grid
     assert {a.path for a in client.list_artifacts(run.info.run_id, "samples/frame")} == {
         "samples/frame/step-00000003.png", "samples/frame/step-00000006.png"}
     local = Path(client.download_artifacts(run.info.run_id, "model"))
-    state = load_checkpoint(local)
+    assert (local / "MLmodel").is_file(), "the model is an MLflow (pyfunc) model"
+    state = load_checkpoint(locate_checkpoint(local))
     assert state["step"] == 6 and all(torch.isfinite(v).all() for v in state["models"]["generator"].values() if v.is_floating_point())
 
 

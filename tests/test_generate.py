@@ -127,7 +127,8 @@ def test_short_video_ping_pongs_and_audio_is_resampled(model, tmp_path: Path) ->
     assert result["summary"]["looped"]
 
 
-def test_bad_inputs_each_give_their_own_error_and_no_output(model, model_dir: Path, tmp_path: Path) -> None:
+def test_bad_inputs_each_give_their_own_error_and_no_output(model, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")  # an empty registry
     out = tmp_path / "out" / "dubbed.mp4"
     out.parent.mkdir()
     not_video = tmp_path / "notes.mp4"
@@ -142,7 +143,8 @@ def test_bad_inputs_each_give_their_own_error_and_no_output(model, model_dir: Pa
         (NoAudioStreamError, "no audio stream", dict(video_path=VIDEO, audio_path=video_only, model=model)),
         (SilentAudioError, "no speech", dict(video_path=VIDEO, audio_path=silence, model=model)),
         (ModelNotFoundError, "model not found", dict(video_path=VIDEO, audio_path=SPEECH, model=tmp_path / "missing")),
-        (UnsupportedModelError, "models:", dict(video_path=VIDEO, audio_path=SPEECH, model="models:/julnet/1")),
+        (ModelNotFoundError, "model not found: models:/julnet@champion", dict(video_path=VIDEO, audio_path=SPEECH, model="models:/julnet@champion")),
+        (UnsupportedModelError, "scheme 'http:'", dict(video_path=VIDEO, audio_path=SPEECH, model="http://example.com/model")),
     ]
     for error, words, kwargs in cases:
         with pytest.raises(error, match=words) as info:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from julnet import storage
 from julnet.config import Config
 from julnet.training.build import Models, Optimizers
 
@@ -116,6 +117,42 @@ def list_checkpoints(root: Path) -> list[Path]:
 def latest_checkpoint(root: Path) -> Path | None:
     found = list_checkpoints(root)
     return found[-1] if found else None
+
+
+def locate_checkpoint(root: Path) -> Path:
+    """The checkpoint directory inside what a model URI gave: a checkpoint, a run directory (its newest
+    checkpoint), a state.pt, or a folder holding exactly one (an MLflow model keeps it under artifacts/)."""
+    if root.is_file():
+        return root.parent
+    if (root / STATE_FILE).is_file():
+        return root
+    newest = latest_checkpoint(root / "checkpoints")
+    if newest is not None:
+        return newest
+    found = sorted(root.rglob(STATE_FILE)) if root.is_dir() else []
+    if len(found) != 1:
+        raise FileNotFoundError(f"no checkpoint in {root}" if not found else f"{root} holds {len(found)} checkpoints; name one")
+    return found[0].parent
+
+
+def fetch_checkpoint(uri: str, local_dir: Path, tracking_uri: str | None = None) -> Path:
+    """The checkpoint directory behind a path, file://, s3:// or an MLflow models:/ or runs:/ URI, fetched
+    into `local_dir` when remote. MLflow URIs resolve against `tracking_uri` (default: as julnet.tracking does)."""
+    if uri.startswith(("models:/", "runs:/")):
+        import mlflow.artifacts
+
+        from julnet.tracking import resolve_tracking_uri
+
+        tracking = resolve_tracking_uri(tracking_uri)
+        fetched = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(local_dir), tracking_uri=tracking, registry_uri=tracking)
+        root = Path(fetched)
+    elif storage.is_s3(uri):
+        root = storage.copy_to_local(uri, local_dir)
+    else:
+        root = Path(uri.removeprefix("file://"))
+        if not root.exists():
+            raise FileNotFoundError(f"no such file or directory: {uri}")
+    return locate_checkpoint(root)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -30,11 +30,13 @@ from julnet.config import Config, StageConfig
 from julnet.data.loader import TORCH_DTYPES, examples_dataset, examples_per_epoch
 from julnet.data.manifest import read_manifest
 from julnet.pretrained import check_configured
+from julnet.pyfunc import log_pyfunc
 from julnet.tracking import RunTracker, resolve_tracking_uri
 from julnet.training.build import Models, build_models, build_optimizers
 from julnet.training.checkpoint import (
     STATE_FILE,
     checkpoint_dir,
+    fetch_checkpoint,
     load_checkpoint,
     load_model_weights,
     restore_training_state,
@@ -163,7 +165,7 @@ def _restore(run: StageRun, models: Models, optimizers, step_fn: TrainStep) -> i
         return state["step"]
     if run.init:
         with tempfile.TemporaryDirectory() as tmp:
-            load_model_weights(load_checkpoint(fetch_checkpoint(run.init, Path(tmp))), models)
+            load_model_weights(load_checkpoint(fetch_checkpoint(run.init, Path(tmp), run.tracking_uri)), models)
         log.info("initialised %s from %s", run.stage, run.init)
     return 0
 
@@ -216,17 +218,6 @@ def _report(run: StageRun, step: int, models: Models, optimizers, step_fn: Train
         checkpoint_dir_name=name,
         checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC,
     )
-
-
-def fetch_checkpoint(uri: str, local_dir: Path) -> Path:
-    """A checkpoint directory (path, s3:// or an MLflow models:/ or runs:/ URI) as a local directory."""
-    if uri.startswith(("models:/", "runs:/")):
-        import mlflow.artifacts
-
-        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(local_dir)))
-    if storage.is_s3(uri):
-        return storage.copy_to_local(uri, local_dir)
-    return Path(uri.removeprefix("file://"))
 
 
 # ---- the driver ----------------------------------------------------------------------------------------
@@ -326,7 +317,7 @@ def train_run(
 
 
 def _log_outcome(tracker: RunTracker, checkpoint: str | None, run_uri: str) -> None:
-    """The final model (this project's checkpoint format, loadable with weights_only) and the loss curves."""
+    """The final model (an MLflow pyfunc model around the checkpoint, see julnet.pyfunc) and the loss curves."""
     client = tracker.client
     history: dict[int, dict[str, float]] = {}
     for key in CURVE_KEYS:
@@ -339,7 +330,4 @@ def _log_outcome(tracker: RunTracker, checkpoint: str | None, run_uri: str) -> N
         write_png(curve, storage.join(run_uri, "loss_curves.png"))
     if checkpoint:
         with tempfile.TemporaryDirectory() as tmp:
-            local = fetch_checkpoint(checkpoint, Path(tmp))
-            tracker.log_artifacts(local, "model")
-        tracker.log_dict({"format": "julnet-checkpoint", "format_version": 1, "files": ["state.pt", "config.yaml"],
-                          "load": "torch.load(state.pt, weights_only=True)", "code_version": code_version()}, "model/MODEL_FORMAT.json")
+            log_pyfunc(tracker, fetch_checkpoint(checkpoint, Path(tmp)))

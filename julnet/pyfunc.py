@@ -1,0 +1,117 @@
+"""The MLflow pyfunc flavour of a trained model: `mlflow.pyfunc.load_model("models:/julnet@champion").predict(...)`
+dubs videos, so a registered model is usable by anything that speaks MLflow.
+
+predict takes one request or a list of them (dicts, or a pandas DataFrame with those columns):
+- `video`, `audio`: a path or URI-less local file name (str / PathLike) or the file's bytes;
+- `out` (optional): where to write the dubbed MP4; without it the video comes back as bytes;
+- `uncertainty_video` (optional, bool): also return the σ heat-map video (bytes, or next to `out`).
+It returns one dict per request: `video` (bytes or the written path), `uncertainty_video` when asked,
+`summary` (the per-video statistics) and `frames` (the per-frame uncertainty entries of julnet generate's report).
+The device comes from `model_config={"device": "cuda"}` at load time (default cpu).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from importlib.metadata import PackageNotFoundError, requires
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+
+import julnet
+from julnet.tracking import RunTracker
+from julnet.version import code_version
+
+CHECKPOINT_ARTIFACT = "checkpoint"
+
+
+class DubbingModel(mlflow.pyfunc.PythonModel):
+    """A julnet checkpoint behind MLflow's pyfunc interface."""
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        from julnet.inference import load_model
+
+        self.device = (context.model_config or {}).get("device", "cpu")
+        self.model = load_model(context.artifacts[CHECKPOINT_ARTIFACT], self.device)
+
+    def predict(self, context: mlflow.pyfunc.PythonModelContext, model_input: Any, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        return [self._dub(request) for request in _requests(model_input)]
+
+    def _dub(self, request: dict[str, Any]) -> dict[str, Any]:
+        from julnet.inference import dub
+
+        want_heat = bool(request.get("uncertainty_video", False))
+        with tempfile.TemporaryDirectory(prefix="julnet-predict-") as tmp:
+            video = _as_file(request["video"], Path(tmp) / "video")
+            audio = _as_file(request["audio"], Path(tmp) / "audio")
+            out = Path(request["out"]) if request.get("out") else Path(tmp) / "out.mp4"
+            heat = out.with_name(out.stem + ".uncertainty.mp4") if want_heat else None
+            report = dub(video, audio, self.model, out, uncertainty_video=heat, device=self.device)
+            result: dict[str, Any] = {"summary": report["summary"], "frames": report["frames"]}
+            keep = bool(request.get("out"))
+            result["video"] = str(out) if keep else out.read_bytes()
+            if heat is not None:
+                result["uncertainty_video"] = str(heat) if keep else heat.read_bytes()
+        return result
+
+
+def _requests(model_input: Any) -> list[dict[str, Any]]:
+    """One dict per request from a dict, a list of dicts or a DataFrame; a clear error for anything else."""
+    if hasattr(model_input, "to_dict") and hasattr(model_input, "columns"):
+        model_input = model_input.to_dict(orient="records")
+    if isinstance(model_input, dict):
+        model_input = [model_input]
+    if not isinstance(model_input, list) or not all(isinstance(r, dict) for r in model_input):
+        raise TypeError(f"predict wants a dict, a list of dicts or a DataFrame with columns video and audio, got {type(model_input).__name__}")
+    for i, request in enumerate(model_input):
+        missing = [k for k in ("video", "audio") if request.get(k) is None]
+        if missing:
+            raise ValueError(f"request {i} lacks {' and '.join(missing)} (a path or the file's bytes)")
+    return model_input
+
+
+def _as_file(value: str | os.PathLike[str] | bytes, scratch: Path) -> Path:
+    """A local file for a path or for raw bytes (written to `scratch`)."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        scratch.write_bytes(bytes(value))
+        return scratch
+    return Path(value)
+
+
+def save_pyfunc(checkpoint_dir: Path, path: Path) -> None:
+    """Write an MLflow model directory at `path` around a checkpoint directory (state.pt, config.yaml), with the
+    julnet code and its requirements, so it loads where julnet is not installed."""
+    with tempfile.TemporaryDirectory(prefix="julnet-pyfunc-") as tmp:
+        staged = Path(tmp) / CHECKPOINT_ARTIFACT  # the folder's name is the one it gets inside the model
+        shutil.copytree(checkpoint_dir, staged)
+        _save(staged, path)
+
+
+def _save(checkpoint_dir: Path, path: Path) -> None:
+    mlflow.pyfunc.save_model(
+        path=str(path),
+        python_model=str(Path(__file__).with_name("pyfunc_model.py")),
+        artifacts={CHECKPOINT_ARTIFACT: str(checkpoint_dir)},
+        code_paths=[str(Path(julnet.__file__).parent)],
+        pip_requirements=_requirements(),
+        metadata={"julnet_code_version": code_version(), "checkpoint": "artifacts/checkpoint/state.pt (torch.load(weights_only=True))"},
+    )
+
+
+def log_pyfunc(tracker: RunTracker, checkpoint_dir: Path, artifact_path: str = "model") -> None:
+    """Log a checkpoint as the run's MLflow model under `artifact_path` (`runs:/<run>/model`)."""
+    with tempfile.TemporaryDirectory(prefix="julnet-pyfunc-") as tmp:
+        save_pyfunc(checkpoint_dir, Path(tmp) / artifact_path)
+        tracker.log_artifacts(Path(tmp) / artifact_path, artifact_path)
+
+
+def _requirements() -> list[str]:
+    """julnet's own runtime requirements (extras left out), as pip lines."""
+    try:
+        found = requires("julnet") or []
+    except PackageNotFoundError:
+        return []
+    return [r for r in found if "extra ==" not in r]
