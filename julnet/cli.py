@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from julnet.config import ConfigError, load_config
-from julnet.errors import GenerateError, MissingWeightsError
+from julnet.errors import GenerateError, MissingWeightsError, RegistryError
 
 
 def _config_args(parser: argparse.ArgumentParser) -> None:
@@ -97,6 +97,29 @@ def _generate(args: argparse.Namespace) -> None:
     print(json.dumps({"output": args.out, "uncertainty_video": args.uncertainty_video, "report": args.report, **{k: summary[k] for k in keys}}))
 
 
+def _register(args: argparse.Namespace) -> None:
+    from mlflow import MlflowClient
+
+    from julnet.registry import register_run
+    from julnet.tracking import resolve_tracking_uri
+
+    cfg = load_config(args.config, args.overrides)
+    uri = resolve_tracking_uri(cfg.tracking.uri)
+    version = register_run(MlflowClient(uri, registry_uri=uri), args.run, cfg.promotion.model_name, args.alias or None)
+    print(json.dumps({"model": f"models:/{version.name}/{version.version}", "alias": args.alias or None, "tags": version.tags}, indent=1))
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from julnet.promotion import format_decision, run_promotion
+
+    cfg = load_config(args.config, args.overrides)
+    decision = run_promotion(cfg, args.data, args.version, args.run, args.device)
+    print(format_decision(decision))
+    if args.out:
+        Path(args.out).write_text(json.dumps(decision.to_dict(), indent=1))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="julnet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -140,6 +163,22 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the networks run")
     gen.add_argument("--batch-frames", type=int, default=16, help="frames per forward pass")
     gen.set_defaults(run=_generate)
+
+    reg = sub.add_parser("register", help="register a training run's model as a new version (with its lineage) and alias it")
+    _config_args(reg)
+    reg.add_argument("--run", required=True, help="MLflow run id of the training run")
+    reg.add_argument("--alias", default="challenger", help="alias to point at the new version ('' for none)")
+    reg.set_defaults(run=_register)
+
+    pro = sub.add_parser("promote", help="evaluate challenger and champion on held-out data; move @champion if the policy says so")
+    _config_args(pro)
+    which = pro.add_mutually_exclusive_group()
+    which.add_argument("--run", default=None, help="register this training run first and make it the challenger")
+    which.add_argument("--version", default=None, help="the challenger's version (default: the @challenger alias)")
+    pro.add_argument("--data", default=None, help="manifest URI of the held-out data (default: the challenger's training data)")
+    pro.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    pro.add_argument("--out", default=None, help="also write the decision as JSON here")
+    pro.set_defaults(run=_promote)
     return parser
 
 
@@ -148,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         return args.run(args) or 0
-    except (ConfigError, MissingWeightsError, FileNotFoundError, ValueError, GenerateError) as exc:
+    except (ConfigError, MissingWeightsError, FileNotFoundError, ValueError, GenerateError, RegistryError) as exc:
         print(f"julnet {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

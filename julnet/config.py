@@ -182,6 +182,26 @@ class TrainConfig(Section):
         raise ConfigError(f"train.stages: no stage named {name!r} (have {[s.name for s in self.stages]})")
 
 
+class PromotionConfig(Section):
+    """When a challenger replaces the champion (julnet promote): the primary metric must improve by more than
+    `margin`, and no guard metric may get worse by more than its tolerance (both in the metric's own units)."""
+
+    model_name: str = "julnet"
+    primary: str = "psnr_mouth"
+    margin: float = Field(0.0, ge=0)
+    guards: dict[str, float] = {"psnr": 0.5, "lpips": 0.005, "fid": 1.0, "lse_d": 0.2, "lse_c": 0.2, "lse_d_own": 0.2, "lse_c_own": 0.2,
+                                "spearman_sigma": 0.05, "ause_sigma": 0.01}
+    lock_timeout_s: float = Field(120.0, gt=0)
+    stale_lock_s: float = Field(900.0, gt=0)
+
+    @model_validator(mode="after")
+    def _tolerances(self) -> PromotionConfig:
+        negative = {k: v for k, v in self.guards.items() if v < 0}
+        if negative:
+            raise ValueError(f"guard tolerances must be >= 0, got {negative}")
+        return self
+
+
 class Config(Section):
     name: str = "custom"
     audio: AudioConfig = AudioConfig()
@@ -195,6 +215,7 @@ class Config(Section):
     optim: OptimConfig = OptimConfig()
     preprocess: PreprocessConfig = PreprocessConfig()
     tracking: TrackingConfig = TrackingConfig()
+    promotion: PromotionConfig = PromotionConfig()
     train: TrainConfig
 
     @model_validator(mode="after")
@@ -292,7 +313,17 @@ def _apply_override(data: dict[str, Any], assignment: str) -> None:
         if last:
             node[part] = value
         else:
-            node = node.setdefault(part, {})
+            node = node.setdefault(part, copy.deepcopy(_mapping_default(parts[: depth + 1])))
+
+
+def _mapping_default(parts: list[str]) -> dict[str, Any]:
+    """The schema's default for a mapping field (so `--set promotion.guards.psnr=1` keeps the other guards), else {}."""
+    model: Any = Config
+    for part in parts[:-1]:
+        model = model.model_fields[part].annotation if part in getattr(model, "model_fields", {}) else None
+    field = getattr(model, "model_fields", {}).get(parts[-1])
+    default = getattr(field, "default", None)
+    return default if isinstance(default, dict) else {}
 
 
 def _known_key(parts: list[str]) -> bool:
@@ -301,6 +332,8 @@ def _known_key(parts: list[str]) -> bool:
     for part in parts:
         if part.isdigit():
             continue
+        if getattr(model, "__origin__", None) is dict:  # a mapping's keys are the user's (e.g. promotion.guards)
+            return True
         fields = getattr(model, "model_fields", None)
         if fields is None or part not in fields:
             return False

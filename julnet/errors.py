@@ -5,6 +5,10 @@ class MissingWeightsError(RuntimeError):
     """A pretrained network is needed but no usable weights are configured."""
 
 
+class RegistryError(RuntimeError):
+    """A model registry operation that cannot go ahead (no such run or version, a lock held too long)."""
+
+
 class GenerateError(Exception):
     """Bad input to `julnet generate`; the message is one line naming the problem."""
 

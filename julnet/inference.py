@@ -79,11 +79,14 @@ CODEC_CHOICES = (("libx264", "aac"), ("h264", "aac"), ("mpeg4", "aac"), ("mpeg4"
 # ---- model ---------------------------------------------------------------------------------------------
 
 
-def load_model(model: str | os.PathLike[str], device: torch.device | str = "cpu") -> tuple[Config, Generator, UncertaintyModule]:
+def load_model(
+    model: str | os.PathLike[str], device: torch.device | str = "cpu", tracking_uri: str | None = None
+) -> tuple[Config, Generator, UncertaintyModule]:
     """(config, generator, uncertainty module) in eval mode from a registered model (`models:/name@alias`,
     `models:/name/3`), a run's model (`runs:/<id>/model`), an s3:// or local checkpoint directory, a run
     directory (its newest checkpoint) or a state.pt; the config is the checkpoint's own.
 
+    MLflow URIs resolve against `tracking_uri` (default: tracking.uri's fallbacks, $MLFLOW_TRACKING_URI first).
     The generator carries `trained_stage`: the name of the stage the checkpoint was trained on (or None).
     """
     from mlflow.exceptions import MlflowException
@@ -97,7 +100,7 @@ def load_model(model: str | os.PathLike[str], device: torch.device | str = "cpu"
         raise UnsupportedModelError(f"model URI scheme '{scheme}:' is not supported (use models:/, runs:/, s3://, file:// or a path): {text}")
     with tempfile.TemporaryDirectory(prefix="julnet-model-") as tmp:
         try:
-            file = fetch_checkpoint(text, Path(tmp)) / STATE_FILE
+            file = fetch_checkpoint(text, Path(tmp), tracking_uri) / STATE_FILE
         except (FileNotFoundError, MlflowException) as exc:
             raise ModelNotFoundError(f"model not found: {text} ({str(exc).splitlines()[0]})") from None
         try:

@@ -27,6 +27,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST, ErrorCode
 
 from julnet import storage
+from julnet.errors import RegistryError
 from julnet.tracking import RunTracker
 
 log = logging.getLogger(__name__)
@@ -40,10 +41,6 @@ TAG_DATA_SHA = "julnet.data_sha256"
 TAG_CODE = "julnet.code_version"
 TAG_SYNCNET = "julnet.syncnet"
 TAG_RUN = "julnet.source_run"
-
-
-class RegistryError(RuntimeError):
-    """A registry operation that cannot go ahead; the message says why."""
 
 
 def _exists_error(exc: MlflowException, code: int) -> bool:

@@ -1,0 +1,118 @@
+"""The model registry on a real MLflow server: pyfunc models with lineage, aliases and the registry lock."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import mlflow.pyfunc
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from julnet.config import load_config
+from julnet.data.video import iter_frames, read_audio
+from julnet.errors import RegistryError
+from julnet.inference import load_model
+from julnet.pyfunc import log_pyfunc
+from julnet.registry import TAG_CODE, TAG_CONFIG, TAG_DATA, TAG_DATA_SHA, TAG_SYNCNET, alias_version, register_run, registry_lock
+from julnet.tracking import RunTracker
+from julnet.training.checkpoint import latest_checkpoint
+from tests.conftest import GRID_CLIPS
+from tests.mlflow_server import MlflowServer
+
+VIDEO, SPEECH = GRID_CLIPS
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny preset after one step on synthetic faces."""
+    from julnet.data.synthetic import SyntheticFaces
+    from julnet.training.loop import train_stage
+
+    cfg = load_config("tiny", ["train.stages.0.steps=1", "train.stages.0.batch_size=1", "train.device=cpu"])
+    stage = cfg.train.stages[0]
+    out = tmp_path_factory.mktemp("run")
+    train_stage(cfg, out, SyntheticFaces(cfg, stage, seed=0).batch, stage)
+    return latest_checkpoint(out / "checkpoints")
+
+
+def logged_run(server: MlflowServer, checkpoint: Path, data: str) -> str:
+    """A training run's id whose model/ is the checkpoint as a pyfunc model (what train_run leaves)."""
+    tracker = RunTracker(server.uri, f"test-{uuid.uuid4().hex[:8]}", "train")
+    tracker.start({}, tags={"julnet.data": data, "julnet.code_version": "0.1.0+gtest"})
+    log_pyfunc(tracker, checkpoint)
+    tracker.end()
+    return tracker.run_id
+
+
+def test_a_registered_model_carries_its_lineage_loads_by_alias_and_dubs(
+    mlflow_server: MlflowServer, checkpoint: Path, grid_dataset: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    client = MlflowClient(mlflow_server.uri)
+    name = f"julnet-{uuid.uuid4().hex[:6]}"
+    version = register_run(client, logged_run(mlflow_server, checkpoint, grid_dataset), name, alias="champion")
+
+    tags = client.get_model_version(name, version.version).tags
+    assert tags[TAG_DATA] == grid_dataset
+    assert tags[TAG_DATA_SHA] == hashlib.sha256(Path(grid_dataset).read_bytes()).hexdigest()
+    assert tags[TAG_CODE] == "0.1.0+gtest"
+    assert "name: tiny" in tags[TAG_CONFIG] and tags[TAG_SYNCNET].startswith("random init")
+    assert alias_version(client, name, "champion").version == version.version
+    assert alias_version(client, name, "challenger") is None
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
+    cfg, generator, _ = load_model(f"models:/{name}@champion")
+    assert cfg.name == "tiny" and generator.trained_stage == "frame"
+
+    model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    [result] = model.predict({"video": VIDEO.read_bytes(), "audio": str(SPEECH)})
+    expected = round(len(read_audio(SPEECH, 16000)) / 16000 * 25)
+    assert result["summary"]["frames"] == expected == len(result["frames"])
+    out = tmp_path / "dubbed.mp4"
+    out.write_bytes(result["video"])
+    assert sum(1 for _ in iter_frames(out)) == expected
+    assert np.isfinite([f["sigma_mean"] for f in result["frames"]]).all()
+
+    with pytest.raises(ValueError, match="lacks audio"):
+        model.predict([{"video": str(VIDEO)}])
+
+
+def test_a_run_without_a_model_is_refused(mlflow_server: MlflowServer) -> None:
+    tracker = RunTracker(mlflow_server.uri, f"test-{uuid.uuid4().hex[:8]}", "empty")
+    tracker.start({})
+    with pytest.raises(RegistryError, match="has no julnet model"):
+        register_run(MlflowClient(mlflow_server.uri), tracker.run_id, "julnet-none")
+
+
+def test_the_registry_lock_admits_one_holder_at_a_time(mlflow_server: MlflowServer) -> None:
+    name = f"julnet-{uuid.uuid4().hex[:6]}"
+    inside, overlaps = [], []
+
+    def hold() -> None:
+        with registry_lock(MlflowClient(mlflow_server.uri), name, timeout_s=60):
+            inside.append(1)
+            if len(inside) > 1:
+                overlaps.append(1)
+            time.sleep(0.3)
+            inside.pop()
+
+    threads = [threading.Thread(target=hold) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert overlaps == []
+
+    client = MlflowClient(mlflow_server.uri)
+    with registry_lock(client, name), pytest.raises(RegistryError, match="could not lock"):
+        with registry_lock(client, name, timeout_s=0.5):
+            pass
+    with registry_lock(client, name, timeout_s=1):  # released after the failure above
+        pass
+    client.create_registered_model(f"{name}.lock")  # left by a process that died
+    with registry_lock(client, name, timeout_s=5, stale_s=0.0):
+        pass
