@@ -101,11 +101,19 @@ def lineage(client: MlflowClient, run_id: str) -> dict[str, str]:
 
 
 def register_run(client: MlflowClient, run_id: str, model_name: str, alias: str | None = "challenger") -> ModelVersion:
-    """Register a training run's model as a new version with its lineage, and point `alias` at it."""
+    """Register a training run's model as a new version with its lineage, and point `alias` at it.
+
+    A run already registered under `model_name` keeps its version: registering twice adds nothing.
+    """
     tags = lineage(client, run_id)
     ensure_registered_model(client, model_name)
     source = f"{client.get_run(run_id).info.artifact_uri}/{MODEL_ARTIFACT}"
-    version = client.create_model_version(model_name, source=source, run_id=run_id, tags=tags)
+    same = [v for v in client.search_model_versions(f"name='{model_name}' and run_id='{run_id}'") if v.source == source]
+    if same:
+        version = min(same, key=lambda v: int(v.version))
+        log.info("run %s is already models:/%s/%s", run_id, model_name, version.version)
+    else:
+        version = client.create_model_version(model_name, source=source, run_id=run_id, tags=tags)
     if alias:
         client.set_registered_model_alias(model_name, alias, version.version)
     log.info("registered run %s as models:/%s/%s%s", run_id, model_name, version.version, f" (@{alias})" if alias else "")

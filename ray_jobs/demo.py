@@ -2,12 +2,14 @@
 
 A local Ray (loopback only), a local MLflow (sqlite under runs/demo), a local folder for the buckets:
 preprocess -> pre-train the SyncNet -> train the tiny preset on 2 workers (frame stage, then the clip
-stage with the sync loss) -> print where the run, the sample grids and the loss curves are.
-Re-running skips what is done (preprocessing and finished stages).
+stage with the sync loss) -> evaluate on the held-out split, register and promote -> dub one clip with
+another clip's audio with the champion. Re-running skips what is done (preprocessing, finished stages,
+registration, a promotion already made).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -34,13 +36,16 @@ def main() -> int:
 
     from julnet.config import load_config
     from julnet.data.preprocess import run as preprocess
+    from julnet.evaluation.result import EvaluationResult, format_table
+    from julnet.inference import dub, load_model
+    from julnet.promotion import EVAL_TAG_PREFIX, format_decision, run_promotion
     from julnet.training.distributed import train_run
     from ray_jobs.preprocess import ray_mapper
     from ray_jobs.train_syncnet import pretrain_and_register
 
     start = time.perf_counter()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True, _temp_dir=str(Path("/tmp") / f"julnet-demo-ray-{os.getuid()}"))
-    banner("1/3 preprocess the GRID sample clips")
+    banner("1/5 preprocess the GRID sample clips")
     cfg = load_config("tiny")
     manifest, report = preprocess(str(ROOT / "examples" / "grid"), str(OUT / "data"), cfg, ray_mapper(1.0))
     print(f"{report.accepted} videos, {sum(v.frames for v in manifest.videos)} frames")
@@ -48,11 +53,11 @@ def main() -> int:
         print(f"rejected {Path(rejection.source).name}: {rejection.reason}")
     data = str(OUT / "data" / "manifest.json")
 
-    banner(f"2/3 pre-train the SyncNet ({SYNCNET_STEPS} steps)")
+    banner(f"2/5 pre-train the SyncNet ({SYNCNET_STEPS} steps)")
     syncnet = pretrain_and_register(load_config("tiny", ["train.log_every=25"]), data, "demo-syncnet", SYNCNET_STEPS, "julnet-syncnet")
     print(f"registered {syncnet['model']}: held-out sync accuracy {syncnet['sync_accuracy']:.3f} ({syncnet['heldout']})")
 
-    banner(f"3/3 train the tiny preset on 2 workers ({FRAME_STEPS} frame + {CLIP_STEPS} clip steps)")
+    banner(f"3/5 train the tiny preset on 2 workers ({FRAME_STEPS} frame + {CLIP_STEPS} clip steps)")
     version = syncnet["model"].rsplit("/", 1)[-1]
     train_cfg = load_config("tiny", [
         f"train.stages.0.steps={FRAME_STEPS}", "train.stages.0.batch_size=2", f"train.stages.1.steps={CLIP_STEPS}",
@@ -65,12 +70,31 @@ def main() -> int:
     history = client.get_metric_history(result["run_id"], "mouth_l1")
     first, last = history[0].value, history[-1].value
     artifacts = client.get_run(result["run_id"]).info.artifact_uri
-    banner(f"done in {time.perf_counter() - start:.0f} s")
     print(f"mouth-region L1 error: {first:.4f} at step {history[0].step} -> {last:.4f} at step {history[-1].step}")
+
+    banner("4/5 evaluate on the held-out split, register, promote")
+    decision = run_promotion(train_cfg, data, run_id=result["run_id"])
+    stored = client.get_model_version(decision.model_name, decision.challenger).tags
+    for tag in sorted(t for t in stored if t.startswith(EVAL_TAG_PREFIX)):
+        print(format_table(EvaluationResult.from_dict(json.loads(stored[tag]))))
+    print(format_decision(decision))
+
+    banner("5/5 dub a clip with another clip's audio, with the champion")
+    clips = sorted((ROOT / "examples" / "grid").glob("*.mpg"))
+    champion = f"models:/{decision.model_name}@champion"
+    dubbed, heat, report = OUT / "dubbed.mp4", OUT / "dubbed.uncertainty.mp4", OUT / "dubbed.json"
+    summary = dub(clips[0], clips[1], load_model(champion), dubbed, uncertainty_video=heat, report=report)["summary"]
+    print(f"{clips[0].name} with the voice of {clips[1].name}: {summary['frames']} frames, "
+          f"{summary['low_confidence_frames']} flagged low-confidence, mean confidence {summary['confidence']['mean']:.3f}")
+
+    banner(f"done in {time.perf_counter() - start:.0f} s")
     print(f"MLflow run:      {result['run_id']}  (mlflow ui --backend-store-uri {result['tracking_uri']})")
     print(f"sample grids:    {artifacts}/samples/")
     print(f"loss curves:     {result['storage']}/loss_curves.png")
-    print(f"checkpoint:      {result['checkpoint']}")
+    print(f"champion:        {champion} = version {decision.champion_after}")
+    print(f"dubbed video:    {dubbed}")
+    print(f"heat-map video:  {heat}")
+    print(f"report:          {report}")
     ray.shutdown()
     return 0 if last < first else 1
 

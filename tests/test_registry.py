@@ -54,7 +54,10 @@ def test_a_registered_model_carries_its_lineage_loads_by_alias_and_dubs(
 ) -> None:
     client = MlflowClient(mlflow_server.uri)
     name = f"julnet-{uuid.uuid4().hex[:6]}"
-    version = register_run(client, logged_run(mlflow_server, checkpoint, grid_dataset), name, alias="champion")
+    run_id = logged_run(mlflow_server, checkpoint, grid_dataset)
+    version = register_run(client, run_id, name, alias="champion")
+    assert register_run(client, run_id, name, alias="champion").version == version.version, "registering twice adds nothing"
+    assert len(client.search_model_versions(f"name='{name}'")) == 1
 
     tags = client.get_model_version(name, version.version).tags
     assert tags[TAG_DATA] == grid_dataset
