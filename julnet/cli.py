@@ -120,6 +120,22 @@ def _promote(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> None:
+    from julnet.evaluation.publish import log_to_mlflow, save_result
+    from julnet.evaluation.result import format_table
+    from julnet.evaluation.suite import evaluate_with_config
+    from julnet.tracking import resolve_tracking_uri
+
+    settings, result = evaluate_with_config(args.model, args.data, args.config, args.overrides, args.device)
+    print(format_table(result))
+    if args.out:
+        plot = save_result(result, args.out)
+        print(f"\nresult: {args.out}\nplot:   {plot}")
+    if args.tracking_run or args.log:
+        run_id = log_to_mlflow(result, resolve_tracking_uri(settings.tracking.uri), run_id=args.tracking_run, experiment=settings.tracking.experiment)
+        print(f"mlflow run: {run_id}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="julnet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -179,6 +195,20 @@ def build_parser() -> argparse.ArgumentParser:
     pro.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     pro.add_argument("--out", default=None, help="also write the decision as JSON here")
     pro.set_defaults(run=_promote)
+
+    ev = sub.add_parser("evaluate", help="measure a model on a dataset's held-out split: PSNR, LPIPS, FID, LSE, calibration")
+    ev.add_argument("--model", required=True, help="run directory, checkpoint directory or state.pt (or a models:/ or runs:/ URI)")
+    ev.add_argument("--data", required=True, metavar="MANIFEST_URI", help="dataset manifest.json (path, file:// or s3://)")
+    ev.add_argument("--config", default=None, help="preset or YAML for the evaluation settings (default: the model's own config)")
+    ev.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. evaluation.max_frames=500"
+    )
+    ev.add_argument("--out", default=None, metavar="URI", help="write the result as JSON here (its sparsification plot goes beside it)")
+    ev.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where the networks run")
+    tracking = ev.add_mutually_exclusive_group()
+    tracking.add_argument("--tracking-run", default=None, metavar="RUN_ID", help="log the metrics (eval_*) and artifacts onto this MLflow run")
+    tracking.add_argument("--log", action="store_true", help="log to a linked MLflow evaluation run")
+    ev.set_defaults(run=_evaluate)
     return parser
 
 

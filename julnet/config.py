@@ -202,6 +202,35 @@ class PromotionConfig(Section):
         return self
 
 
+class EvaluationConfig(Section):
+    """How `julnet evaluate` measures a model on held-out data: the same settings for every candidate.
+
+    The networks behind LPIPS, FID and the expert LSE load from configured weights only (SPEC 2); without
+    the expert SyncNet, LSE may use the project's own SyncNet (`syncnet.weights`) and is then labelled `_own`.
+    """
+
+    split: Literal["train", "val", "test"] = "test"
+    split_by: Literal["video", "identity"] = "video"
+    max_frames_per_video: int | None = Field(None, ge=1)
+    max_frames: int | None = Field(None, ge=1)
+    batch_size: int = Field(8, ge=1)
+    references: Literal["random", "even", "first"] = "random"
+    seed: int = 0
+    lpips_vgg16: PretrainedWeights = PretrainedWeights()
+    fid_inception: PretrainedWeights = PretrainedWeights()
+    expert_syncnet: PretrainedWeights = PretrainedWeights()
+    own_syncnet_lse: bool = True
+    lse_max_offset: int = Field(15, ge=0)
+    sparsification_steps: int = Field(20, ge=2)
+
+    @model_validator(mode="after")
+    def _never_random(self) -> EvaluationConfig:
+        for key in ("lpips_vgg16", "fid_inception", "expert_syncnet"):
+            if getattr(self, key).allow_random_init:
+                raise ConfigError(f"evaluation.{key}.allow_random_init: evaluation never runs a metric network on random weights")
+        return self
+
+
 class Config(Section):
     name: str = "custom"
     audio: AudioConfig = AudioConfig()
@@ -216,6 +245,7 @@ class Config(Section):
     preprocess: PreprocessConfig = PreprocessConfig()
     tracking: TrackingConfig = TrackingConfig()
     promotion: PromotionConfig = PromotionConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
     train: TrainConfig
 
     @model_validator(mode="after")
@@ -242,10 +272,11 @@ class Config(Section):
 
     def flat(self) -> dict[str, Any]:
         """Dotted keys to scalar values, e.g. for MLflow params."""
-        return _flatten(self.to_dict())
+        return flatten_keys(self.to_dict())
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+def flatten_keys(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings (and lists of them) as dotted keys to scalar values."""
     if isinstance(value, dict):
         items = value.items()
     elif isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
@@ -254,7 +285,7 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
         return {prefix: value}
     out: dict[str, Any] = {}
     for key, sub in items:
-        out.update(_flatten(sub, f"{prefix}.{key}" if prefix else str(key)))
+        out.update(flatten_keys(sub, f"{prefix}.{key}" if prefix else str(key)))
     return out
 
 
@@ -345,7 +376,15 @@ def _known_key(parts: list[str]) -> bool:
 
 def load_config(source: str, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Build the validated config from a preset name or YAML path plus `key.sub=value` overrides."""
-    data = _read_yaml(source)
+    return _validated(_read_yaml(source), overrides)
+
+
+def override_config(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
+    """A copy of `cfg` (e.g. a checkpoint's own config) with `key.sub=value` overrides applied and validated."""
+    return _validated(cfg.to_dict(), overrides)
+
+
+def _validated(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> Config:
     for assignment in overrides:
         _apply_override(data, assignment)
     try:

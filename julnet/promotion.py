@@ -26,7 +26,8 @@ from julnet.config import Config, PromotionConfig
 from julnet.tracking import resolve_tracking_uri
 from julnet.evaluation.result import METRIC_DIRECTIONS, EvaluationResult
 from julnet.errors import RegistryError
-from julnet.registry import alias_version, manifest_sha256, register_run, registry_lock
+from julnet.data.manifest import manifest_sha256
+from julnet.registry import alias_version, register_run, registry_lock
 from julnet.version import code_version
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST, ErrorCode
 
-from julnet import storage
+from julnet.data.manifest import manifest_sha256
 from julnet.errors import RegistryError
 from julnet.tracking import RunTracker
 
@@ -66,11 +66,6 @@ def register_artifacts(tracker: RunTracker, model_name: str, artifact_path: str,
     source = f"{client.get_run(tracker.run_id).info.artifact_uri}/{artifact_path}"
     version = client.create_model_version(model_name, source=source, run_id=tracker.run_id, tags=tags or {})
     return str(version.version)
-
-
-def manifest_sha256(uri: str) -> str:
-    """The SHA-256 of a data manifest's bytes: the identity of a dataset version."""
-    return hashlib.sha256(storage.read_bytes(uri)).hexdigest()
 
 
 def lineage(client: MlflowClient, run_id: str) -> dict[str, str]:

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,18 @@ class RunTracker:
         self.uri, self.experiment, self.run_name = uri, experiment, run_name
         self.client = MlflowClient(tracking_uri=uri)
         self._run_id: str | None = None
+
+    @classmethod
+    def existing(cls, uri: str, run_id: str) -> RunTracker:
+        """A tracker for a run that already exists (e.g. a training run that gets evaluation results)."""
+        client = MlflowClient(tracking_uri=uri)
+        try:
+            run = client.get_run(run_id)
+        except MlflowException:
+            raise ValueError(f"no MLflow run {run_id} at {uri}") from None
+        tracker = cls(uri, client.get_experiment(run.info.experiment_id).name, run.data.tags.get(RUN_NAME_TAG, run.info.run_name or run_id))
+        tracker._run_id = run_id
+        return tracker
 
     @property
     def run_id(self) -> str:

@@ -92,6 +92,28 @@ def loss_curves(history: list[dict[str, float]], keys: list[str], step_key: str 
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
+def sparsification_plot(curves: dict[str, list[float]], ause: dict[str, float], title: str) -> np.ndarray:
+    """An RGB uint8 plot of sparsification curves: mean remaining error against the fraction of pixels removed,
+    most uncertain first for each predictor, largest error first for the oracle (dashed); AUSE in the legend."""
+    figure = Figure(figsize=(6, 4), dpi=100, layout="constrained")
+    canvas = FigureCanvasAgg(figure)
+    axes = figure.add_subplot(1, 1, 1)
+    fractions = curves["fractions"]
+    for key, values in curves.items():
+        if key in ("fractions", "oracle"):
+            continue
+        label = f"{key} (AUSE {ause[key]:.4g})" if key in ause else key
+        axes.plot(fractions, values, linewidth=1.5, label=label)
+    axes.plot(fractions, curves["oracle"], "k--", linewidth=1.2, label="oracle (true error)")
+    axes.set_title(title, fontsize=9)
+    axes.set_xlabel("fraction of pixels removed")
+    axes.set_ylabel("mean |error| of the rest")
+    axes.grid(True, alpha=0.3)
+    axes.legend()
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
 def write_png(image: np.ndarray, uri: str) -> None:
     """Atomically write an (H, W, 3) uint8 RGB image as a PNG to a path, file:// or s3:// URI."""
     ok, encoded = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))

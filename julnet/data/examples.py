@@ -49,7 +49,7 @@ def _masked(frames_chw: np.ndarray) -> np.ndarray:
     return out
 
 
-def _references(rng: np.random.Generator, count: int, exclude: range, k: int) -> np.ndarray:
+def draw_references(rng: np.random.Generator, count: int, exclude: range, k: int) -> np.ndarray:
     """`count` frame indices of the chunk outside `exclude` (with replacement only if too few exist)."""
     pool = np.setdiff1d(np.arange(k), np.arange(exclude.start, exclude.stop))
     if len(pool) == 0:
@@ -72,7 +72,7 @@ def chunk_examples(
     starts = np.arange(0, k - span + 1, span)
     for start in rng.permutation(starts):
         targets = range(int(start), int(start) + span)
-        refs = _references(rng, num_references, targets, k)
+        refs = draw_references(rng, num_references, targets, k)
         target = chw[targets.start : targets.stop] if clip else chw[targets.start]
         yield {
             "target": target,

@@ -72,11 +72,17 @@ def plan_units(
     ]
 
 
+def read_unit(unit: Unit, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """One chunk in frame order: (K, H, W, 3) uint8 crops decoded at this size and (K, D, window) audio windows."""
+    table = read_row_group(unit.shard, unit.row_group, ["jpeg", "audio"])
+    frames = decode_frames(table.column("jpeg").to_pylist(), (unit.stored_height, unit.stored_width), (height, width))
+    audio = table.column("audio").combine_chunks().flatten().to_numpy().reshape(len(frames), unit.audio_dim, unit.window)
+    return frames, audio
+
+
 def unit_examples(unit: Unit, stage: StageConfig, num_references: int) -> Iterator[dict[str, np.ndarray]]:
     """Read, decode and expand one chunk into examples at the stage's resolution."""
-    table = read_row_group(unit.shard, unit.row_group, ["jpeg", "audio"])
-    frames = decode_frames(table.column("jpeg").to_pylist(), (unit.stored_height, unit.stored_width), (stage.height, stage.width))
-    audio = table.column("audio").combine_chunks().flatten().to_numpy().reshape(len(frames), unit.audio_dim, unit.window)
+    frames, audio = read_unit(unit, stage.height, stage.width)
     yield from chunk_examples(frames, audio, stage, num_references, np.random.default_rng(unit.seed))
 
 

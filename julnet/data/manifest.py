@@ -112,6 +112,14 @@ def read_manifest(uri: str) -> Manifest:
     return manifest
 
 
+def manifest_sha256(uri: str) -> str:
+    """sha256 of the manifest file's bytes: names the exact dataset (videos, shards, splits), like `sha256sum`."""
+    try:
+        return hashlib.sha256(storage.read_bytes(uri)).hexdigest()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no dataset manifest at {uri}") from None
+
+
 def assign_splits(keys: list[str], val_fraction: float, test_fraction: float) -> dict[str, Split]:
     """Deterministic split of keys by hash order; val and test get at least one key each when there are 3+."""
     ordered = sorted(set(keys), key=lambda k: hashlib.sha256(k.encode()).hexdigest())

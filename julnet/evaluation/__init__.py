@@ -2,23 +2,31 @@
 
 Framework-free: plain torch / numpy / scipy on tensors and precomputed embeddings. Metrics that need
 pretrained weights that are not configured come back as `Unavailable(reason)`, never on random weights.
+
+The suite that runs them on a dataset's held-out split is `julnet.evaluation.suite.evaluate` (heldout.py walks
+the frames; result.py holds the result and METRIC_DIRECTIONS; publish.py writes it to storage and MLflow).
 """
 
 from julnet.evaluation.calibration import Sparsification, average_ranks, sparsification, spearman
 from julnet.evaluation.fid import FeatureExtractor, feature_statistics, frechet_distance, load_fid_extractor
 from julnet.evaluation.image import mouth_psnr, psnr
 from julnet.evaluation.lpips import LPIPS, load_lpips, lpips_heads_path
-from julnet.evaluation.sync import lse
+from julnet.evaluation.result import METRIC_DIRECTIONS, EvaluationResult, format_table
+from julnet.evaluation.sync import load_expert_syncnet, lse
 from julnet.evaluation.unavailable import Unavailable
 
 __all__ = [
     "LPIPS",
+    "METRIC_DIRECTIONS",
+    "EvaluationResult",
     "FeatureExtractor",
     "Sparsification",
     "Unavailable",
     "average_ranks",
     "feature_statistics",
+    "format_table",
     "frechet_distance",
+    "load_expert_syncnet",
     "load_fid_extractor",
     "load_lpips",
     "lpips_heads_path",

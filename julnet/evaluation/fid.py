@@ -21,10 +21,10 @@ class FeatureExtractor(Protocol):
     def __call__(self, images: Tensor) -> Tensor: ...
 
 
-def load_fid_extractor(weights: PretrainedWeights) -> FeatureExtractor | Unavailable:
+def load_fid_extractor(weights: PretrainedWeights, key: str = "evaluation.fid_inception") -> FeatureExtractor | Unavailable:
     """The FID feature network, or Unavailable: FID on anything but the reference Inception is meaningless."""
     if weights.path is None:
-        return Unavailable(f"{_INCEPTION}: none configured")
+        return Unavailable(f"{_INCEPTION}: none configured (set {key}.path)")
     return Unavailable(f"{_INCEPTION}: not implemented yet (configured path {weights.path} is not used)")
 
 

@@ -75,7 +75,7 @@ def lpips_heads_path() -> Path | None:
     return None
 
 
-def load_lpips(weights: PretrainedWeights, key: str = "evaluation.lpips.vgg16") -> LPIPS | Unavailable:
+def load_lpips(weights: PretrainedWeights, key: str = "evaluation.lpips_vgg16") -> LPIPS | Unavailable:
     """LPIPS-VGG with ImageNet VGG-16 and the released heads, or Unavailable when either is missing.
 
     Random VGG-16 weights would make the metric meaningless, so `allow_random_init` is not honoured here.

@@ -1,0 +1,91 @@
+"""The held-out frames of a dataset, video by video in frame order, built the way training builds examples.
+
+Each frame becomes the loader's example (target, source with the mouth zeroed, references from the same
+chunk, the audio window centred on it), so a model is measured on the inputs it was trained on. References
+are drawn as in training (`random`: other frames of the chunk, never the target, seeded per chunk) or fixed
+per chunk as `julnet generate` picks them (`even`, `first`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from julnet.config import EvaluationConfig
+from julnet.data.examples import draw_references
+from julnet.data.loader import Unit, plan_units, read_unit
+from julnet.data.manifest import read_manifest
+from julnet.face import mask_mouth
+from julnet.inference import reference_indices
+
+
+@dataclass(frozen=True)
+class VideoPlan:
+    """One held-out video: its chunks in order and how many of its frames are evaluated."""
+
+    video_id: str
+    units: list[Unit]
+    frames: int
+
+
+@dataclass
+class FrameBatch:
+    """Consecutive frames of one video, as a loader batch: uint8 images and float32 audio windows."""
+
+    video_id: str
+    first_frame: int
+    batch: dict[str, Tensor]
+
+
+def plan_videos(manifest_uri: str, settings: EvaluationConfig) -> list[VideoPlan]:
+    """The split's videos in manifest order with their frame budgets (per-video and total limits applied)."""
+    manifest = read_manifest(manifest_uri)
+    units = plan_units(manifest_uri, settings.split, settings.split_by, seed=settings.seed)
+    by_video: dict[str, list[Unit]] = {}
+    for unit in units:
+        by_video.setdefault(unit.video_id, []).append(unit)
+    plans, left = [], settings.max_frames
+    for video in manifest.split(settings.split, settings.split_by):
+        frames = min(video.frames, settings.max_frames_per_video or video.frames, video.frames if left is None else left)
+        if frames <= 0:
+            break
+        plans.append(VideoPlan(video.id, sorted(by_video[video.id], key=lambda u: u.row_group), frames))
+        if left is not None:
+            left -= frames
+    return plans
+
+
+def video_batches(plan: VideoPlan, settings: EvaluationConfig, size: tuple[int, int], num_references: int) -> Iterator[FrameBatch]:
+    """The planned frames of one video in order, `settings.batch_size` at a time (a batch never spans chunks)."""
+    done = 0
+    for unit in plan.units:
+        if done >= plan.frames:
+            return
+        frames, audio = read_unit(unit, *size)
+        count = min(len(frames), plan.frames - done)
+        refs = _reference_table(len(frames), count, num_references, settings.references, unit.seed)
+        chw = torch.from_numpy(np.ascontiguousarray(np.moveaxis(frames, -1, -3)))
+        for start in range(0, count, settings.batch_size):
+            rows = slice(start, min(start + settings.batch_size, count))
+            target = chw[rows]
+            batch = {
+                "target": target,
+                "source": mask_mouth(target),
+                "references": chw[refs[rows]].flatten(1, 2),
+                "audio": torch.tensor(audio[rows]),
+            }
+            yield FrameBatch(plan.video_id, done + start, batch)
+        done += count
+
+
+def _reference_table(k: int, count: int, num_references: int, strategy: str, seed: int) -> np.ndarray:
+    """(count, R) reference frame indices within a chunk of k frames, for its first `count` frames."""
+    if strategy == "random":
+        rng = np.random.default_rng(seed)
+        return np.stack([draw_references(rng, num_references, range(i, i + 1), k) for i in range(count)])
+    fixed = reference_indices([True] * k, num_references, strategy)
+    return np.tile(np.asarray(fixed), (count, 1))

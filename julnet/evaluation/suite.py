@@ -1,0 +1,337 @@
+"""The evaluation suite: one model on a dataset's held-out split, the same code for every candidate.
+
+Frames are walked video by video in order (`julnet.evaluation.heldout`), generated in batches, and measured:
+PSNR over the face crop and the mouth region, LPIPS and FID (when their networks' weights are configured),
+LSE-D/C per video over the generated mouths, and how well σ (and the predicted error ε̂) rank the true error:
+Spearman and the sparsification curve / AUSE, per frame over all pixels, averaged over frames.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from julnet.config import Config, load_config, override_config
+from julnet.data.manifest import manifest_sha256, read_manifest
+from julnet.evaluation.calibration import sparsification, spearman
+from julnet.evaluation.fid import FeatureExtractor, feature_statistics, frechet_distance, load_fid_extractor
+from julnet.evaluation.heldout import plan_videos, video_batches
+from julnet.evaluation.image import mouth_psnr, psnr
+from julnet.evaluation.lpips import LPIPS, load_lpips
+from julnet.evaluation.result import EvaluationResult
+from julnet.evaluation.sync import load_expert_syncnet, lse
+from julnet.evaluation.unavailable import Unavailable
+from julnet.face import crop_mouth
+from julnet.inference import load_model, model_resolution
+from julnet.losses.uncertainty import error_map
+from julnet.models.generator import Generator
+from julnet.models.syncnet import SyncNet
+from julnet.models.uncertainty import UncertaintyModule
+from julnet.pretrained import read_state_dict
+from julnet.training.build import resolve_device
+from julnet.training.loop import Progress
+from julnet.training.step import flatten_batch
+from julnet.version import code_version
+
+log = logging.getLogger(__name__)
+
+LoadedModel = tuple[Config, Generator, UncertaintyModule]
+PROGRESS_EVERY_S = 15.0
+
+
+@dataclass
+class SyncJudge:
+    """The SyncNet that scores lip sync, and whether it is the reference (expert) one or the project's own."""
+
+    net: SyncNet
+    source: Literal["expert", "own"]
+    weights: str
+    why_not_expert: str | None = None
+
+    @property
+    def suffix(self) -> str:
+        """Metric-name suffix: own-SyncNet LSE is never named like the expert's."""
+        return "" if self.source == "expert" else "_own"
+
+
+@dataclass
+class Judges:
+    """The pretrained networks behind LPIPS, FID and LSE, or why each is unavailable; load once, reuse per candidate."""
+
+    lpips: LPIPS | Unavailable
+    fid: FeatureExtractor | Unavailable
+    sync: SyncJudge | Unavailable
+
+
+def load_judges(settings: Config, device: torch.device | str = "cpu") -> Judges:
+    """The metric networks from `settings.evaluation` (and `settings.syncnet` for the own-SyncNet LSE); never random."""
+    ev = settings.evaluation
+    lpips = load_lpips(ev.lpips_vgg16)
+    return Judges(
+        lpips=lpips.to(device) if isinstance(lpips, LPIPS) else lpips,
+        fid=load_fid_extractor(ev.fid_inception),
+        sync=_sync_judge(settings, device),
+    )
+
+
+def _sync_judge(settings: Config, device: torch.device | str) -> SyncJudge | Unavailable:
+    """The expert SyncNet, else (when allowed) the project's own with configured weights, else why neither."""
+    expert = load_expert_syncnet(settings.evaluation.expert_syncnet)
+    if not isinstance(expert, Unavailable):
+        return expert
+    weights = settings.syncnet.weights
+    if not settings.evaluation.own_syncnet_lse:
+        return Unavailable(f"{expert.reason}; the project's own SyncNet is off (evaluation.own_syncnet_lse=false)")
+    if weights.path is None:
+        random_note = " (its allow_random_init is never used for evaluation)" if weights.allow_random_init else ""
+        return Unavailable(f"{expert.reason}; the project's own SyncNet has no weights: set syncnet.weights.path{random_note}")
+    net = SyncNet(settings, settings.audio.window)
+    try:
+        net.load_state_dict(read_state_dict(weights, "SyncNet", "syncnet.weights"))
+    except RuntimeError as exc:
+        raise ValueError(f"syncnet.weights.path={weights.path} does not fit the configured SyncNet ({str(exc).splitlines()[0]})") from None
+    return SyncJudge(net.requires_grad_(False).eval().to(device), "own", weights.path, expert.reason)
+
+
+def evaluate(
+    model: str | os.PathLike[str] | LoadedModel,
+    data_uri: str,
+    settings: Config,
+    *,
+    device: str | torch.device = "cpu",
+    model_id: str | None = None,
+    judges: Judges | None = None,
+) -> EvaluationResult:
+    """Measure a model on `settings.evaluation.split` of the dataset at `data_uri` (a manifest URI).
+
+    `model` is anything `julnet.inference.load_model` accepts, or an already loaded (config, generator,
+    uncertainty) tuple (then put in eval mode on `device`; `model_id` names it in the result). `judges`
+    lets a caller load the metric networks once for several candidates.
+    """
+    ev = settings.evaluation
+    torch_device = resolve_device(str(device))
+    if isinstance(model, tuple):
+        model_cfg, generator, uncertainty = model
+        generator, uncertainty = generator.to(torch_device).eval(), uncertainty.to(torch_device).eval()
+        label = model_id or "in-memory model"
+    else:
+        model_cfg, generator, uncertainty = load_model(model, torch_device)
+        label = model_id or os.fspath(model)
+    manifest = read_manifest(data_uri)
+    _check_audio(manifest.settings, model_cfg, "the model's config")
+    judges = judges or load_judges(settings, torch_device)
+    if isinstance(judges.sync, SyncJudge):
+        _check_audio(manifest.settings, settings, "the evaluation config (its SyncNet)")
+    stage = getattr(generator, "trained_stage", None)
+    size = model_resolution(model_cfg, stage)
+    plans = plan_videos(data_uri, ev)
+    total = sum(p.frames for p in plans)
+    log.info("evaluate %s on %s (%s split by %s): %d videos, %d frames at %dx%d", label, data_uri, ev.split, ev.split_by, len(plans), total, *size)
+
+    meter = _Meter(judges, ev.sparsification_steps, ev.lse_max_offset, settings.audio.window)
+    progress, last, t0 = Progress("evaluate", 0, total), 0.0, time.perf_counter()
+    with torch.inference_mode():
+        for plan in plans:
+            meter.start_video()
+            for chunk in video_batches(plan, ev, size, model_cfg.generator.num_references):
+                frames = flatten_batch(chunk.batch, "frame", torch_device)
+                out = generator(frames.source, frames.references, frames.audio)
+                unc = uncertainty(out.image, out.features)
+                meter.add(out.image, frames.target, unc.log_sigma.exp(), unc.error_pred, frames.audio)
+                if time.perf_counter() - last > PROGRESS_EVERY_S or meter.frames == total:
+                    progress.report(meter.frames, {})
+                    last = time.perf_counter()
+            meter.end_video()
+    seconds = time.perf_counter() - t0
+    metrics, unavailable, curves = meter.results()
+    sync = judges.sync
+    return EvaluationResult(
+        model=label,
+        model_sha256=weights_sha256(generator, uncertainty),
+        model_stage=stage,
+        resolution=list(size),
+        data=data_uri,
+        data_sha256=manifest_sha256(data_uri),
+        split=ev.split,
+        split_by=ev.split_by,
+        code_version=code_version(),
+        lse_source=sync.source if isinstance(sync, SyncJudge) else None,
+        networks={
+            "lpips": None if isinstance(judges.lpips, Unavailable) else ev.lpips_vgg16.path,
+            "fid": None if isinstance(judges.fid, Unavailable) else ev.fid_inception.path,
+            "lse": sync.weights if isinstance(sync, SyncJudge) else None,
+            "lse_sha256": weights_sha256(sync.net) if isinstance(sync, SyncJudge) else None,
+        },
+        metrics=metrics,
+        unavailable=unavailable,
+        counts={"videos": len(plans), "frames": meter.frames, "lse_videos": meter.lse_videos, "calibration_frames": meter.calibration_frames},
+        sparsification=curves,
+        settings=ev.model_dump(mode="json"),
+        seconds=seconds,
+    )
+
+
+def _check_audio(dataset: dict, cfg: Config, whose: str) -> None:
+    """The dataset's audio features must be what a network was built for."""
+    have = (dataset["audio_features"], dataset["audio_dim"], dataset["audio_window"])
+    want = (cfg.audio.features, cfg.audio.dim, cfg.audio.window)
+    if have != want:
+        raise ValueError(f"dataset audio (features, dim, window) = {have} but {whose} expects {want}")
+
+
+def weights_sha256(*modules: nn.Module) -> str:
+    """sha256 over the modules' state dicts (names, dtypes, shapes, values): the identity of a model's weights."""
+    digest = hashlib.sha256()
+    for module in modules:
+        for name, tensor in sorted(module.state_dict().items()):
+            t = tensor.detach().cpu().contiguous()
+            digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+class _VideoSync:
+    """LSE of one video from its generated frames as they stream in: clips of `window` consecutive mouths,
+    each with the audio window of its centre frame (which covers exactly those frames)."""
+
+    def __init__(self, judge: SyncJudge, window: int):
+        self.judge, self.window = judge, window
+        self.mouths: Tensor | None = None  # the last window-1 frames' mouths, carried into the next batch
+        self.audio: Tensor | None = None
+        self.video_embeddings: list[Tensor] = []
+        self.audio_embeddings: list[Tensor] = []
+
+    def add(self, generated: Tensor, audio: Tensor) -> None:
+        mouths = crop_mouth(generated, self.judge.net.mouth_size)
+        if self.mouths is not None:
+            mouths, audio = torch.cat([self.mouths, mouths]), torch.cat([self.audio, audio])
+        clips = len(mouths) - self.window + 1
+        if clips > 0:
+            stacked = mouths.unfold(0, self.window, 1).permute(0, 4, 1, 2, 3).flatten(1, 2)  # (clips, 3*window, m, m)
+            centre = self.window // 2
+            self.video_embeddings.append(self.judge.net.embed_face(stacked))
+            self.audio_embeddings.append(self.judge.net.embed_audio(audio[centre : centre + clips]))
+        self.mouths, self.audio = mouths[-(self.window - 1) :], audio[-(self.window - 1) :]
+
+    def lse(self, max_offset: int) -> dict[str, float | int] | None:
+        if not self.video_embeddings:
+            return None
+        return lse(torch.cat(self.video_embeddings).cpu(), torch.cat(self.audio_embeddings).cpu(), max_offset)
+
+
+class _Meter:
+    """Running sums of every metric over the frames seen so far."""
+
+    def __init__(self, judges: Judges, steps: int, max_offset: int, window: int):
+        self.judges, self.steps, self.max_offset, self.window = judges, steps, max_offset, window
+        self.frames = 0
+        self.sums = {"psnr": 0.0, "psnr_mouth": 0.0, "lpips": 0.0}
+        self.features: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
+        self.calibration: dict[str, list[float]] = {"spearman_sigma": [], "spearman_error_pred": [], "ause_sigma": [], "ause_error_pred": []}
+        self.curves: dict[str, np.ndarray] = {}
+        self.calibration_frames = 0
+        self.video: _VideoSync | None = None
+        self.lse_rows: list[dict[str, float | int]] = []
+
+    @property
+    def lse_videos(self) -> int:
+        return len(self.lse_rows)
+
+    def start_video(self) -> None:
+        if isinstance(self.judges.sync, SyncJudge):
+            self.video = _VideoSync(self.judges.sync, self.window)
+
+    def end_video(self) -> None:
+        if self.video is not None and (row := self.video.lse(self.max_offset)) is not None:
+            self.lse_rows.append(row)
+        self.video = None
+
+    def add(self, generated: Tensor, target: Tensor, sigma: Tensor, error_pred: Tensor, audio: Tensor) -> None:
+        b = len(generated)
+        self.frames += b
+        self.sums["psnr"] += psnr(generated, target) * b
+        self.sums["psnr_mouth"] += mouth_psnr(generated, target) * b
+        if isinstance(self.judges.lpips, LPIPS):
+            self.sums["lpips"] += float(self.judges.lpips(generated, target).sum())
+        if not isinstance(self.judges.fid, Unavailable):
+            self.features[0].append(self.judges.fid(generated).cpu().double().numpy())
+            self.features[1].append(self.judges.fid(target).cpu().double().numpy())
+        if self.video is not None:
+            self.video.add(generated, audio)
+        self._calibrate(error_map(generated, target).cpu(), sigma.cpu(), error_pred.cpu())
+
+    def _calibrate(self, error: Tensor, sigma: Tensor, error_pred: Tensor) -> None:
+        """Per frame, over all its pixels: Spearman and sparsification of σ and of ε̂ against the true error."""
+        for i in range(len(error)):
+            self.calibration_frames += 1
+            for name, predicted in (("sigma", sigma[i]), ("error_pred", error_pred[i])):
+                self.calibration[f"spearman_{name}"].append(spearman(predicted, error[i]))
+                result = sparsification(predicted, error[i], self.steps)
+                self.calibration[f"ause_{name}"].append(result.ause)
+                self.curves[name] = self.curves.get(name, 0) + result.curve
+            self.curves["oracle"] = self.curves.get("oracle", 0) + result.oracle  # depends on the error only
+            self.curves["fractions"] = result.fractions
+
+    def results(self) -> tuple[dict[str, float], dict[str, str], dict[str, list[float]]]:
+        """(metrics, unavailable reasons, mean sparsification curves)."""
+        if self.frames == 0:
+            raise ValueError("no frame was evaluated")
+        metrics = {k: self.sums[k] / self.frames for k in ("psnr", "psnr_mouth")}
+        unavailable: dict[str, str] = {}
+        if isinstance(self.judges.lpips, Unavailable):
+            unavailable["lpips"] = self.judges.lpips.reason
+        else:
+            metrics["lpips"] = self.sums["lpips"] / self.frames
+        self._fid(metrics, unavailable)
+        self._lse(metrics, unavailable)
+        for key, values in self.calibration.items():
+            finite = [v for v in values if np.isfinite(v)]
+            if finite:
+                metrics[key] = float(np.mean(finite))
+            else:
+                unavailable[key] = f"{key.split('_', 1)[1]} or the error is constant on every frame: no ranking to compare"
+        curves = {"fractions": self.curves["fractions"].tolist()}
+        curves.update({k: (self.curves[k] / self.calibration_frames).tolist() for k in ("oracle", "sigma", "error_pred")})
+        return metrics, unavailable, curves
+
+    def _fid(self, metrics: dict[str, float], unavailable: dict[str, str]) -> None:
+        if isinstance(self.judges.fid, Unavailable):
+            unavailable["fid"] = self.judges.fid.reason
+        elif self.frames < 2:
+            unavailable["fid"] = f"FID needs at least 2 frames, got {self.frames}"
+        else:
+            generated, real = (np.concatenate(f) for f in self.features)
+            metrics["fid"] = frechet_distance(*feature_statistics(generated), *feature_statistics(real))
+
+    def _lse(self, metrics: dict[str, float], unavailable: dict[str, str]) -> None:
+        sync = self.judges.sync
+        if isinstance(sync, Unavailable):
+            unavailable["lse_d"] = unavailable["lse_c"] = sync.reason
+            return
+        if sync.why_not_expert is not None:
+            unavailable["lse_d"] = unavailable["lse_c"] = f"{sync.why_not_expert}; LSE from the project's own SyncNet is lse_d_own / lse_c_own"
+        if not self.lse_rows:
+            unavailable[f"lse_d{sync.suffix}"] = unavailable[f"lse_c{sync.suffix}"] = f"no video has {self.window} consecutive frames"
+            return
+        for key in ("lse_d", "lse_c"):  # per-video values averaged over videos, as Wav2Lip's evaluation reports them
+            metrics[f"{key}{sync.suffix}"] = float(np.mean([row[key] for row in self.lse_rows]))
+
+
+def evaluate_with_config(
+    model: str, data_uri: str, config: str | None = None, overrides: list[str] | tuple[str, ...] = (), device: str = "cpu"
+) -> tuple[Config, EvaluationResult]:
+    """What `julnet evaluate` and the Ray job run: settings from `config` (a preset or YAML), else from the model's
+    own checkpoint config (so LSE uses the SyncNet it was trained with), plus `key=value` overrides."""
+    settings = load_config(config, overrides) if config else None
+    read_manifest(data_uri)  # a missing manifest fails before the model is loaded
+    loaded = load_model(model, resolve_device(device))
+    settings = settings or override_config(loaded[0], overrides)
+    return settings, evaluate(loaded, data_uri, settings, device=device, model_id=model)
