@@ -50,3 +50,24 @@ def grid_dataset(tmp_path_factory: pytest.TempPathFactory) -> str:
     manifest, report = run(str(raw), str(out), cfg)
     assert report.accepted == 2, report
     return str(out / "manifest.json")
+
+
+HELDOUT_VIDEO = "id2_vcd_swwp2s"
+
+
+@pytest.fixture(scope="session")
+def heldout(grid_dataset: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The GRID dataset copied with one video held out as `test` by video; by identity both videos are `test`."""
+    import json
+    import shutil
+
+    from julnet.data.manifest import manifest_root
+
+    out = tmp_path_factory.mktemp("heldout")
+    shutil.copytree(manifest_root(grid_dataset), out, dirs_exist_ok=True)
+    manifest = json.loads((out / "manifest.json").read_text())
+    for video in manifest["videos"]:
+        video["split_by_video"] = "test" if video["id"] == HELDOUT_VIDEO else "train"
+        video["split_by_identity"] = "test"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return str(out / "manifest.json")

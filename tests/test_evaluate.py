@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -34,23 +33,7 @@ from julnet.inference import load_model
 from julnet.losses.sync import mouth_clip
 from julnet.models.syncnet import SyncNet
 from julnet.training.step import flatten_batch
-from tests.conftest import run_cli
-
-HELDOUT_VIDEO = "id2_vcd_swwp2s"
-
-
-@pytest.fixture(scope="module")
-def heldout(grid_dataset: str, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The GRID dataset copied with one video held out as `test` by video; by identity both videos are `test`."""
-    out = tmp_path_factory.mktemp("heldout")
-    shutil.copytree(manifest_root(grid_dataset), out, dirs_exist_ok=True)
-    manifest = json.loads((out / "manifest.json").read_text())
-    for video in manifest["videos"]:
-        video["split_by_video"] = "test" if video["id"] == HELDOUT_VIDEO else "train"
-        video["split_by_identity"] = "test"
-    (out / "manifest.json").write_text(json.dumps(manifest))
-    return str(out / "manifest.json")
-
+from tests.conftest import HELDOUT_VIDEO, run_cli
 
 @pytest.fixture(scope="module")
 def model_dir(heldout: str, tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -27,8 +27,10 @@ log = logging.getLogger(__name__)
 
 Batches = Callable[[int], dict[str, Tensor]]
 
-# Keys that may change between a checkpoint and its resumption: how long and how we log, not what we train.
-_RESUMABLE_KEYS = ("train.log_every", "train.checkpoint_every", "train.keep_last", "train.device")
+# Keys that may change between a checkpoint and its resumption: how long and how we log, and the sections that
+# only matter after training (evaluation, promotion, inference, sweeps), not what we train.
+_RESUMABLE_KEYS = ("train.log_every", "train.checkpoint_every", "train.keep_last", "train.device",
+                   "tracking.", "evaluation.", "promotion.", "generate.", "sweep.")
 
 
 @dataclass
