@@ -90,7 +90,7 @@ def _generate(args: argparse.Namespace) -> None:
         uncertainty_video=args.uncertainty_video,
         report=args.report,
         device=args.device,
-        batch_frames=args.batch_frames,
+        overrides=args.overrides,
     )
     summary = result["summary"]
     keys = ("frames", "frames_without_face", "low_confidence_frames", "codecs", "generate_fps")
@@ -138,7 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--uncertainty-video", default=None, help="also write the sigma map as a heat map over the frames")
     gen.add_argument("--report", default=None, help="per-frame confidence report (JSON)")
     gen.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the networks run")
-    gen.add_argument("--batch-frames", type=int, default=16, help="frames per forward pass")
+    gen.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="generate.KEY=VALUE",
+        help="override a setting of the model config's generate section, e.g. generate.batch_frames=8",
+    )
     gen.set_defaults(run=_generate)
     return parser
 

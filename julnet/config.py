@@ -182,6 +182,19 @@ class TrainConfig(Section):
         raise ConfigError(f"train.stages: no stage named {name!r} (have {[s.name for s in self.stages]})")
 
 
+class GenerateConfig(Section):
+    """Inference (`julnet generate`, batch jobs): frames per forward pass, blending, and the report's confidence scale."""
+
+    batch_frames: int = Field(16, ge=1)
+    reference_strategy: Literal["even", "first"] = "even"
+    feather: float = Field(0.1, ge=0, le=0.5)
+    error_scale: float = Field(0.1, gt=0)
+    confidence_threshold: float = Field(0.5, ge=0, le=1)
+    silence_rms: float = Field(1e-3, ge=0)
+    heat_sigma_max: float = Field(0.5, gt=0)
+    crf: int = Field(18, ge=0, le=51)
+
+
 class Config(Section):
     name: str = "custom"
     audio: AudioConfig = AudioConfig()
@@ -195,6 +208,7 @@ class Config(Section):
     optim: OptimConfig = OptimConfig()
     preprocess: PreprocessConfig = PreprocessConfig()
     tracking: TrackingConfig = TrackingConfig()
+    generate: GenerateConfig = GenerateConfig()
     train: TrainConfig
 
     @model_validator(mode="after")
@@ -313,6 +327,21 @@ def _known_key(parts: list[str]) -> bool:
 def load_config(source: str, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Build the validated config from a preset name or YAML path plus `key.sub=value` overrides."""
     data = _read_yaml(source)
+    for assignment in overrides:
+        _apply_override(data, assignment)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...], sections: tuple[str, ...] | None = None) -> Config:
+    """`cfg` with `key.sub=value` overrides applied and validated; with `sections`, only keys under those may change."""
+    for assignment in overrides:
+        if sections is not None and assignment.partition("=")[0].split(".")[0] not in sections:
+            allowed = ", ".join(f"{s}.*" for s in sections)
+            raise ConfigError(f"--set {assignment!r}: only {allowed} keys can be set here (the model's own config fixes the rest)")
+    data = cfg.to_dict()
     for assignment in overrides:
         _apply_override(data, assignment)
     try:
