@@ -77,6 +77,7 @@ from julnet.models.uncertainty import UncertaintyModule
 log = logging.getLogger(__name__)
 
 OUT_AUDIO_RATE = 48000
+PROGRESS_EVERY_S = 10.0  # seconds between progress lines of the generation pass
 REFERENCE_STRATEGIES = get_args(GenerateConfig.model_fields["reference_strategy"].annotation)
 # (video encoder, audio encoder) in order of preference: H.264 + AAC plays everywhere.
 CODEC_CHOICES = (("libx264", "aac"), ("h264", "aac"), ("mpeg4", "aac"), ("mpeg4", "mp2"))
@@ -388,6 +389,7 @@ def dub(
         raise NoFaceError(f"no face found in any of the {n} frames of {video_path}")
     boxes = crop_boxes(landmarks, max_missing=1.0).boxes
     t_landmarks = time.perf_counter()
+    log.info("generate: landmarks of %d source frames (%d with a face) in %.1f s; %d frames to generate", n, sum(found), t_landmarks - t_start, total)
 
     # Pass 2: the reference crops, chosen once per video, each read from a seek.
     ref_idx = reference_indices(found, cfg.generator.num_references, settings.reference_strategy)
@@ -452,11 +454,17 @@ def dub(
                 entries.append(entry)
 
         batch: list[tuple[int, int, np.ndarray]] = []
+        reported = time.perf_counter()
         for j, (i, frame) in enumerate(_source_frames(video_path, n, total, settings.batch_frames)):
             batch.append((j, i, frame))
             if len(batch) == settings.batch_frames:
                 flush(batch)
                 batch = []
+                if time.perf_counter() - reported >= PROGRESS_EVERY_S:
+                    reported = time.perf_counter()
+                    rate = len(entries) / (reported - t_landmarks)
+                    eta = int((total - len(entries)) / rate)
+                    log.info("generate: frame %d/%d | %.2f frames/s | eta %d:%02d:%02d", len(entries), total, rate, eta // 3600, eta % 3600 // 60, eta % 60)
         if batch:
             flush(batch)
         if len(entries) != total:

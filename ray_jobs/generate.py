@@ -35,9 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.workers < 1 or args.cpus_per_worker < 0 or args.gpus_per_worker < 0:
-        print("generate: error: --workers must be >= 1 and resources >= 0", file=sys.stderr)
-        return 2
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    if min(args.cpus_per_worker, args.gpus_per_worker) < 0:
+        parser.error("--cpus-per-worker and --gpus-per-worker must not be negative")
+    if args.device == "cuda" and args.gpus_per_worker == 0:
+        parser.error("--device cuda needs --gpus-per-worker > 0")
     try:
         result = run_batch(
             args.manifest, args.output, args.model, overrides=args.overrides, uncertainty_video=args.uncertainty_video,

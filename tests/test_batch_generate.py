@@ -116,3 +116,17 @@ def test_manifest_paths_resolve_from_its_folder(tmp_path: Path) -> None:
     assert (second.name, second.video, second.audio) == ("x", "s3://b/c.mp4", f"{manifest.parent}/d.wav")
     with pytest.raises(ManifestError, match="manifest not found"):
         read_pairs(str(tmp_path / "missing.jsonl"))
+
+
+def test_job_rejects_bad_arguments_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = tmp_path / "pairs.jsonl"
+    manifest.write_text(json.dumps({"video": str(VIDEO), "audio": str(SPEECH)}) + "\n")
+    out = tmp_path / "out"
+    assert main(["--manifest", str(tmp_path / "missing.jsonl"), "--output", str(out), "--model", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == f"generate: error: manifest not found: {tmp_path / 'missing.jsonl'}"
+    assert main(["--manifest", str(manifest), "--output", str(out), "--model", str(tmp_path / "no-model")]) == 2
+    assert capsys.readouterr().err.strip() == f"generate: error: model not found: {tmp_path / 'no-model'}"
+    with pytest.raises(SystemExit) as info:
+        main(["--manifest", str(manifest), "--output", str(out), "--model", str(tmp_path), "--device", "cuda"])
+    assert info.value.code == 2 and "--device cuda needs --gpus-per-worker" in capsys.readouterr().err
+    assert not out.exists()
