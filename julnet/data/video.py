@@ -219,7 +219,8 @@ def _seek(
     late, e.g. MPEG program streams: each retry asks for a time further back, 1 s, 2 s, 4 s).
 
     Frames the decoder gives before that keyframe (e.g. B-frames of an open GOP) are dropped: they are shown
-    before it, so it hides them from every output at or after `target`.
+    before it, so it hides them from every output at or after `target`. Exactness assumes timestamps do not go
+    back across that keyframe (a broken stream that does may differ from the full decode after a seek).
     """
     if stream.time_base is None:
         raise _NoExactSeek
