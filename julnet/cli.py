@@ -90,7 +90,7 @@ def _generate(args: argparse.Namespace) -> None:
         uncertainty_video=args.uncertainty_video,
         report=args.report,
         device=args.device,
-        batch_frames=args.batch_frames,
+        overrides=args.overrides,
     )
     summary = result["summary"]
     keys = ("frames", "frames_without_face", "low_confidence_frames", "codecs", "generate_fps")
@@ -172,12 +172,15 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="dub a video with a speech clip, with a per-frame confidence report")
     gen.add_argument("--video", required=True, help="video of the person (anything PyAV decodes)")
     gen.add_argument("--audio", required=True, help="speech: an audio file or a video with an audio track")
-    gen.add_argument("--model", required=True, help="run directory (newest checkpoint), checkpoint directory or state.pt")
+    gen.add_argument("--model", required=True, help="models:/name@alias or models:/name/N, runs:/ID/model, s3:// or local checkpoint, run directory or state.pt")
     gen.add_argument("--out", required=True, help="output MP4 (25 fps, the source's size, the new audio)")
     gen.add_argument("--uncertainty-video", default=None, help="also write the sigma map as a heat map over the frames")
     gen.add_argument("--report", default=None, help="per-frame confidence report (JSON)")
     gen.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the networks run")
-    gen.add_argument("--batch-frames", type=int, default=16, help="frames per forward pass")
+    gen.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="generate.KEY=VALUE",
+        help="override a setting of the model config's generate section, e.g. generate.batch_frames=8",
+    )
     gen.set_defaults(run=_generate)
 
     reg = sub.add_parser("register", help="register a training run's model as a new version (with its lineage) and alias it")

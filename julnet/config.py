@@ -231,6 +231,19 @@ class EvaluationConfig(Section):
         return self
 
 
+class GenerateConfig(Section):
+    """Inference (`julnet generate`, batch jobs): frames per forward pass, blending, and the report's confidence scale."""
+
+    batch_frames: int = Field(16, ge=1)
+    reference_strategy: Literal["even", "first"] = "even"
+    feather: float = Field(0.1, ge=0, le=0.5)
+    error_scale: float = Field(0.1, gt=0)
+    confidence_threshold: float = Field(0.5, ge=0, le=1)
+    silence_rms: float = Field(1e-3, ge=0)
+    heat_sigma_max: float = Field(0.5, gt=0)
+    crf: int = Field(18, ge=0, le=51)
+
+
 class Config(Section):
     name: str = "custom"
     audio: AudioConfig = AudioConfig()
@@ -246,6 +259,7 @@ class Config(Section):
     tracking: TrackingConfig = TrackingConfig()
     promotion: PromotionConfig = PromotionConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    generate: GenerateConfig = GenerateConfig()
     train: TrainConfig
 
     @model_validator(mode="after")
@@ -379,8 +393,13 @@ def load_config(source: str, overrides: list[str] | tuple[str, ...] = ()) -> Con
     return _validated(_read_yaml(source), overrides)
 
 
-def override_config(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
-    """A copy of `cfg` (e.g. a checkpoint's own config) with `key.sub=value` overrides applied and validated."""
+def override_config(cfg: Config, overrides: list[str] | tuple[str, ...], sections: tuple[str, ...] | None = None) -> Config:
+    """A copy of `cfg` (e.g. a checkpoint's own config) with `key.sub=value` overrides applied and validated;
+    with `sections`, only keys under those may change."""
+    for assignment in overrides:
+        if sections is not None and assignment.partition("=")[0].split(".")[0] not in sections:
+            allowed = ", ".join(f"{s}.*" for s in sections)
+            raise ConfigError(f"--set {assignment!r}: only {allowed} keys can be set here (the model's own config fixes the rest)")
     return _validated(cfg.to_dict(), overrides)
 
 

@@ -13,9 +13,13 @@ so a face is cropped exactly the way training data was made. Three streaming pas
    (1 inside, a linear ramp to 0 over `feather` of the box's shorter side at its edge). Pixels outside the
    box are never touched. Frames without a detected face pass through unchanged and are flagged.
 
-Memory: at most `batch_frames` source frames are held, plus the landmarks, the boxes and the audio. Going
-backwards through a short video (ping-pong) re-decodes it in blocks of `batch_frames` frames: bounded
-memory at the price of decoding the backward sweeps more than once.
+Memory: at most 2 x `batch_frames` source frames are held (a batch, and a block of a backward sweep), plus
+the landmarks, the boxes and the audio. Going backwards through a short video (ping-pong), each block of
+`batch_frames` frames is read by seeking to a keyframe before it (iter_frames(start=...)), so a backward sweep
+decodes the video about once more (plus a GOP per block), not once per block.
+
+Settings come from the `generate` section of the model's config (julnet.config.GenerateConfig), with
+`generate.key=value` overrides; the report records the settings used.
 
 Audio: decoded with read_audio and resampled (PyAV's resampler) to 16 kHz mono for the features, whatever
 its own rate and channel count; the muxed track is the same audio resampled to 48 kHz mono, trimmed or
@@ -24,10 +28,11 @@ padded with silence to exactly the output's length (frames / 25 s).
 Report (JSON), per frame, over the mouth region (face.mouth_box) of the crop:
 - `sigma_mean`: mean σ = exp(log σ) of the uncertainty module;
 - `error_pred_mean`: mean predicted absolute error ε̂ (pixel values in [0, 1]);
-- `confidence` = exp(-error_pred_mean / error_scale), in (0, 1]; 1 means no error expected;
-- `low_confidence`: confidence < confidence_threshold;
+- `confidence` = exp(-error_pred_mean / generate.error_scale), in (0, 1]; 1 means no error expected;
+- `low_confidence`: confidence < generate.confidence_threshold;
 - `face_found`: False for pass-through frames (their statistics are null, confidence 0, flagged low);
 - `source_frame`: the source frame shown; `box`: the crop box (x0, y0, x1, y1) in source pixels, end-exclusive.
+Top level: `video`, `audio`, `output`, `settings` (the generate section used), `summary`, `frames`.
 Summary: frame counts, frames without a face, low-confidence count and fraction (no-face frames count as
 low-confidence), and mean/min/max/p10/p90 of each statistic over the frames with a face.
 """
@@ -39,17 +44,18 @@ import logging
 import math
 import os
 import tempfile
+import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import av
 import cv2
 import numpy as np
 import torch
 
-from julnet.config import Config
+from julnet.config import Config, GenerateConfig, override_config
 from julnet.errors import (
     BadAudioError,
     BadVideoError,
@@ -71,7 +77,8 @@ from julnet.models.uncertainty import UncertaintyModule
 log = logging.getLogger(__name__)
 
 OUT_AUDIO_RATE = 48000
-REFERENCE_STRATEGIES = ("even", "first")
+PROGRESS_EVERY_S = 10.0  # seconds between progress lines of the generation pass
+REFERENCE_STRATEGIES = get_args(GenerateConfig.model_fields["reference_strategy"].annotation)
 # (video encoder, audio encoder) in order of preference: H.264 + AAC plays everywhere.
 CODEC_CHOICES = (("libx264", "aac"), ("h264", "aac"), ("mpeg4", "aac"), ("mpeg4", "mp2"))
 
@@ -152,31 +159,30 @@ def reference_indices(found: list[bool], count: int, strategy: str = "even") -> 
 
 
 def _source_frames(path: Path, n: int, total: int, block: int) -> Iterator[tuple[int, np.ndarray]]:
-    """(source index, frame) for output frames 0..total-1 in ping-pong order, holding at most `block` frames."""
+    """(source index, frame) for output frames 0..total-1 in ping-pong order, holding at most `block` frames.
+
+    Forward sweeps stream the video from its start; backward sweeps (n-2 down to 1) read it in blocks of `block`
+    frames, newest block first, each by seeking to it, so every sweep costs about one decode of the video.
+    """
     j = 0
     while j < total:
         i = pingpong(j, n)
         if j == 0 or i == 0:  # forward sweep: stream
             expected = min(n, total - j)
             seen = 0
-            for idx, frame in enumerate(iter_frames(path, FPS)):
-                if seen == expected:
-                    break
+            for idx, frame in enumerate(itertools.islice(iter_frames(path, FPS), expected)):
                 yield idx, frame
                 j += 1
                 seen += 1
             if seen < expected:
                 raise BadVideoError(f"{path}: decoding gave {n} frames first, then {seen}")
-        else:  # backward sweep n-2 .. 1: re-decode in blocks, newest first
+        else:  # backward sweep n-2 .. 1: blocks newest first, each read from a seek
             hi = i + 1
             while hi > 1 and j < total:
                 lo = max(1, hi - block)
-                chunk = []
-                for idx, frame in enumerate(iter_frames(path, FPS)):
-                    if idx >= hi:
-                        break
-                    if idx >= lo:
-                        chunk.append(frame.copy())
+                chunk = list(itertools.islice(iter_frames(path, FPS, start=lo), hi - lo))
+                if len(chunk) < hi - lo:
+                    raise BadVideoError(f"{path}: decoding gave {n} frames first, then {lo + len(chunk)}")
                 for frame in reversed(chunk):
                     if j >= total:
                         break
@@ -345,30 +351,23 @@ def dub(
     uncertainty_video: str | os.PathLike[str] | None = None,
     report: str | os.PathLike[str] | None = None,
     device: str | torch.device = "cpu",
-    batch_frames: int = 16,
-    reference_strategy: str = "even",
+    overrides: Sequence[str] = (),
     resolution: tuple[int, int] | None = None,
-    feather: float = 0.1,
-    error_scale: float = 0.1,
-    confidence_threshold: float = 0.5,
-    silence_rms: float = 1e-3,
-    heat_sigma_max: float = 0.5,
-    crf: int = 18,
 ) -> dict[str, Any]:
     """Dub `video_path` with the speech of `audio_path`; returns the report (also written to `report`).
 
+    Settings: the model config's `generate` section with `overrides` (`generate.key=value`) applied.
     Output: `out_path` (MP4, the source's size, 25 fps, the new audio), optionally the σ heat-map video and
     the JSON report, each renamed into place only once everything succeeded. Raises GenerateError subclasses
-    (one-line messages) for bad input, before any output file is created.
+    (one-line messages) for bad input, and ConfigError for bad overrides, before any output file is created.
     """
     t_start = time.perf_counter()
     video_path, audio_path, out_path = Path(video_path), Path(audio_path), Path(out_path)
     torch_device = torch.device(device)
     if torch_device.type == "cuda" and not torch.cuda.is_available():
         raise GenerateError("--device cuda but no CUDA device is available")
-    if reference_strategy not in REFERENCE_STRATEGIES:
-        raise ValueError(f"reference strategy must be one of {REFERENCE_STRATEGIES}, got {reference_strategy!r}")
     cfg, generator, uncertainty = model if isinstance(model, tuple) else load_model(model, torch_device)
+    settings = override_config(cfg, overrides, sections=("generate",)).generate
     if cfg.audio.features != "logmel":
         raise UnsupportedModelError("this model takes DeepSpeech audio features (audio.features=deepspeech); generate supports log-mel models only")
     height, width = resolution or model_resolution(cfg, getattr(generator, "trained_stage", None))
@@ -377,7 +376,7 @@ def dub(
         info = probe(video_path, min_side=1, max_side=1 << 30)
     except VideoError as exc:
         raise BadVideoError(f"unreadable video {video_path} ({exc})") from None
-    samples = _read_speech(audio_path, SAMPLE_RATE, silence_rms)
+    samples = _read_speech(audio_path, SAMPLE_RATE, settings.silence_rms)
     total = round(len(samples) / SAMPLE_RATE * FPS)
     if total < 1:
         raise BadAudioError(f"audio in {audio_path} is shorter than one frame ({len(samples) / SAMPLE_RATE:.3f} s)")
@@ -393,16 +392,12 @@ def dub(
         raise NoFaceError(f"no face found in any of the {n} frames of {video_path}")
     boxes = crop_boxes(landmarks, max_missing=1.0).boxes
     t_landmarks = time.perf_counter()
+    log.info("generate: landmarks of %d source frames (%d with a face) in %.1f s; %d frames to generate", n, sum(found), t_landmarks - t_start, total)
 
-    # Pass 2: the reference crops, chosen once per video.
-    ref_idx = reference_indices(found, cfg.generator.num_references, reference_strategy)
-    wanted = {i: None for i in ref_idx}
-    for i, frame in enumerate(iter_frames(video_path, FPS)):
-        if i in wanted:
-            wanted[i] = crop_frame(frame, boxes[i], height, width)
-        if i >= max(ref_idx):
-            break
-    refs = np.concatenate([wanted[i] for i in ref_idx], axis=2)  # (h, w, 3R) in reference order
+    # Pass 2: the reference crops, chosen once per video, each read from a seek.
+    ref_idx = reference_indices(found, cfg.generator.num_references, settings.reference_strategy)
+    crops = {i: crop_frame(next(iter_frames(video_path, FPS, start=i)), boxes[i], height, width) for i in set(ref_idx)}
+    refs = np.concatenate([crops[i] for i in ref_idx], axis=2)  # (h, w, 3R) in reference order
     references = torch.from_numpy(refs).permute(2, 0, 1)[None].float().div(255).to(torch_device)
 
     rows = features.frame_features(samples, SAMPLE_RATE, total, FPS, cfg.audio.n_mels)
@@ -420,11 +415,11 @@ def dub(
     top, left, side = mouth_box(height, width)
     entries: list[dict[str, Any]] = []
     try:
-        main = _Writer(out_path, info.width, info.height, codecs, crf, mux_audio)
+        main = _Writer(out_path, info.width, info.height, codecs, settings.crf, mux_audio)
         writers.append(main)
         heat = None
         if uncertainty_video is not None:
-            heat = _Writer(Path(uncertainty_video), info.width, info.height, codecs, crf, mux_audio)
+            heat = _Writer(Path(uncertainty_video), info.width, info.height, codecs, settings.crf, mux_audio)
             writers.append(heat)
 
         def flush(batch: list[tuple[int, int, np.ndarray]]) -> None:
@@ -446,13 +441,13 @@ def dub(
                 entry: dict[str, Any] = {"frame": j, "source_frame": i, "face_found": found[i], "box": list(pixel_box(boxes[i]))}
                 if k in results:
                     image, sigma, err = results[k]
-                    out = paste(frame, image, boxes[i], feather)
+                    out = paste(frame, image, boxes[i], settings.feather)
                     s = float(sigma[top : top + side, left : left + side].mean())
                     e = float(err[top : top + side, left : left + side].mean())
-                    conf = math.exp(-e / error_scale)
-                    entry.update(sigma_mean=s, error_pred_mean=e, confidence=conf, low_confidence=conf < confidence_threshold)
+                    conf = math.exp(-e / settings.error_scale)
+                    entry.update(sigma_mean=s, error_pred_mean=e, confidence=conf, low_confidence=conf < settings.confidence_threshold)
                     if heat is not None:
-                        heat.write(paste(frame, 0.5 * heat_map(sigma, heat_sigma_max) + 0.5 * image, boxes[i], feather))
+                        heat.write(paste(frame, 0.5 * heat_map(sigma, settings.heat_sigma_max) + 0.5 * image, boxes[i], settings.feather))
                 else:
                     out = frame
                     entry.update(sigma_mean=None, error_pred_mean=None, confidence=0.0, low_confidence=True)
@@ -462,18 +457,27 @@ def dub(
                 entries.append(entry)
 
         batch: list[tuple[int, int, np.ndarray]] = []
-        for j, (i, frame) in enumerate(_source_frames(video_path, n, total, batch_frames)):
+        reported = time.perf_counter()
+        for j, (i, frame) in enumerate(_source_frames(video_path, n, total, settings.batch_frames)):
             batch.append((j, i, frame))
-            if len(batch) == batch_frames:
+            if len(batch) == settings.batch_frames:
                 flush(batch)
                 batch = []
+                if time.perf_counter() - reported >= PROGRESS_EVERY_S:
+                    reported = time.perf_counter()
+                    rate = len(entries) / (reported - t_landmarks)
+                    eta = int((total - len(entries)) / rate)
+                    log.info("generate: frame %d/%d | %.2f frames/s | eta %d:%02d:%02d", len(entries), total, rate, eta // 3600, eta % 3600 // 60, eta % 60)
         if batch:
             flush(batch)
         if len(entries) != total:
             raise BadVideoError(f"{video_path}: decoding gave {n} frames first, then fewer")
         t_end = time.perf_counter()
         summary = _summary(entries, n, total, codecs, height, width, t_end - t_start, t_end - t_landmarks)
-        result = {"video": str(video_path), "audio": str(audio_path), "output": str(out_path), "summary": summary, "frames": entries}
+        result = {
+            "video": str(video_path), "audio": str(audio_path), "output": str(out_path),
+            "settings": settings.model_dump(), "summary": summary, "frames": entries,
+        }
         for w in writers:
             w.finish()
         if report is not None:

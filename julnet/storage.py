@@ -148,6 +148,19 @@ def join(uri: str, *parts: str) -> str:
     return uri
 
 
+def local_path(uri: str) -> Path | None:
+    """The local path that `uri` (a path or file:// URI) names, or None for object storage."""
+    return None if is_s3(uri) else Path(_path(uri))
+
+
+def relative_to(listing_uri: str, uri: str) -> str:
+    """`uri` as written inside the listing file `listing_uri`: URIs and absolute paths as they are, relative
+    paths from the listing's folder (so a listing and its files can move together)."""
+    if _scheme(uri) or uri.startswith("/"):
+        return uri
+    return join(listing_uri.rsplit("/", 1)[0] if "/" in listing_uri else ".", uri)
+
+
 def exists(uri: str) -> bool:
     """Whether a file or directory (an S3 prefix or bucket) exists at `uri`."""
     fs, path = filesystem(uri)

@@ -32,6 +32,19 @@ def run_cli(*args: str, check: bool = True, timeout: float = 300) -> subprocess.
     return proc
 
 
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny preset trained for one step on synthetic faces (what `julnet train --steps 1` leaves)."""
+    from julnet.data.synthetic import SyntheticFaces
+    from julnet.training.loop import train_stage
+
+    cfg = load_config("tiny", ["train.stages.0.steps=1", "train.stages.0.batch_size=1", "train.device=cpu"])
+    stage = cfg.train.stages[0]
+    out = tmp_path_factory.mktemp("model")
+    train_stage(cfg, out, SyntheticFaces(cfg, stage, seed=0).batch, stage)
+    return out
+
+
 GRID_CLIPS = [REPO / "tests" / "data" / "bbaf2n.mpg", REPO / "tests" / "data" / "id2_vcd_swwp2s.mpg"]
 
 

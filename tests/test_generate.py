@@ -32,19 +32,6 @@ MEAN_TOL, P99_TOL = 3.0, 16.0  # 8-bit levels; libx264 at crf 18 with 4:2:0 chro
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny preset trained for one step on synthetic faces (what `julnet train --steps 1` leaves)."""
-    from julnet.data.synthetic import SyntheticFaces
-    from julnet.training.loop import train_stage
-
-    cfg = load_config("tiny", ["train.stages.0.steps=1", "train.stages.0.batch_size=1", "train.device=cpu"])
-    stage = cfg.train.stages[0]
-    out = tmp_path_factory.mktemp("model")
-    train_stage(cfg, out, SyntheticFaces(cfg, stage, seed=0).batch, stage)
-    return out
-
-
-@pytest.fixture(scope="module")
 def model(model_dir: Path):
     return load_model(model_dir)
 
@@ -78,7 +65,7 @@ def _leftovers(directory: Path) -> list[str]:
 
 def test_grid_clip_dubbed_with_another_clips_audio(model, tmp_path: Path) -> None:
     out, heat, report = tmp_path / "out.mp4", tmp_path / "heat.mp4", tmp_path / "frames.json"
-    result = dub(VIDEO, SPEECH, model, out, uncertainty_video=heat, report=report, batch_frames=16)
+    result = dub(VIDEO, SPEECH, model, out, uncertainty_video=heat, report=report)
     assert _leftovers(tmp_path) == ["frames.json", "heat.mp4", "out.mp4"]  # no temporary files left
 
     expected = len(read_audio(SPEECH)) / 16000 * 25
@@ -92,7 +79,9 @@ def test_grid_clip_dubbed_with_another_clips_audio(model, tmp_path: Path) -> Non
     assert abs(len(read_audio(out)) / 16000 - len(frames) / 25) < 0.05  # the muxed audio spans the video
     assert frames.shape[1:] == (288, 360, 3)
 
-    entries = json.loads(report.read_text())["frames"]
+    written = json.loads(report.read_text())
+    assert written["settings"] == load_config("tiny").generate.model_dump()  # the model config's generate section
+    entries = written["frames"]
     assert len(entries) == len(frames) == result["summary"]["frames"]
     assert all(e["face_found"] and 0 <= e["confidence"] <= 1 for e in entries)
 
@@ -119,8 +108,11 @@ def test_short_video_ping_pongs_and_audio_is_resampled(model, tmp_path: Path) ->
     speech = tmp_path / "speech8k.wav"  # 8 kHz: resampled to 16 kHz for the features
     _write_wav(speech, read_audio(SPEECH, 8000)[: 8000 * 6 // 5], 8000)  # 1.2 s = 30 frames
     out = tmp_path / "out.mp4"
-    result = dub(short, speech, model, out, batch_frames=4)
+    # Blocks of 4 frames: the backward sweeps seek; a confidence threshold of 1 flags every frame.
+    result = dub(short, speech, model, out, overrides=["generate.batch_frames=4", "generate.confidence_threshold=1"])
+    assert result["settings"]["batch_frames"] == 4
     entries = result["frames"]
+    assert all(e["low_confidence"] for e in entries) and result["summary"]["low_confidence_frames"] == 30
     assert len(entries) == 30 and len(read_frames(out)) == 30
     assert [e["source_frame"] for e in entries] == [pingpong(j, 8) for j in range(30)]
     assert [pingpong(j, 4) for j in range(8)] == [0, 1, 2, 3, 2, 1, 0, 1]
@@ -156,6 +148,34 @@ def test_bad_inputs_each_give_their_own_error_and_no_output(model, model_dir: Pa
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines()[-1].startswith("julnet generate: error: no speech in")
     assert _leftovers(out.parent) == []
+
+
+def test_settings_come_from_the_model_config_and_old_checkpoints_load(model_dir: Path, tmp_path: Path) -> None:
+    import torch
+
+    from julnet.config import ConfigError
+    from julnet.training.checkpoint import STATE_FILE, latest_checkpoint
+
+    state = torch.load(latest_checkpoint(model_dir / "checkpoints") / STATE_FILE, weights_only=True)
+    state["config"]["generate"]["confidence_threshold"] = 1.0
+    custom = tmp_path / "custom.pt"
+    torch.save(state, custom)
+    del state["config"]["generate"]  # a checkpoint saved before the generate section existed
+    old = tmp_path / "old.pt"
+    torch.save(state, old)
+    assert load_model(old)[0].generate == load_config("tiny").generate
+
+    short, speech = tmp_path / "short.mp4", tmp_path / "speech.wav"
+    _write_video(short, np.stack([f.copy() for _, f in zip(range(3), iter_frames(VIDEO))]))
+    _write_wav(speech, read_audio(SPEECH)[: 16000 * 6 // 5], 16000)  # 1.2 s = 30 frames
+    result = dub(short, speech, load_model(custom), tmp_path / "out.mp4")
+    assert result["settings"]["confidence_threshold"] == 1.0 and all(e["low_confidence"] for e in result["frames"])
+    with pytest.raises(ConfigError, match="only generate"):
+        dub(short, speech, load_model(custom), tmp_path / "bad.mp4", overrides=["train.seed=1"])
+    proc = run_cli("generate", "--video", str(short), "--audio", str(speech), "--model", str(custom), "--out", str(tmp_path / "bad.mp4"),
+                   "--set", "generate.feather=2", check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("julnet generate: error: generate.feather:")
+    assert not (tmp_path / "bad.mp4").exists()
 
 
 def test_codec_choice_prefers_h264_aac_and_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:

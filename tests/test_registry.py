@@ -32,16 +32,9 @@ VIDEO, SPEECH = GRID_CLIPS
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def checkpoint(model_dir: Path) -> Path:
     """The tiny preset after one step on synthetic faces."""
-    from julnet.data.synthetic import SyntheticFaces
-    from julnet.training.loop import train_stage
-
-    cfg = load_config("tiny", ["train.stages.0.steps=1", "train.stages.0.batch_size=1", "train.device=cpu"])
-    stage = cfg.train.stages[0]
-    out = tmp_path_factory.mktemp("run")
-    train_stage(cfg, out, SyntheticFaces(cfg, stage, seed=0).batch, stage)
-    return latest_checkpoint(out / "checkpoints")
+    return latest_checkpoint(model_dir / "checkpoints")
 
 
 def logged_run(server: MlflowServer, checkpoint: Path, data: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import pickle
 from fractions import Fraction
 from pathlib import Path
@@ -39,10 +40,11 @@ def write_video(
     rotation: float | None = None,
     audio_seconds: float | None = None,
     codec: str = "libx264",
+    options: dict[str, str] | None = None,
 ) -> None:
     """A 64x48 video (container from the suffix): frame i is grey level 20 + 3 i with a white 8x8 marker top-left."""
     with av.open(str(path), "w") as out:
-        stream = out.add_stream(codec, rate=fps, options=ENCODER_OPTIONS[codec])
+        stream = out.add_stream(codec, rate=fps, options={**ENCODER_OPTIONS[codec], **(options or {})})
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
         if pts_ms is not None:
             stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
@@ -226,6 +228,51 @@ def test_variable_frame_rate_clip(tmp_path: Path) -> None:
     frames = video.read_frames(path)
     # Output k shows the input frame on screen at k * 40 ms; the last one lasts 40 ms, so the clip ends at 660 ms.
     assert [frame_index(f) for f in frames] == [0, 1, 2, 2, 2, 3, 5, 5, 5, 5, 5, 5, 5, 6, 7, 8, 9]
+
+
+# A keyframe every 10 frames, with B-frames: iter_frames(start=...) has keyframes to seek to.
+SEEKABLE = {"g": "10", "bf": "2"}
+
+
+def _seekable_clip(kind: str, tmp_path: Path) -> Path:
+    if kind == "grid":
+        return CLIPS[0]  # MPEG-1 in a program stream: a keyframe every 12 frames; the demuxer lands a GOP late
+    path = tmp_path / f"{kind}.mp4"
+    if kind == "30fps":
+        write_video(path, 75, 30, options=SEEKABLE)
+    else:  # variable frame rate: irregular steps of 5..90 ms
+        write_video(path, 60, 25, pts_ms=np.cumsum(np.random.default_rng(0).integers(5, 90, 60)).tolist(), options=SEEKABLE)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["grid", "30fps", "vfr"])
+def test_streaming_from_any_start_matches_the_full_decode(kind: str, tmp_path: Path) -> None:
+    path = _seekable_clip(kind, tmp_path)
+    full = video.read_frames(path)
+    for start in range(len(full) + 2):
+        got = list(itertools.islice(video.iter_frames(path, start=start), 3))
+        assert len(got) == len(full[start : start + 3]), start
+        for offset, frame in enumerate(got):
+            np.testing.assert_array_equal(frame, full[start + offset], err_msg=f"{kind}: start {start} + {offset}")
+    assert len(list(video.iter_frames(path, start=len(full) - 4))) == 4  # and it ends where the clip does
+
+
+def test_streaming_from_a_late_start_decodes_only_from_the_keyframe_before_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _seekable_clip("30fps", tmp_path)  # 75 frames at 30 fps = 63 outputs at 25 fps; keyframes every 10 frames
+    decoded = []
+    real_decode = video._decode
+
+    def counting_decode(container, stream):
+        for frame in real_decode(container, stream):
+            decoded.append(frame.pts)
+            yield frame
+
+    monkeypatch.setattr(video, "_decode", counting_decode)
+    tail = list(video.iter_frames(path, start=55))  # 55/25 s = source frame 66: decoding starts at keyframe 60
+    assert len(tail) == 8
+    assert len(decoded) <= 1 + 15, decoded  # the first frame (for the time origin), then keyframe 60 to the end
+    decoded.clear()
+    assert len(list(video.iter_frames(path))) == 63 and len(decoded) == 75
 
 
 def test_rotation_metadata_gives_upright_frames(tmp_path: Path) -> None:

@@ -134,12 +134,9 @@ def discover(input_uri: str) -> tuple[list[Source], list[Rejection]]:
 
 def _from_listing(listing_uri: str) -> list[Source]:
     """A .jsonl listing: one {"video": uri, "identity"?, "id"?, "openface_csv"?, "deepspeech"?} per line."""
-    base = listing_uri.rsplit("/", 1)[0] if "/" in listing_uri else "."
 
     def resolve(uri: str | None) -> str | None:
-        if uri is None or "://" in uri or uri.startswith("/"):
-            return uri
-        return storage.join(base, uri)
+        return None if uri is None else storage.relative_to(listing_uri, uri)
 
     sources = []
     for number, line in enumerate(storage.read_text(listing_uri).splitlines(), 1):

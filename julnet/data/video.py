@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,6 +42,8 @@ _SIGNATURES = (
 )
 # Demuxers that open still images or text as a one-frame "video".
 _NOT_VIDEO_FORMATS = ("image2", "tty")
+# Seeks tried (each asking for an earlier time) before decoding from the start instead.
+_SEEK_TRIES = 4
 
 
 class VideoError(Exception):
@@ -138,43 +142,104 @@ def probe(
     return info
 
 
-def iter_frames(path: str | os.PathLike[str], fps: int = FPS) -> Iterator[np.ndarray]:
+def iter_frames(path: str | os.PathLike[str], fps: int = FPS, start: int = 0) -> Iterator[np.ndarray]:
     """Stream upright uint8 RGB frames (H, W, 3) at a constant `fps`: output k shows the frame on screen at k/fps.
 
     Time 0 is the first frame's timestamp; the clip ends when the last frame's duration does. A frame shown
     for several output times is yielded as the same array each time: copy it before writing into it.
+    With `start`, the stream begins at output `start` with the frames skipping that many would give: it seeks
+    to a keyframe shown at or before that time and decodes from there, so the cost does not grow with `start`
+    (streams that cannot be sought exactly are decoded from the beginning, converting only the frames shown).
     """
+    if start > 0:
+        sought = _resampled(path, fps, start, seek=True)
+        try:
+            first = next(sought)
+        except _NoExactSeek:
+            yield from _resampled(path, fps, start, seek=False)
+            return
+        except StopIteration:
+            return
+        yield first
+        yield from sought
+    else:
+        yield from _resampled(path, fps, 0, seek=False)
+
+
+class _NoExactSeek(Exception):
+    """Seeking gave no keyframe at or before the wanted time; the caller decodes from the beginning instead."""
+
+
+def _resampled(path: str | os.PathLike[str], fps: int, start: int, seek: bool) -> Iterator[np.ndarray]:
+    """iter_frames' resampling from output `start`, either seeking there first or decoding from the first frame."""
     step = Fraction(1, fps)
     with _open(path) as container:
         if not container.streams.video:
             raise VideoError("no_video_stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        origin = last_t = held = held_rgb = None
-        rotation = size = None
+        frames = _decode(container, stream)
+        first = next(frames, None)
+        if first is None:
+            raise VideoError("zero_length", "no decodable video frame")
+        origin = _frame_time(first)
+        rotation, size = _rotation(stream, first), _display_size(stream, first, 0)
         k = 0
-        for frame in _decode(container, stream):
+        if seek:
+            frames = _seek(container, stream, origin, origin + start * step)
+            k = start
+        else:
+            frames = itertools.chain([first], frames)
+        last_t = held = held_rgb = None
+        for frame in frames:
             t = _frame_time(frame, last_t, stream)
             if last_t is not None and t <= last_t:
                 continue  # duplicated or out-of-order timestamp: keep the first
-            if origin is None:
-                origin = t
-                rotation = _rotation(stream, frame)
-                size = _display_size(stream, frame, 0)
             while held is not None and origin + k * step < t:
+                if k >= start:
+                    if held_rgb is None:
+                        held_rgb = _rgb(held, size, rotation)
+                    yield held_rgb
+                k += 1
+            held, held_rgb, last_t = frame, None, t
+        end = last_t + _frame_duration(held, stream)
+        while origin + k * step < end:
+            if k >= start:
                 if held_rgb is None:
                     held_rgb = _rgb(held, size, rotation)
                 yield held_rgb
-                k += 1
-            held, held_rgb, last_t = frame, None, t
-        if held is None:
-            raise VideoError("zero_length", "no decodable video frame")
-        end = last_t + _frame_duration(held, stream)
-        while origin + k * step < end:
-            if held_rgb is None:
-                held_rgb = _rgb(held, size, rotation)
-            yield held_rgb
             k += 1
+
+
+def _seek(
+    container: av.container.InputContainer, stream: av.video.VideoStream, origin: Fraction, target: Fraction
+) -> Iterator[av.VideoFrame]:
+    """Decoded frames from a keyframe shown at or before `target` (seconds) on; raises _NoExactSeek when the
+    stream has no timestamps or the demuxer finds no such keyframe after `origin` (some demuxers land a GOP
+    late, e.g. MPEG program streams: each retry asks for a time further back, 1 s, 2 s, 4 s).
+
+    Frames the decoder gives before that keyframe (e.g. B-frames of an open GOP) are dropped: they are shown
+    before it, so it hides them from every output at or after `target`. Exactness assumes timestamps do not go
+    back across that keyframe (a broken stream that does may differ from the full decode after a seek).
+    """
+    if stream.time_base is None:
+        raise _NoExactSeek
+    back = Fraction(0)
+    for _ in range(_SEEK_TRIES):
+        if target - back <= origin:
+            raise _NoExactSeek  # decoding from the first frame is what seeking there would do
+        try:
+            container.seek(math.floor((target - back) / stream.time_base), stream=stream, backward=True, any_frame=False)
+        except av.FFmpegError:
+            raise _NoExactSeek from None
+        frames = _decode(container, stream)
+        key = next((f for f in frames if f.key_frame), None)
+        if key is None or key.pts is None:
+            raise _NoExactSeek
+        if _frame_time(key) <= target:
+            return itertools.chain([key], frames)
+        back = max(2 * back, Fraction(1))  # the demuxer landed past the target: ask for an earlier time
+    raise _NoExactSeek
 
 
 def read_frames(path: str | os.PathLike[str], fps: int = FPS) -> np.ndarray:
