@@ -107,9 +107,11 @@ def load_model(
         raise UnsupportedModelError(f"model URI scheme '{scheme}:' is not supported (use models:/, runs:/, s3://, file:// or a path): {text}")
     with tempfile.TemporaryDirectory(prefix="julnet-model-") as tmp:
         try:
-            file = fetch_checkpoint(text, Path(tmp), tracking_uri) / STATE_FILE
+            found = fetch_checkpoint(text, Path(tmp), tracking_uri)
         except (FileNotFoundError, MlflowException) as exc:
-            raise ModelNotFoundError(f"model not found: {text} ({str(exc).splitlines()[0]})") from None
+            detail = f" ({str(exc).splitlines()[0]})" if scheme in ("s3", "models", "runs") else ""
+            raise ModelNotFoundError(f"model not found: {text}{detail}") from None
+        file = found if found.is_file() else found / STATE_FILE
         try:
             state = torch.load(file, map_location="cpu", weights_only=True)
             cfg = Config.model_validate(state["config"])

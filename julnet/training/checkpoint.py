@@ -120,10 +120,10 @@ def latest_checkpoint(root: Path) -> Path | None:
 
 
 def locate_checkpoint(root: Path) -> Path:
-    """The checkpoint directory inside what a model URI gave: a checkpoint, a run directory (its newest
-    checkpoint), a state.pt, or a folder holding exactly one (an MLflow model keeps it under artifacts/)."""
+    """The checkpoint inside what a model URI gave: a checkpoint directory, a run directory (its newest
+    checkpoint), a folder holding exactly one (an MLflow model keeps it under artifacts/), or a state file itself."""
     if root.is_file():
-        return root.parent
+        return root
     if (root / STATE_FILE).is_file():
         return root
     newest = latest_checkpoint(root / "checkpoints")
