@@ -263,12 +263,13 @@ class Config(Section):
                 raise ConfigError(f"sweep.stages: no stage named {name!r} in train.stages (have {names})")
         for key in s.loss_weights:
             if getattr(self.loss, key) <= 0:
-                raise ConfigError(f"sweep.loss_weights: loss.{key} is {getattr(self.loss, key)}; only a positive λ can be swept log-uniformly")
+                raise ConfigError(f"sweep.loss_weights: loss.{key} is {getattr(self.loss, key)}; "
+                                  "only a positive λ can be swept log-uniformly")
         if s.grace_period > self.sweep_steps:
             raise ConfigError(f"sweep.grace_period: {s.grace_period} is more than the {self.sweep_steps} steps a trial runs")
         if s.include_base:
-            base = {"bins": self.hist.bins, "alpha_max": self.hist.alpha_max, "spacing": self.hist.spacing, "assignment": self.hist.assignment}
-            for key, value in base.items():
+            for key in ("bins", "alpha_max", "spacing", "assignment"):
+                value = getattr(self.hist, key)
                 space = getattr(s, key)
                 outside = not space[0] <= value <= space[1] if isinstance(space, tuple) else bool(space) and value not in space
                 if outside:

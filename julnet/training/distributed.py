@@ -334,9 +334,8 @@ def train_run(
     run_uri = storage.join(storage_uri, name)
     tracking_uri = resolve_tracking_uri(cfg.tracking.uri)
     tracker = RunTracker(tracking_uri, cfg.tracking.experiment, name)
-    run_id = tracker.start(
-        params=cfg.flat(), tags={"julnet.data": manifest_uri, "julnet.storage": run_uri, "julnet.code_version": code_version(), **(tags or {})}
-    )
+    own_tags = {"julnet.data": manifest_uri, "julnet.storage": run_uri, "julnet.code_version": code_version()}
+    run_id = tracker.start(params=cfg.flat(), tags={**own_tags, **(tags or {})})
     eval_split, eval_examples = evaluate or (None, 0)
     offset, previous = 0, init
     try:
@@ -349,7 +348,8 @@ def train_run(
                 previous = json.loads(storage.read_text(done_uri))["checkpoint"]
                 log.info("stage %s already done (%s)", stage.name, previous)
             else:
-                run = StageRun(cfg.to_dict(), stage.name, manifest_uri, stage_uri, name, tracking_uri, offset, previous, eval_split, eval_examples)
+                run = StageRun(cfg.to_dict(), stage.name, manifest_uri, stage_uri, name, tracking_uri, offset, previous,
+                               eval_split, eval_examples)
                 previous = fit_stage(run, callbacks)
                 storage.write_text(done_uri, json.dumps({"checkpoint": previous, "step": stage.steps}))
             offset += stage.steps

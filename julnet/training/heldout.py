@@ -26,7 +26,8 @@ def heldout_batch(manifest_uri: str, stage: StageConfig, num_references: int, sp
     """The first `examples` examples of `split` at the stage's resolution, in the order fixed by `seed`."""
     items = list(islice(iter_examples(manifest_uri, stage, num_references, split, seed=seed), examples))
     if len(items) < examples:
-        raise ValueError(f"{manifest_uri}: split {split!r} yields {len(items)} examples at stage {stage.name}, fewer than the {examples} asked for")
+        raise ValueError(f"{manifest_uri}: split {split!r} yields {len(items)} examples at stage {stage.name}, "
+                         f"fewer than the {examples} asked for")
     return collate(items)
 
 
