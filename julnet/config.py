@@ -254,40 +254,6 @@ class Config(Section):
     sweep: SweepConfig = SweepConfig()
 
     @model_validator(mode="after")
-    def _sweep_fits(self) -> Config:
-        """The sweep's stages exist, its λ can be scaled, and (with include_base) the base values lie in its ranges."""
-        s = self.sweep
-        names = [stage.name for stage in self.train.stages]
-        for name in s.stages:
-            if name not in names:
-                raise ConfigError(f"sweep.stages: no stage named {name!r} in train.stages (have {names})")
-        for key in s.loss_weights:
-            if getattr(self.loss, key) <= 0:
-                raise ConfigError(f"sweep.loss_weights: loss.{key} is {getattr(self.loss, key)}; "
-                                  "only a positive λ can be swept log-uniformly")
-        if s.grace_period > self.sweep_steps:
-            raise ConfigError(f"sweep.grace_period: {s.grace_period} is more than the {self.sweep_steps} steps a trial runs")
-        if s.include_base:
-            for key in ("bins", "alpha_max", "spacing", "assignment"):
-                value = getattr(self.hist, key)
-                space = getattr(s, key)
-                outside = not space[0] <= value <= space[1] if isinstance(space, tuple) else bool(space) and value not in space
-                if outside:
-                    raise ConfigError(f"sweep.{key}: {space} does not hold hist.{key}={value!r}, the base trial's value "
-                                      "(widen the range or set sweep.include_base=false)")
-        return self
-
-    @property
-    def sweep_stages(self) -> list[StageConfig]:
-        """The curriculum stages each sweep trial runs."""
-        return [stage for stage in self.train.stages if not self.sweep.stages or stage.name in self.sweep.stages]
-
-    @property
-    def sweep_steps(self) -> int:
-        """Steps one sweep trial runs in all (ASHA's max_t)."""
-        return sum(self.sweep.steps or stage.steps for stage in self.sweep_stages)
-
-    @model_validator(mode="after")
     def _resolutions(self) -> Config:
         factor = self.generator.downsample
         for i, stage in enumerate(self.train.stages):

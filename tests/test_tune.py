@@ -35,6 +35,17 @@ SHORT = [
 ]
 
 
+def test_the_presets_sweeps_fit_their_configs():
+    from julnet.training.sweep import check_sweep_config, sweep_steps
+
+    paper, tiny = load_config("paper"), load_config("tiny")
+    for cfg in (paper, tiny):
+        check_sweep_config(cfg)
+    assert (sweep_steps(paper), paper.sweep.use_gpu, paper.sweep.max_concurrent_trials) == (20000, True, 4)
+    concurrent = tiny.sweep.max_concurrent_trials * (tiny.sweep.driver_cpus + tiny.sweep.workers_per_trial * tiny.sweep.cpus_per_worker)
+    assert tiny.sweep.workers_per_trial == 1 and concurrent <= 1, "two trials leave one of two CPUs to Ray Data"
+
+
 def test_search_space_follows_the_sweep_section():
     from julnet.training.sweep import base_point, search_space
 
@@ -80,18 +91,39 @@ def test_asha_stops_a_weak_trial_at_a_rung_but_never_at_its_last_report():
 
 @pytest.mark.parametrize(
     ("override", "message"),
+    [("sweep.bins=[13, 9]", "sweep.bins"), ("sweep.metric=total", "sweep.metric"), ("sweep.mode=max", "sweep.mode"),
+     ("sweep.spacing=[log, log]", "sweep.spacing")],
+)
+def test_a_bad_sweep_section_is_rejected_with_its_key(override: str, message: str):
+    with pytest.raises(ConfigError, match=message):
+        load_config("tiny", [override])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
     [
         ("sweep.bins=[12, 13]", "sweep.bins"),
-        ("sweep.metric=total", "sweep.metric"),
-        ("sweep.mode=max", "sweep.mode"),
         ("sweep.stages=[nope]", "sweep.stages"),
         ("sweep.grace_period=1000", "sweep.grace_period"),
         ("loss.sync=0", "sweep.loss_weights"),
     ],
 )
-def test_a_bad_sweep_section_is_rejected_with_its_key(override: str, message: str):
+def test_a_sweep_that_does_not_fit_the_config_is_refused_but_training_is_not(override: str, message: str):
+    from julnet.training.sweep import check_sweep_config
+
+    cfg = load_config("tiny", [override])  # a training run may use any of these
     with pytest.raises(ConfigError, match=message):
-        load_config("tiny", [override])
+        check_sweep_config(cfg)
+
+
+def test_the_sweep_section_never_blocks_resuming_a_local_run(tmp_path: Path):
+    from julnet.training.loop import _check_resumable
+
+    cfg = load_config("tiny", ["sweep.num_samples=5"])
+    older = {key: value for key, value in cfg.to_dict().items() if key != "sweep"}  # a checkpoint from before sweeps
+    _check_resumable(older, cfg, tmp_path)
+    with pytest.raises(ConfigError, match="hist.bins"):
+        _check_resumable(older, cfg.with_values({"hist.bins": 9}), tmp_path)
 
 
 def test_the_ranking_metric_is_a_fixed_batch_scored_without_any_lambda(grid_dataset):

@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 Batches = Callable[[int], dict[str, Tensor]]
 
 # Keys that may change between a checkpoint and its resumption: how long and how we log, not what we train.
-_RESUMABLE_KEYS = ("train.log_every", "train.checkpoint_every", "train.keep_last", "train.device")
+# The sweep section only shapes Tune sweeps (and checkpoints older than it hold its defaults).
+_RESUMABLE_KEYS = ("train.log_every", "train.checkpoint_every", "train.keep_last", "train.device", "sweep.")
 
 
 @dataclass

@@ -29,7 +29,7 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from julnet import storage
-from julnet.config import Config, ConfigError
+from julnet.config import Config, ConfigError, StageConfig
 from julnet.data.loader import examples_per_epoch
 from julnet.data.manifest import read_manifest
 from julnet.pretrained import check_configured
@@ -49,6 +49,39 @@ TRIALS_DIR = "trials"
 
 
 # ---- the search space -----------------------------------------------------------------------------------
+
+
+def sweep_stages(cfg: Config) -> list[StageConfig]:
+    """The curriculum stages each trial runs, in order."""
+    return [stage for stage in cfg.train.stages if not cfg.sweep.stages or stage.name in cfg.sweep.stages]
+
+
+def sweep_steps(cfg: Config) -> int:
+    """Steps one trial runs in all (ASHA's max_t)."""
+    return sum(cfg.sweep.steps or stage.steps for stage in sweep_stages(cfg))
+
+
+def check_sweep_config(cfg: Config) -> None:
+    """The checks that tie the sweep section to the rest of the config, made only when sweeping (a training run
+    may well set a λ to 0 or B outside the sweep's range): the stages exist, every swept λ can be scaled, the grace
+    period fits in a trial, and with include_base the base values lie in the search space."""
+    s = cfg.sweep
+    names = [stage.name for stage in cfg.train.stages]
+    for name in s.stages:
+        if name not in names:
+            raise ConfigError(f"sweep.stages: no stage named {name!r} in train.stages (have {names})")
+    for key in s.loss_weights:
+        if getattr(cfg.loss, key) <= 0:
+            raise ConfigError(f"sweep.loss_weights: loss.{key} is {getattr(cfg.loss, key)}; only a positive λ can be swept log-uniformly")
+    if s.grace_period > sweep_steps(cfg):
+        raise ConfigError(f"sweep.grace_period: {s.grace_period} is more than the {sweep_steps(cfg)} steps a trial runs")
+    if s.include_base:
+        for key in ("bins", "alpha_max", "spacing", "assignment"):
+            value, space = getattr(cfg.hist, key), getattr(s, key)
+            outside = (not space[0] <= value <= space[1]) if isinstance(space, tuple) else (bool(space) and value not in space)
+            if outside:
+                raise ConfigError(f"sweep.{key}: {list(space)} does not hold hist.{key}={value!r}, the base trial's value "
+                                  "(widen the range or set sweep.include_base=false)")
 
 
 def search_space(cfg: Config) -> dict[str, Any]:
@@ -82,7 +115,8 @@ def trial_config(cfg: Config, params: dict[str, Any]) -> Config:
         "train.use_gpu": s.use_gpu,
     }
     if s.steps is not None:
-        values.update({f"train.stages.{i}.steps": s.steps for i, stage in enumerate(cfg.train.stages) if stage in cfg.sweep_stages})
+        swept = sweep_stages(cfg)
+        values.update({f"train.stages.{i}.steps": s.steps for i, stage in enumerate(cfg.train.stages) if stage in swept})
     return cfg.with_values(values)
 
 
@@ -126,7 +160,7 @@ def run_trial(plan: SweepPlan, params: dict[str, Any]) -> None:
         plan.manifest,
         plan.trials_uri,
         trial_run_name(plan.name, trial_id),
-        [stage.name for stage in cfg.sweep_stages],
+        [stage.name for stage in sweep_stages(cfg)],
         tags={PARENT_TAG: plan.parent_run_id, SWEEP_TAG: plan.name, TRIAL_TAG: trial_id},
         callbacks=[TuneReportCallback()],
         evaluate=(s.eval_split, s.eval_examples),
@@ -162,14 +196,16 @@ class TrialRow:
 
 
 def check_sweep_inputs(cfg: Config, manifest_uri: str) -> None:
-    """Fail before Ray starts on a bad manifest, unconfigured weights or an evaluation split too small to score."""
+    """Fail before Ray starts on a sweep section that does not fit the config, a bad manifest, unconfigured weights
+    or an evaluation split too small to score."""
+    check_sweep_config(cfg)
     manifest = read_manifest(manifest_uri)
     check_configured(cfg)
     s = cfg.sweep
     if not manifest.split(s.eval_split):
         raise ConfigError(f"sweep.eval_split: {manifest_uri} has no {s.eval_split!r} videos (preprocess 3+ videos with "
                           "preprocess.val_fraction > 0, or choose another split)")
-    for stage in cfg.sweep_stages:
+    for stage in sweep_stages(cfg):
         available = examples_per_epoch(manifest_uri, stage, cfg.audio.window, s.eval_split)
         if available < s.eval_examples:
             raise ConfigError(f"sweep.eval_examples: {s.eval_examples} asked for, but the {s.eval_split!r} split of "
@@ -232,7 +268,7 @@ def _tune_config(cfg: Config) -> tune.TuneConfig:
         metric=s.metric,
         mode=s.mode,
         search_alg=OptunaSearch(points_to_evaluate=[base_point(cfg)] if s.include_base else None, seed=s.seed),
-        scheduler=FinishingASHA(cfg.sweep_steps, grace_period=s.grace_period, reduction_factor=s.reduction_factor, brackets=s.brackets),
+        scheduler=FinishingASHA(sweep_steps(cfg), grace_period=s.grace_period, reduction_factor=s.reduction_factor, brackets=s.brackets),
         num_samples=s.num_samples,
         max_concurrent_trials=s.max_concurrent_trials,
         reuse_actors=False,
@@ -289,7 +325,7 @@ def results_table(grid, cfg: Config, parent: RunTracker) -> list[TrialRow]:
         history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, s.metric)) if run else []
         metrics = result.metrics or {}
         steps, value = history[-1] if history else (int(metrics.get("global_step", 0)), float(metrics.get(s.metric, math.nan)))
-        status = "error" if result.error else "finished" if steps >= cfg.sweep_steps else "stopped" if steps else "incomplete"
+        status = "error" if result.error else "finished" if steps >= sweep_steps(cfg) else "stopped" if steps else "incomplete"
         params = {key: sample for key, sample in (result.config or {}).items() if key in keys}
         rows.append(TrialRow(trial, status, int(steps), float(value), run.info.run_id if run else "", params))
         if run and status != "finished" and run.info.status == "RUNNING":  # Tune ended the trial's process under it
