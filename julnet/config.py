@@ -244,6 +244,61 @@ class GenerateConfig(Section):
     crf: int = Field(18, ge=0, le=51)
 
 
+SWEEP_METRICS: dict[str, Literal["min", "max"]] = {"eval_mouth_l1": "min", "eval_l1": "min", "eval_mouth_psnr": "max"}
+"""Metrics a sweep can rank trials by (on a fixed held-out batch, independent of the λ being swept) and their direction."""
+
+
+class SweepConfig(Section):
+    """A Ray Tune sweep (`ray_jobs/tune.py`) around this config: search space, ASHA + Optuna, trial resources.
+
+    A dimension that is switched off (empty list, null range) keeps the base config's value in every trial.
+    """
+
+    loss_weights: list[Literal["un", "ad", "pe", "sync"]] = ["un", "ad", "pe", "sync"]
+    loss_factor: float = Field(3.0, gt=1)  # each swept λ is log-uniform in [λ / factor, λ * factor]
+    bins: tuple[int, int] | None = (9, 13)  # inclusive integer range of hist.bins (the paper's ablation)
+    alpha_max: tuple[float, float] | None = (2.0, 4.0)
+    spacing: list[Literal["linear", "log"]] = ["linear", "log"]
+    assignment: list[Literal["normalized", "softmax"]] = []
+    include_base: bool = True  # the first trial runs the base config's values (the paper's, in `paper`)
+    num_samples: int = Field(16, ge=1)
+    metric: str = "eval_mouth_l1"
+    mode: Literal["min", "max"] = "min"
+    eval_split: Literal["train", "val", "test"] = "val"  # where the fixed evaluation batch comes from
+    eval_examples: int = Field(32, ge=1)
+    seed: int = 0
+    max_concurrent_trials: int = Field(2, ge=1)
+    grace_period: int = Field(1000, ge=1)  # ASHA: steps every trial runs before it can be stopped
+    reduction_factor: float = Field(3.0, gt=1)
+    brackets: int = Field(1, ge=1)
+    workers_per_trial: int = Field(1, ge=1)
+    cpus_per_worker: float = Field(1.0, gt=0)
+    use_gpu: bool = False
+    driver_cpus: float = Field(0.1, gt=0)  # the trial's own process, which only drives its TorchTrainer
+    trial_max_failures: int = Field(0, ge=0)
+    stages: list[str] = []  # names in train.stages each trial runs, in curriculum order; empty: all
+    steps: int | None = Field(None, ge=1)  # steps of each of those stages in a trial; null: the stage's own
+
+    @model_validator(mode="after")
+    def _ranges(self) -> SweepConfig:
+        if self.metric not in SWEEP_METRICS:
+            raise ConfigError(f"sweep.metric: {self.metric!r} is not one of {sorted(SWEEP_METRICS)}")
+        if SWEEP_METRICS[self.metric] != self.mode:
+            better = "lower" if SWEEP_METRICS[self.metric] == "min" else "higher"
+            raise ConfigError(f"sweep.mode: {self.mode!r} does not fit sweep.metric {self.metric!r}, where {better} is better")
+        if self.bins is not None and not 2 <= self.bins[0] <= self.bins[1]:
+            raise ConfigError(f"sweep.bins: {list(self.bins)} must be [low, high] with 2 <= low <= high")
+        if self.alpha_max is not None and not 0 < self.alpha_max[0] < self.alpha_max[1]:
+            raise ConfigError(f"sweep.alpha_max: {list(self.alpha_max)} must be [low, high] with 0 < low < high")
+        if not (self.loss_weights or self.bins or self.alpha_max or self.spacing or self.assignment):
+            raise ConfigError("sweep: every search dimension is off (loss_weights, bins, alpha_max, spacing, assignment)")
+        for key in ("loss_weights", "spacing", "assignment", "stages"):
+            values = getattr(self, key)
+            if len(set(values)) != len(values):
+                raise ConfigError(f"sweep.{key}: lists a value twice: {values}")
+        return self
+
+
 class Config(Section):
     name: str = "custom"
     audio: AudioConfig = AudioConfig()
@@ -261,6 +316,7 @@ class Config(Section):
     evaluation: EvaluationConfig = EvaluationConfig()
     generate: GenerateConfig = GenerateConfig()
     train: TrainConfig
+    sweep: SweepConfig = SweepConfig()
 
     @model_validator(mode="after")
     def _resolutions(self) -> Config:
@@ -280,6 +336,16 @@ class Config(Section):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+    def with_values(self, values: dict[str, Any]) -> Config:
+        """A validated copy with dotted keys (as `--set` names them) set to the given values."""
+        data = self.to_dict()
+        for key, value in values.items():
+            _set_key(data, key, value)
+        try:
+            return Config.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc)) from None
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -339,7 +405,11 @@ def _apply_override(data: dict[str, Any], assignment: str) -> None:
     key, sep, raw = assignment.partition("=")
     if not sep or not key:
         raise ConfigError(f"--set {assignment!r}: expected key.sub=value")
-    value = yaml.safe_load(raw) if raw else ""
+    _set_key(data, key, yaml.safe_load(raw) if raw else "")
+
+
+def _set_key(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set the dotted `key` (list items by index) to `value` in place; the path must name a field of the schema."""
     node: Any = data
     parts = key.split(".")
     for depth, part in enumerate(parts):

@@ -146,6 +146,10 @@ class RunTracker:
         """Store `data` as a JSON (or YAML, by extension) artifact."""
         self.client.log_dict(self.run_id, data, artifact_file)
 
+    def log_text(self, text: str, artifact_file: str) -> None:
+        """Store `text` as the artifact `artifact_file` (e.g. a CSV table)."""
+        self.client.log_text(self.run_id, text, artifact_file)
+
     def set_tags(self, tags: dict[str, str]) -> None:
         """Set (or overwrite) run tags, up to 100 per request."""
         for chunk in _chunks([RunTag(key, str(value)) for key, value in tags.items()], PARAMS_PER_BATCH):

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from torch import Tensor
 
 from julnet import storage
@@ -120,3 +121,27 @@ def write_png(image: np.ndarray, uri: str) -> None:
     if not ok:
         raise ValueError(f"could not encode a {image.shape} {image.dtype} image as PNG")
     storage.write_bytes(uri, encoded.tobytes())
+
+
+SWEEP_COLOURS = {"finished": "tab:blue", "stopped": "tab:orange", "error": "tab:red", "incomplete": "tab:gray"}
+
+
+def sweep_plot(trials: list[tuple[str, str, float]], metric: str, best: str | None = None) -> np.ndarray:
+    """An RGB uint8 bar chart of each trial's last `metric` (trial, status, value), coloured by status, best starred."""
+    figure = Figure(figsize=(max(4.0, 0.5 * len(trials) + 2), 3.2), dpi=100, layout="constrained")
+    canvas = FigureCanvasAgg(figure)
+    axes = figure.add_subplot(1, 1, 1)
+    names = [name for name, _, _ in trials]
+    values = [value if math.isfinite(value) else 0.0 for _, _, value in trials]
+    axes.bar(range(len(trials)), values, color=[SWEEP_COLOURS.get(status, "tab:gray") for _, status, _ in trials])
+    for i, (name, _, value) in enumerate(trials):
+        label = "n/a" if not math.isfinite(value) else f"{value:.4g}" + (" *" if name == best else "")
+        axes.annotate(label, (i, values[i]), ha="center", va="bottom", fontsize=7)
+    axes.set_xticks(range(len(trials)), names, rotation=45, ha="right", fontsize=7)
+    axes.set_ylabel(metric)
+    axes.set_title(f"{metric} per trial (* best)", fontsize=9)
+    present = dict.fromkeys(status for _, status, _ in trials)
+    axes.legend(handles=[Patch(color=SWEEP_COLOURS.get(status, "tab:gray"), label=status) for status in present], fontsize=7)
+    axes.grid(True, axis="y", alpha=0.3)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()

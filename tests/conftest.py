@@ -84,3 +84,16 @@ def heldout(grid_dataset: str, tmp_path_factory: pytest.TempPathFactory) -> str:
         video["split_by_identity"] = "test"
     (out / "manifest.json").write_text(json.dumps(manifest))
     return str(out / "manifest.json")
+
+
+@pytest.fixture(scope="module")
+def s3_grid(grid_dataset: str, s3_server) -> str:
+    """The GRID dataset copied to the S3 test server; returns its manifest URI."""
+    from julnet import storage
+    from julnet.data.manifest import manifest_root
+
+    bucket = s3_server.make_bucket()
+    root = manifest_root(grid_dataset)
+    for uri in storage.list_files(root):
+        storage.upload_file(uri, f"{bucket}/grid/{uri[len(root) + 1:]}")
+    return f"{bucket}/grid/manifest.json"

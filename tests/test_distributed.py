@@ -14,23 +14,12 @@ from mlflow.tracking import MlflowClient
 
 from julnet import storage
 from julnet.config import load_config
-from julnet.data.manifest import manifest_root
 from julnet.training.checkpoint import load_checkpoint, locate_checkpoint
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
 
 SHORT = ["--set", "train.log_every=1", "--set", "train.checkpoint_every=3", "--set", "tracking.image_every=3"]
-
-
-@pytest.fixture(scope="module")
-def s3_grid(grid_dataset, s3_server) -> str:
-    """The GRID dataset copied to the S3 test server; returns its manifest URI."""
-    bucket = s3_server.make_bucket()
-    root = manifest_root(grid_dataset)
-    for uri in storage.list_files(root):
-        storage.upload_file(uri, f"{bucket}/grid/{uri[len(root) + 1:]}")
-    return f"{bucket}/grid/manifest.json"
 
 
 def _submit(cluster, args: list[str], env: dict[str, str] | None = None, wait: bool = True) -> subprocess.CompletedProcess | subprocess.Popen:

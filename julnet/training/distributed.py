@@ -43,6 +43,7 @@ from julnet.training.checkpoint import (
     training_state,
     write_checkpoint_files,
 )
+from julnet.training.heldout import heldout_batch, heldout_metrics
 from julnet.training.step import NonFiniteLossError, TrainStep
 from julnet.version import code_version
 from julnet.visualize import loss_curves, sample_grid, write_png
@@ -69,6 +70,8 @@ class StageRun:
     tracking_uri: str
     step_offset: int  # global step before this stage (the x-axis of MLflow metrics)
     init: str | None  # checkpoint to warm-start from when the stage has none of its own
+    eval_split: str | None = None  # rank 0 evaluates a fixed batch of this split at every report (sweeps rank by it)
+    eval_examples: int = 0
 
     @property
     def cfg(self) -> Config:
@@ -96,6 +99,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     step_fn = TrainStep(cfg, models, optimizers, device, all_finite=_all_ranks_finite if world > 1 else lambda ok: ok)
     start = _restore(run, models, optimizers, step_fn)
     tracker = _tracker(run) if rank == 0 else None
+    heldout = _heldout(run) if rank == 0 and run.eval_split else None
     logged = max(tracker.logged_steps("total"), default=0) if tracker else 0
     window: list[dict[str, float]] = []
     pending: list[tuple[int, dict[str, float]]] = []
@@ -134,7 +138,10 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             grid = sample_grid(**step_fn.preview(batch, stage.kind))
             tracker.log_image(grid, f"samples/{stage.name}/step-{step:08d}.png")
         if step % cfg.train.checkpoint_every == 0 or step == stage.steps:
-            _report(run, step, models, optimizers, step_fn, rank)
+            evaluation = heldout_metrics(models, heldout, stage.kind, device, stage.batch_size) if heldout else {}
+            if evaluation and run.step_offset + step > logged:
+                pending.append((run.step_offset + step, evaluation))
+            _report(run, step, models, optimizers, step_fn, rank, evaluation)
             if tracker:
                 tracker.log_metrics(pending)  # metrics are committed with their checkpoint: never twice
                 pending.clear()
@@ -176,6 +183,12 @@ def _tracker(run: StageRun) -> RunTracker:
     return tracker
 
 
+def _heldout(run: StageRun) -> dict[str, torch.Tensor]:
+    """The fixed evaluation batch (seed train.seed + 1, so a train split is not drawn in the first epoch's order)."""
+    cfg = run.cfg
+    return heldout_batch(run.manifest, run.stage_cfg, cfg.generator.num_references, run.eval_split, run.eval_examples, cfg.train.seed + 1)
+
+
 def _drill(run: StageRun, rank: int, step: int) -> str | None:
     """Run the fault drill configured in JULNET_FAULT_AT_STEP, if it is for this rank and step."""
     parts = os.environ.get(FAULT_ENV, "").split(":")
@@ -203,9 +216,12 @@ def _memory(device: torch.device) -> dict[str, float]:
     return out
 
 
-def _report(run: StageRun, step: int, models: Models, optimizers, step_fn: TrainStep, rank: int) -> None:
-    """Every rank reports; rank 0 attaches the checkpoint, which Ray uploads in the background."""
-    metrics = {"step": step}
+def _report(run: StageRun, step: int, models: Models, optimizers, step_fn: TrainStep, rank: int, evaluation: dict[str, float]) -> None:
+    """Every rank reports; rank 0 attaches the checkpoint, which Ray uploads in the background, and its evaluation.
+
+    `global_step` counts across the curriculum, so a scheduler comparing trials sees one clock over all stages.
+    """
+    metrics = {"step": step, "global_step": run.step_offset + step, **evaluation}
     name = checkpoint_dir(Path("."), step).name
     if rank != 0:
         ray.train.report(metrics, checkpoint=None, checkpoint_dir_name=name)
@@ -247,8 +263,11 @@ def _dataset_factory(run: StageRun):
     return make
 
 
-def fit_stage(run: StageRun) -> str:
-    """Train one stage with a TorchTrainer; returns the URI of its final checkpoint."""
+def fit_stage(run: StageRun, callbacks: list | None = None) -> str:
+    """Train one stage with a TorchTrainer; returns the URI of its final checkpoint.
+
+    `callbacks` go to the trainer's RunConfig (a Tune trial passes TuneReportCallback to forward the reports).
+    """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -267,6 +286,7 @@ def fit_stage(run: StageRun) -> str:
             storage_filesystem=fs,
             failure_config=FailureConfig(max_failures=t.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=t.keep_last),
+            callbacks=callbacks,
         ),
         datasets={"train": _dataset_factory(run)},
     )
@@ -282,17 +302,32 @@ def fit_stage(run: StageRun) -> str:
 
 
 def train_run(
-    cfg: Config, manifest_uri: str, storage_uri: str, name: str, stages: list[str] | None = None, init: str | None = None
+    cfg: Config,
+    manifest_uri: str,
+    storage_uri: str,
+    name: str,
+    stages: list[str] | None = None,
+    init: str | None = None,
+    *,
+    tags: dict[str, str] | None = None,
+    callbacks: list | None = None,
+    evaluate: tuple[str, int] | None = None,
 ) -> dict[str, Any]:
     """The curriculum: each stage starts from the previous one's checkpoint; finished stages are skipped,
-    so resubmitting the same name and storage resumes where the run stopped."""
+    so resubmitting the same name and storage resumes where the run stopped.
+
+    A sweep trial adds MLflow `tags` (its parent run), trainer `callbacks` (reporting to Tune) and `evaluate`
+    (split, examples): the fixed batch rank 0 scores at every report.
+    """
     read_manifest(manifest_uri)  # a missing or bad data URI fails here, before any worker starts
     check_configured(cfg)
     chosen = [cfg.train.stage(s) for s in stages] if stages else cfg.train.stages
     run_uri = storage.join(storage_uri, name)
     tracking_uri = resolve_tracking_uri(cfg.tracking.uri)
     tracker = RunTracker(tracking_uri, cfg.tracking.experiment, name)
-    run_id = tracker.start(params=cfg.flat(), tags={"julnet.data": manifest_uri, "julnet.storage": run_uri, "julnet.code_version": code_version()})
+    own_tags = {"julnet.data": manifest_uri, "julnet.storage": run_uri, "julnet.code_version": code_version()}
+    run_id = tracker.start(params=cfg.flat(), tags={**own_tags, **(tags or {})})
+    eval_split, eval_examples = evaluate or (None, 0)
     offset, previous = 0, init
     try:
         for stage in cfg.train.stages:
@@ -304,8 +339,9 @@ def train_run(
                 previous = json.loads(storage.read_text(done_uri))["checkpoint"]
                 log.info("stage %s already done (%s)", stage.name, previous)
             else:
-                run = StageRun(cfg.to_dict(), stage.name, manifest_uri, stage_uri, name, tracking_uri, offset, previous)
-                previous = fit_stage(run)
+                run = StageRun(cfg.to_dict(), stage.name, manifest_uri, stage_uri, name, tracking_uri, offset, previous,
+                               eval_split, eval_examples)
+                previous = fit_stage(run, callbacks)
                 storage.write_text(done_uri, json.dumps({"checkpoint": previous, "step": stage.steps}))
             offset += stage.steps
         _log_outcome(tracker, previous, run_uri)
