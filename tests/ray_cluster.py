@@ -20,6 +20,10 @@ from pathlib import Path
 
 import pytest
 
+# Ray reads this once, when first imported: set before any test module imports ray, so every attach stays on
+# 127.0.0.1 (otherwise Ray swaps loopback for the machine's address and the local cluster is never found).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 RAY = str(Path(sys.executable).parent / "ray")
 
 
