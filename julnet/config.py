@@ -355,6 +355,17 @@ class Config(Section):
         return flatten_keys(self.to_dict())
 
 
+# Keys that may change between a checkpoint and its resumption: how long and how we log, and the sections that
+# only matter after training (evaluation, promotion, inference, sweeps), not what we train.
+RESUMABLE_KEYS = ("train.log_every", "train.checkpoint_every", "train.keep_last", "train.device",
+                  "tracking.", "evaluation.", "promotion.", "generate.", "sweep.")
+
+
+def resumable_key(key: str) -> bool:
+    """Whether a dotted config key may differ between a run and its resumption (step counts included)."""
+    return key.startswith(RESUMABLE_KEYS) or key.endswith(".steps")
+
+
 def flatten_keys(value: Any, prefix: str = "") -> dict[str, Any]:
     """Nested mappings (and lists of them) as dotted keys to scalar values."""
     if isinstance(value, dict):

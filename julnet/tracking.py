@@ -20,6 +20,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from julnet.config import resumable_key
+
 log = logging.getLogger(__name__)
 
 RUN_NAME_TAG = "julnet.run_name"
@@ -95,6 +97,9 @@ class RunTracker:
             run = found[0]
             _check_same_params(run.data.params, wanted, run.info.run_id)
             self._run_id = run.info.run_id
+            added = [Param(key, value) for key, value in wanted.items() if key not in run.data.params]
+            for chunk in _chunks(added, PARAMS_PER_BATCH):  # keys a newer julnet added (their defaults)
+                self.client.log_batch(self._run_id, params=chunk)
             self.client.update_run(self._run_id, status="RUNNING")
             self.set_tags(tags or {})
         else:
@@ -161,11 +166,12 @@ class RunTracker:
 
 
 def _check_same_params(logged: dict[str, str], wanted: dict[str, str], run_id: str) -> None:
-    """Raise ValueError naming the first key whose logged and wanted values differ (a missing value differs)."""
-    for key in [*wanted, *(key for key in logged if key not in wanted)]:
-        if logged.get(key) != wanted.get(key):
+    """Raise ValueError naming the first key whose logged and wanted values differ. Keys a resume may change
+    (config.resumable_key) and keys only one side has (sections added or dropped by another julnet) pass."""
+    for key in wanted.keys() & logged.keys():
+        if logged[key] != wanted[key] and not resumable_key(key):
             raise ValueError(
-                f"param {key!r} of MLflow run {run_id} is {logged.get(key)!r}, now {wanted.get(key)!r}: "
+                f"param {key!r} of MLflow run {run_id} is {logged[key]!r}, now {wanted[key]!r}: "
                 "a resumed run cannot change its params (use a new run name)"
             )
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from torch import Tensor
 
-from julnet.config import Config, ConfigError, StageConfig
+from julnet.config import Config, ConfigError, StageConfig, resumable_key
 from julnet.training.build import build_models, build_optimizers, resolve_device
 from julnet.training.checkpoint import (
     latest_checkpoint,
@@ -27,10 +27,6 @@ log = logging.getLogger(__name__)
 
 Batches = Callable[[int], dict[str, Tensor]]
 
-# Keys that may change between a checkpoint and its resumption: how long and how we log, and the sections that
-# only matter after training (evaluation, promotion, inference, sweeps), not what we train.
-_RESUMABLE_KEYS = ("train.log_every", "train.checkpoint_every", "train.keep_last", "train.device",
-                   "tracking.", "evaluation.", "promotion.", "generate.", "sweep.")
 
 
 @dataclass
@@ -100,7 +96,7 @@ def _check_resumable(saved: dict, cfg: Config, where: Path) -> None:
     differ = sorted(
         k
         for k in before.keys() | now.keys()
-        if before.get(k) != now.get(k) and not k.startswith(_RESUMABLE_KEYS) and not k.endswith(".steps")
+        if before.get(k) != now.get(k) and not resumable_key(k)
     )
     if differ:
         raise ConfigError(f"cannot resume {where}: config differs in {', '.join(differ[:5])}; use a new --out")
