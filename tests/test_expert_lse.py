@@ -28,7 +28,9 @@ from tests.conftest import GRID_CLIPS, HELDOUT_VIDEO
 
 # syncnet_python SyncNetModel.S: (Sequential index, weight shape) of every conv / linear; batch norm follows at index + 1.
 _CONVS = {
-    "netcnnaud": [(0, (64, 1, 3, 3)), (4, (192, 64, 3, 3)), (8, (384, 192, 3, 3)), (11, (256, 384, 3, 3)), (14, (256, 256, 3, 3)), (18, (512, 256, 5, 4))],
+    "netcnnaud": [
+        (0, (64, 1, 3, 3)), (4, (192, 64, 3, 3)), (8, (384, 192, 3, 3)), (11, (256, 384, 3, 3)), (14, (256, 256, 3, 3)), (18, (512, 256, 5, 4)),
+    ],
     "netcnnlip": [
         (0, (96, 3, 5, 7, 7)), (4, (256, 96, 1, 5, 5)), (8, (256, 256, 1, 3, 3)), (11, (256, 256, 1, 3, 3)), (14, (256, 256, 1, 3, 3)),
         (18, (512, 256, 1, 6, 6)),
@@ -83,7 +85,8 @@ def test_weights_load_strictly_and_a_wrong_file_is_one_line_naming_the_key(tmp_p
 
     assert "missing key netcnnaud.0.weight" in error({f"__S__.{k}": v for k, v in state.items()})
     assert "unexpected key netfclip.5.weight" in error({**state, "netfclip.5.weight": torch.zeros(1)})
-    assert "key netfcaud.3.weight has shape (512, 512), expected (1024, 512)" in error({**state, "netfcaud.3.weight": torch.zeros(512, 512)})
+    wrong_shape = error({**state, "netfcaud.3.weight": torch.zeros(512, 512)})
+    assert "key netfcaud.3.weight has shape (512, 512), expected (1024, 512)" in wrong_shape
     with pytest.raises(MissingWeightsError, match="evaluation.expert_syncnet.path="):
         load_expert_syncnet(PretrainedWeights(path=str(tmp_path / "absent.model")))
     assert "set evaluation.expert_syncnet.path" in load_expert_syncnet(PretrainedWeights()).reason

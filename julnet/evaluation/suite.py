@@ -2,9 +2,9 @@
 
 Frames are walked video by video in order (`julnet.evaluation.heldout`), generated in batches, and measured:
 PSNR over the face crop and the mouth region, LPIPS and FID (when their networks' weights are configured),
-LSE-D/C per video over the generated mouths (the expert SyncNet against the source video's raw audio, else the
-project's own SyncNet against the shards' audio windows, named `_own`), and how well σ (and the predicted error ε̂) rank the true error:
-Spearman and the sparsification curve / AUSE, per frame over all pixels, averaged over frames.
+LSE-D/C per video over the generated mouths (the expert SyncNet against the source video's raw audio, else
+the project's own SyncNet against the shards' audio windows, named `_own`), and how well σ (and the predicted
+error ε̂) rank the true error: Spearman and the sparsification curve / AUSE, per frame over all pixels, averaged over frames.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from julnet.data.preprocess import read_source_audio
 from julnet.data.video import VideoError
 from julnet.evaluation.calibration import sparsification, spearman
 from julnet.evaluation.expert_syncnet import (
+    CLIP_FRAMES,
     FPS,
     SAMPLE_RATE,
     ExpertSyncNet,
@@ -249,7 +250,7 @@ class _ExpertVideoSync:
         self.net = net
         self.mfcc = audio_mfcc(samples)
         self.clips = clip_count(frames, len(samples))
-        self.carried: Tensor | None = None  # the last 4 frames, for clips that span two batches
+        self.carried: Tensor | None = None  # the last CLIP_FRAMES - 1 frames, for clips that span two batches
         self.first = 0  # index in the video of the first carried / incoming frame
         self.video_embeddings: list[Tensor] = []
         self.audio_embeddings: list[Tensor] = []
@@ -260,13 +261,13 @@ class _ExpertVideoSync:
         if self.carried is not None:
             frames = torch.cat([self.carried, frames])
         done = sum(len(e) for e in self.video_embeddings)
-        count = min(self.clips, self.first + len(frames) - 4) - done
+        count = min(self.clips, self.first + len(frames) - CLIP_FRAMES + 1) - done
         if count > 0:
-            local = torch.arange(done - self.first, done - self.first + count)[:, None] + torch.arange(5)
+            local = torch.arange(done - self.first, done - self.first + count)[:, None] + torch.arange(CLIP_FRAMES)
             clips = frames[local].permute(0, 2, 1, 3, 4)  # (count, 3, 5, 224, 224)
             self.video_embeddings.append(self.net.embed_video(clips))
             self.audio_embeddings.append(self.net.embed_audio(audio_windows(self.mfcc, done, count).to(frames.device)))
-        self.carried = frames[-4:]
+        self.carried = frames[-(CLIP_FRAMES - 1) :]
         self.first += len(frames) - len(self.carried)
 
     def lse(self, max_offset: int) -> dict[str, float | int] | None:
@@ -302,7 +303,9 @@ class _Meter:
             self.video = _VideoSync(sync, self.window)
         elif self.no_expert_audio is None:
             samples, self.no_expert_audio = _expert_audio(video)
-            if samples is not None:
+            if samples is None:
+                self.lse_rows.clear()  # no expert LSE at all, so no video counts as scored
+            else:
                 self.video = _ExpertVideoSync(sync.net, samples, frames)
 
     def end_video(self) -> None:
@@ -378,7 +381,7 @@ class _Meter:
         if sync.why_not_expert is not None:
             unavailable["lse_d"] = unavailable["lse_c"] = f"{sync.why_not_expert}; LSE from the project's own SyncNet is lse_d_own / lse_c_own"
         if not self.lse_rows:
-            need = f"{self.window} consecutive frames" if sync.source == "own" else "6 frames with their audio (syncnet_python's minimum)"
+            need = f"{self.window} consecutive frames" if sync.source == "own" else f"{CLIP_FRAMES + 1} frames with their audio"
             unavailable[f"lse_d{sync.suffix}"] = unavailable[f"lse_c{sync.suffix}"] = f"no video has {need}"
             return
         for key in ("lse_d", "lse_c"):  # per-video values averaged over videos, as Wav2Lip's evaluation reports them
@@ -394,7 +397,7 @@ def _expert_audio(video: VideoEntry) -> tuple[np.ndarray | None, str | None]:
         return read_source_audio(video.source, SAMPLE_RATE), None
     except (VideoError, OSError) as exc:
         detail = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        return None, f"expert LSE needs each held-out video's raw audio; the source of video {video.id} ({video.source}) is unreadable ({detail})"
+        return None, f"expert LSE needs every held-out video's raw audio; video {video.id}'s source {video.source} is unreadable ({detail})"
 
 
 def evaluate_with_config(
