@@ -289,6 +289,17 @@ def _local(uri: str, tmp: Path) -> Path:
         raise VideoError("not_found", uri) from None
 
 
+def read_source_audio(uri: str, sample_rate: int) -> np.ndarray:
+    """A source video's audio as preprocessing aligns it: mono float32 at `sample_rate`, sample 0 at its first frame.
+
+    For metrics that need the raw audio the shards do not keep (the expert SyncNet's MFCCs); raises VideoError.
+    """
+    with tempfile.TemporaryDirectory(prefix="julnet-audio-") as tmp:
+        local = _local(uri, Path(tmp))
+        info = probe(local, require_audio=True, min_side=1, max_side=1 << 30)
+        return read_audio(local, sample_rate, start=info.start_time)
+
+
 def _landmarks(local: Path, source: Source, info: VideoInfo, cfg: Config, tmp: Path) -> list[np.ndarray | None]:
     """Per output frame: 68 landmarks from the OpenFace sidecar when there is one, else from dlib."""
     p = cfg.preprocess

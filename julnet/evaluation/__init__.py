@@ -8,17 +8,19 @@ the frames; result.py holds the result and METRIC_DIRECTIONS; publish.py writes 
 """
 
 from julnet.evaluation.calibration import Sparsification, average_ranks, sparsification, spearman
+from julnet.evaluation.expert_syncnet import ExpertSyncNet, load_expert_syncnet
 from julnet.evaluation.fid import FeatureExtractor, feature_statistics, frechet_distance, load_fid_extractor
 from julnet.evaluation.image import mouth_psnr, psnr
 from julnet.evaluation.lpips import LPIPS, load_lpips, lpips_heads_path
 from julnet.evaluation.result import METRIC_DIRECTIONS, EvaluationResult, format_table
-from julnet.evaluation.sync import load_expert_syncnet, lse
+from julnet.evaluation.sync import lse
 from julnet.evaluation.unavailable import Unavailable
 
 __all__ = [
     "LPIPS",
     "METRIC_DIRECTIONS",
     "EvaluationResult",
+    "ExpertSyncNet",
     "FeatureExtractor",
     "Sparsification",
     "Unavailable",

@@ -2,8 +2,9 @@
 
 Frames are walked video by video in order (`julnet.evaluation.heldout`), generated in batches, and measured:
 PSNR over the face crop and the mouth region, LPIPS and FID (when their networks' weights are configured),
-LSE-D/C per video over the generated mouths, and how well σ (and the predicted error ε̂) rank the true error:
-Spearman and the sparsification curve / AUSE, per frame over all pixels, averaged over frames.
+LSE-D/C per video over the generated mouths (the expert SyncNet against the source video's raw audio, else
+the project's own SyncNet against the shards' audio windows, named `_own`), and how well σ (and the predicted
+error ε̂) rank the true error: Spearman and the sparsification curve / AUSE, per frame over all pixels, averaged over frames.
 """
 
 from __future__ import annotations
@@ -20,14 +21,27 @@ import torch
 from torch import Tensor, nn
 
 from julnet.config import Config, load_config, override_config
-from julnet.data.manifest import manifest_sha256, read_manifest
+from julnet.data.manifest import VideoEntry, manifest_sha256, read_manifest
+from julnet.data.preprocess import read_source_audio
+from julnet.data.video import VideoError
 from julnet.evaluation.calibration import sparsification, spearman
+from julnet.evaluation.expert_syncnet import (
+    CLIP_FRAMES,
+    FPS,
+    SAMPLE_RATE,
+    ExpertSyncNet,
+    audio_mfcc,
+    audio_windows,
+    clip_count,
+    expert_frames,
+    load_expert_syncnet,
+)
 from julnet.evaluation.fid import FeatureExtractor, feature_statistics, frechet_distance, load_fid_extractor
 from julnet.evaluation.heldout import plan_videos, video_batches
 from julnet.evaluation.image import mouth_psnr, psnr
 from julnet.evaluation.lpips import LPIPS, load_lpips
 from julnet.evaluation.result import EvaluationResult
-from julnet.evaluation.sync import load_expert_syncnet, lse
+from julnet.evaluation.sync import lse
 from julnet.evaluation.unavailable import Unavailable
 from julnet.face import crop_mouth
 from julnet.inference import load_model, model_resolution
@@ -51,7 +65,7 @@ PROGRESS_EVERY_S = 15.0
 class SyncJudge:
     """The SyncNet that scores lip sync, and whether it is the reference (expert) one or the project's own."""
 
-    net: SyncNet
+    net: SyncNet | ExpertSyncNet
     source: Literal["expert", "own"]
     weights: str
     why_not_expert: str | None = None
@@ -85,8 +99,8 @@ def load_judges(settings: Config, device: torch.device | str = "cpu") -> Judges:
 def _sync_judge(settings: Config, device: torch.device | str) -> SyncJudge | Unavailable:
     """The expert SyncNet, else (when allowed) the project's own with configured weights, else why neither."""
     expert = load_expert_syncnet(settings.evaluation.expert_syncnet)
-    if not isinstance(expert, Unavailable):
-        return expert
+    if isinstance(expert, ExpertSyncNet):
+        return SyncJudge(expert.to(device), "expert", str(settings.evaluation.expert_syncnet.path))
     weights = settings.syncnet.weights
     if not settings.evaluation.own_syncnet_lse:
         return Unavailable(f"{expert.reason}; the project's own SyncNet is off (evaluation.own_syncnet_lse=false)")
@@ -128,11 +142,12 @@ def evaluate(
     manifest = read_manifest(data_uri)
     _check_audio(manifest.settings, model_cfg, "the model's config")
     judges = judges or load_judges(settings, torch_device)
-    if isinstance(judges.sync, SyncJudge):
+    if isinstance(judges.sync, SyncJudge) and judges.sync.source == "own":
         _check_audio(manifest.settings, settings, "the evaluation config (its SyncNet)")
     stage = getattr(generator, "trained_stage", None)
     size = model_resolution(model_cfg, stage)
     plans = plan_videos(data_uri, ev)
+    videos = {v.id: v for v in manifest.videos}
     total = sum(p.frames for p in plans)
     log.info("evaluate %s on %s (%s split by %s): %d videos, %d frames at %dx%d", label, data_uri, ev.split, ev.split_by, len(plans), total, *size)
 
@@ -140,7 +155,7 @@ def evaluate(
     progress, last, t0 = Progress("evaluate", 0, total), 0.0, time.perf_counter()
     with torch.inference_mode():
         for plan in plans:
-            meter.start_video()
+            meter.start_video(videos[plan.video_id], plan.frames)
             for chunk in video_batches(plan, ev, size, model_cfg.generator.num_references):
                 frames = flatten_batch(chunk.batch, "frame", torch_device)
                 out = generator(frames.source, frames.references, frames.audio)
@@ -227,6 +242,40 @@ class _VideoSync:
         return lse(torch.cat(self.video_embeddings).cpu(), torch.cat(self.audio_embeddings).cpu(), max_offset)
 
 
+class _ExpertVideoSync:
+    """Expert LSE of one video as syncnet_python scores it (`julnet.evaluation.expert_syncnet`): clip i is generated
+    frames i..i+4 against MFCC rows 4i..4i+19 of the source's audio, for the first `clip_count` clips."""
+
+    def __init__(self, net: ExpertSyncNet, samples: np.ndarray, frames: int):
+        self.net = net
+        self.mfcc = audio_mfcc(samples)
+        self.clips = clip_count(frames, len(samples))
+        self.carried: Tensor | None = None  # the last CLIP_FRAMES - 1 frames, for clips that span two batches
+        self.first = 0  # index in the video of the first carried / incoming frame
+        self.video_embeddings: list[Tensor] = []
+        self.audio_embeddings: list[Tensor] = []
+
+    def add(self, generated: Tensor, audio: Tensor) -> None:
+        """Embed the clips that end within these frames; `audio` (the shards' log-mel windows) is not used."""
+        frames = expert_frames(generated)
+        if self.carried is not None:
+            frames = torch.cat([self.carried, frames])
+        done = sum(len(e) for e in self.video_embeddings)
+        count = min(self.clips, self.first + len(frames) - CLIP_FRAMES + 1) - done
+        if count > 0:
+            local = torch.arange(done - self.first, done - self.first + count)[:, None] + torch.arange(CLIP_FRAMES)
+            clips = frames[local].permute(0, 2, 1, 3, 4)  # (count, 3, 5, 224, 224)
+            self.video_embeddings.append(self.net.embed_video(clips))
+            self.audio_embeddings.append(self.net.embed_audio(audio_windows(self.mfcc, done, count).to(frames.device)))
+        self.carried = frames[-(CLIP_FRAMES - 1) :]
+        self.first += len(frames) - len(self.carried)
+
+    def lse(self, max_offset: int) -> dict[str, float | int] | None:
+        if not self.video_embeddings:
+            return None
+        return lse(torch.cat(self.video_embeddings).cpu(), torch.cat(self.audio_embeddings).cpu(), max_offset)
+
+
 class _Meter:
     """Running sums of every metric over the frames seen so far."""
 
@@ -238,16 +287,26 @@ class _Meter:
         self.calibration: dict[str, list[float]] = {"spearman_sigma": [], "spearman_error_pred": [], "ause_sigma": [], "ause_error_pred": []}
         self.curves: dict[str, np.ndarray] = {}
         self.calibration_frames = 0
-        self.video: _VideoSync | None = None
+        self.video: _VideoSync | _ExpertVideoSync | None = None
         self.lse_rows: list[dict[str, float | int]] = []
+        self.no_expert_audio: str | None = None  # why some video's raw audio could not be used: no expert LSE at all
 
     @property
     def lse_videos(self) -> int:
         return len(self.lse_rows)
 
-    def start_video(self) -> None:
-        if isinstance(self.judges.sync, SyncJudge):
-            self.video = _VideoSync(self.judges.sync, self.window)
+    def start_video(self, video: VideoEntry, frames: int) -> None:
+        sync = self.judges.sync
+        if not isinstance(sync, SyncJudge):
+            return
+        if sync.source == "own":
+            self.video = _VideoSync(sync, self.window)
+        elif self.no_expert_audio is None:
+            samples, self.no_expert_audio = _expert_audio(video)
+            if samples is None:
+                self.lse_rows.clear()  # no expert LSE at all, so no video counts as scored
+            else:
+                self.video = _ExpertVideoSync(sync.net, samples, frames)
 
     def end_video(self) -> None:
         if self.video is not None and (row := self.video.lse(self.max_offset)) is not None:
@@ -316,13 +375,29 @@ class _Meter:
         if isinstance(sync, Unavailable):
             unavailable["lse_d"] = unavailable["lse_c"] = sync.reason
             return
+        if self.no_expert_audio is not None:
+            unavailable["lse_d"] = unavailable["lse_c"] = self.no_expert_audio
+            return
         if sync.why_not_expert is not None:
             unavailable["lse_d"] = unavailable["lse_c"] = f"{sync.why_not_expert}; LSE from the project's own SyncNet is lse_d_own / lse_c_own"
         if not self.lse_rows:
-            unavailable[f"lse_d{sync.suffix}"] = unavailable[f"lse_c{sync.suffix}"] = f"no video has {self.window} consecutive frames"
+            need = f"{self.window} consecutive frames" if sync.source == "own" else f"{CLIP_FRAMES + 1} frames with their audio"
+            unavailable[f"lse_d{sync.suffix}"] = unavailable[f"lse_c{sync.suffix}"] = f"no video has {need}"
             return
         for key in ("lse_d", "lse_c"):  # per-video values averaged over videos, as Wav2Lip's evaluation reports them
             metrics[f"{key}{sync.suffix}"] = float(np.mean([row[key] for row in self.lse_rows]))
+
+
+def _expert_audio(video: VideoEntry) -> tuple[np.ndarray | None, str | None]:
+    """A held-out video's source audio for the expert LSE, or why it cannot be used (which then voids the expert LSE
+    for the whole evaluation: an average over the videos that happened to be readable would not compare across runs)."""
+    if abs(video.fps - FPS) > 0.01:
+        return None, f"expert LSE needs {FPS} fps video (syncnet_python's audio alignment); video {video.id} is at {video.fps} fps"
+    try:
+        return read_source_audio(video.source, SAMPLE_RATE), None
+    except (VideoError, OSError) as exc:
+        detail = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        return None, f"expert LSE needs every held-out video's raw audio; video {video.id}'s source {video.source} is unreadable ({detail})"
 
 
 def evaluate_with_config(

@@ -6,20 +6,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from julnet.config import PretrainedWeights
-from julnet.evaluation.unavailable import Unavailable
-
-_EXPERT = "LSE needs the expert SyncNet of syncnet_python (syncnet_v2.model, LRS2-trained)"
-
-
-def load_expert_syncnet(weights: PretrainedWeights, key: str = "evaluation.expert_syncnet") -> Unavailable:
-    """The reference LSE network, or why not: it takes MFCCs of the raw audio, which the shards do not store."""
-    if weights.path is None:
-        return Unavailable(f"{_EXPERT}: set {key}.path")
-    return Unavailable(
-        f"{_EXPERT}: not implemented yet (its MFCC input needs raw audio the shards do not keep; {key}.path={weights.path} is not used)"
-    )
-
 
 def lse(video_embeddings: Tensor, audio_embeddings: Tensor, max_offset: int = 15) -> dict[str, float | int]:
     """LSE-D, LSE-C and the AV offset of one clip, following syncnet_python's `calc_pdist` / `evaluate`.
