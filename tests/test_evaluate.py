@@ -183,6 +183,7 @@ def test_suite_numbers_match_a_hand_computation_and_do_not_depend_on_batch_size(
     assert other.metrics == pytest.approx(m, rel=1e-5, abs=1e-7)
 
 
+@pytest.mark.slow  # a 24M-parameter network on CPU and a 2048x2048 matrix square root (tens of seconds on 2 cores)
 def test_suite_reports_fid_from_a_configured_inception_file(heldout: str, model_dir: Path, syncnet_file: str, tmp_path: Path):
     """TEST ONLY Inception weights (seeded random, saved as a file): the `fid` value is a meaningless number; the
     test shows the configured file is loaded through the config and its 2048-d features reach the Fréchet distance."""
