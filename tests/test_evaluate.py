@@ -34,6 +34,7 @@ from julnet.losses.sync import mouth_clip
 from julnet.models.syncnet import SyncNet
 from julnet.training.step import flatten_batch
 from tests.conftest import HELDOUT_VIDEO, run_cli
+from tests.test_inception import random_inception_state_test_only
 
 @pytest.fixture(scope="module")
 def model_dir(heldout: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -180,6 +181,18 @@ def test_suite_numbers_match_a_hand_computation_and_do_not_depend_on_batch_size(
     other = evaluate(loaded, heldout, batch_7, judges=judges)
     assert other.model_sha256 == result.model_sha256 and other.model == "in-memory model"
     assert other.metrics == pytest.approx(m, rel=1e-5, abs=1e-7)
+
+
+@pytest.mark.slow  # a 24M-parameter network on CPU and a 2048x2048 matrix square root (tens of seconds on 2 cores)
+def test_suite_reports_fid_from_a_configured_inception_file(heldout: str, model_dir: Path, syncnet_file: str, tmp_path: Path):
+    """TEST ONLY Inception weights (seeded random, saved as a file): the `fid` value is a meaningless number; the
+    test shows the configured file is loaded through the config and its 2048-d features reach the Fréchet distance."""
+    path = tmp_path / "pt_inception-TEST-ONLY.pth"
+    torch.save(random_inception_state_test_only(), path)
+    settings = _settings(syncnet_file, f"evaluation.fid_inception.path={path}", "evaluation.max_frames=4", "evaluation.batch_size=2")
+    result = evaluate(model_dir, heldout, settings)
+    assert result.counts["frames"] == 4 and result.networks["fid"] == str(path)
+    assert "fid" not in result.unavailable and math.isfinite(result.metrics["fid"]) and result.metrics["fid"] > 0
 
 
 # ---------------------------------------------------------------- CLI, MLflow and the Ray job

@@ -12,8 +12,10 @@ from julnet.models.vgg import VGG16_LAYOUT, VGG16_TAPS, VGGTrunk
 from scipy import linalg, stats
 
 from julnet.config import PretrainedWeights
+from julnet.errors import MissingWeightsError
 from julnet.evaluation import (
     LPIPS,
+    RunningStatistics,
     Unavailable,
     feature_statistics,
     frechet_distance,
@@ -73,6 +75,22 @@ def test_frechet_distance_matches_an_independent_computation():
     assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(_reference_frechet(mu1, s1, mu2, s2), rel=1e-6)
 
 
+def test_streamed_statistics_equal_numpy_over_all_features_at_once():
+    rng = np.random.default_rng(3)
+    feats = rng.normal(size=(53, 12)) * rng.uniform(0.1, 5, size=12) + 1e4  # a large offset: no cancellation allowed
+    streamed = RunningStatistics()
+    for rows in (slice(0, 1), slice(1, 9), slice(9, 9), slice(9, 40), slice(40, 53)):
+        streamed.add(torch.from_numpy(feats[rows]) if rows.start == 9 else feats[rows])
+    mu, sigma = streamed.statistics()
+    assert streamed.count == 53 and mu.dtype == sigma.dtype == np.float64
+    np.testing.assert_allclose(mu, feats.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(sigma, np.cov(feats, rowvar=False), rtol=1e-9, atol=1e-9)
+    with pytest.raises(ValueError, match=r"wants \(B, 12\) features"):
+        streamed.add(feats[:, :5])
+    with pytest.raises(ValueError, match="at least 2 samples, got 1"):
+        RunningStatistics().add(feats[:1]).statistics()
+
+
 def test_frechet_distance_is_zero_for_one_distribution_and_grows_with_a_mean_shift():
     rng = np.random.default_rng(1)
     feats = rng.normal(size=(500, 8))
@@ -92,13 +110,14 @@ def test_frechet_distance_survives_singular_covariances():
     assert math.isfinite(value) and value > 0
 
 
-def test_fid_extractor_is_unavailable_without_inception():
+def test_fid_extractor_is_unavailable_only_without_inception():
     missing = load_fid_extractor(PretrainedWeights())
     assert isinstance(missing, Unavailable) and "pt_inception-2015-12-05" in missing.reason
     random_allowed = load_fid_extractor(PretrainedWeights(allow_random_init=True))
     assert isinstance(random_allowed, Unavailable)  # FID never runs on random weights
-    configured = load_fid_extractor(PretrainedWeights(path="/weights/pt_inception.pth"))
-    assert isinstance(configured, Unavailable) and "not implemented yet" in configured.reason
+    assert "evaluation.fid_inception.path" in missing.reason
+    with pytest.raises(MissingWeightsError, match="not found at evaluation.fid_inception.path=/weights/pt_inception.pth"):
+        load_fid_extractor(PretrainedWeights(path="/weights/pt_inception.pth"))  # configured: used or refused, never skipped
 
 
 # ---------------------------------------------------------------- LPIPS-VGG

@@ -9,7 +9,8 @@ the frames; result.py holds the result and METRIC_DIRECTIONS; publish.py writes 
 
 from julnet.evaluation.calibration import Sparsification, average_ranks, sparsification, spearman
 from julnet.evaluation.expert_syncnet import ExpertSyncNet, load_expert_syncnet
-from julnet.evaluation.fid import FeatureExtractor, feature_statistics, frechet_distance, load_fid_extractor
+from julnet.evaluation.fid import FeatureExtractor, RunningStatistics, feature_statistics, frechet_distance, load_fid_extractor
+from julnet.evaluation.inception import FIDInceptionV3
 from julnet.evaluation.image import mouth_psnr, psnr
 from julnet.evaluation.lpips import LPIPS, load_lpips, lpips_heads_path
 from julnet.evaluation.result import METRIC_DIRECTIONS, EvaluationResult, format_table
@@ -21,7 +22,9 @@ __all__ = [
     "METRIC_DIRECTIONS",
     "EvaluationResult",
     "ExpertSyncNet",
+    "FIDInceptionV3",
     "FeatureExtractor",
+    "RunningStatistics",
     "Sparsification",
     "Unavailable",
     "average_ranks",

@@ -10,7 +10,10 @@ from scipy import linalg
 from torch import Tensor
 
 from julnet.config import PretrainedWeights
+from julnet.errors import MissingWeightsError
+from julnet.evaluation.inception import FIDInceptionV3
 from julnet.evaluation.unavailable import Unavailable
+from julnet.pretrained import read_state_dict
 
 _INCEPTION = "FID needs InceptionV3 weights (pytorch-fid pt_inception-2015-12-05)"
 
@@ -22,18 +25,80 @@ class FeatureExtractor(Protocol):
 
 
 def load_fid_extractor(weights: PretrainedWeights, key: str = "evaluation.fid_inception") -> FeatureExtractor | Unavailable:
-    """The FID feature network, or Unavailable: FID on anything but the reference Inception is meaningless."""
+    """pytorch-fid's InceptionV3 with the configured weights, or Unavailable: FID on anything else is meaningless.
+
+    The file (path, file://, s3:// or models:/, checked against `sha256` when set) must fit the network
+    exactly; a file that does not raises `MissingWeightsError` naming `key`.
+    """
     if weights.path is None:
         return Unavailable(f"{_INCEPTION}: none configured (set {key}.path)")
-    return Unavailable(f"{_INCEPTION}: not implemented yet (configured path {weights.path} is not used)")
+    state = read_state_dict(weights, "InceptionV3 (FID)", key)
+    model = FIDInceptionV3()
+    if misfit := _misfit(model.state_dict(), state):
+        raise MissingWeightsError(f"{key}.path={weights.path} does not fit pytorch-fid's FID InceptionV3: {misfit}")
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def _misfit(own: dict[str, Tensor], state: dict) -> str:
+    """What keeps `state` from loading strictly into a module with state dict `own` ("" when nothing).
+
+    BatchNorm's num_batches_tracked counters may be absent: torch fills them for state dicts saved without them.
+    """
+    problems = {
+        "missing": [k for k in own if k not in state and not k.endswith(".num_batches_tracked")],
+        "unexpected": [k for k in state if k not in own],
+        "wrong shape": [k for k in own if k in state and tuple(getattr(state[k], "shape", ())) != tuple(own[k].shape)],
+    }
+    return "; ".join(f"{what} {len(keys)} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})" for what, keys in problems.items() if keys)
+
+
+class RunningStatistics:
+    """Mean and unbiased covariance of (N, D) features fed in batches, in float64, without keeping the features.
+
+    Batches are merged with Chan et al.'s pairwise update (centred sums), which avoids the cancellation of
+    sum(x x^T) - N mu mu^T; memory is O(D²) whatever N is.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mean: np.ndarray | None = None
+        self.centred: np.ndarray | None = None  # sum over samples of (x - mean)(x - mean)^T
+
+    def add(self, features: Tensor | np.ndarray) -> RunningStatistics:
+        """Fold in a (B, D) batch; returns self."""
+        batch = features.detach().cpu().double().numpy() if isinstance(features, torch.Tensor) else np.asarray(features, dtype=np.float64)
+        if batch.ndim != 2 or (self.mean is not None and batch.shape[1] != self.mean.size):
+            want = "(B, D)" if self.mean is None else f"(B, {self.mean.size})"
+            raise ValueError(f"RunningStatistics wants {want} features, got shape {batch.shape}")
+        n = batch.shape[0]
+        if n == 0:
+            return self
+        mean = batch.mean(axis=0)
+        centred = (batch - mean).T @ (batch - mean)
+        if self.mean is None:
+            self.count, self.mean, self.centred = n, mean, centred
+            return self
+        total = self.count + n
+        delta = mean - self.mean
+        self.centred += centred + np.outer(delta, delta) * (self.count * n / total)
+        self.mean += delta * (n / total)
+        self.count = total
+        return self
+
+    def statistics(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mean (D,), unbiased covariance (D, D)); needs at least 2 samples."""
+        if self.count < 2:
+            raise ValueError(f"feature statistics need at least 2 samples, got {self.count}")
+        return self.mean.copy(), self.centred / (self.count - 1)
 
 
 def feature_statistics(features: Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean (D,) and unbiased covariance (D, D), in float64, of (N, D) features with N >= 2."""
-    array = features.detach().cpu().double().numpy() if isinstance(features, torch.Tensor) else np.asarray(features, dtype=np.float64)
-    if array.ndim != 2 or array.shape[0] < 2:
-        raise ValueError(f"feature_statistics wants (N, D) features with N >= 2, got shape {array.shape}")
-    return array.mean(axis=0), np.cov(array, rowvar=False)
+    shape = tuple(features.shape)
+    if len(shape) != 2 or shape[0] < 2:
+        raise ValueError(f"feature_statistics wants (N, D) features with N >= 2, got shape {shape}")
+    return RunningStatistics().add(features).statistics()
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6) -> float:

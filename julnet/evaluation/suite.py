@@ -36,9 +36,10 @@ from julnet.evaluation.expert_syncnet import (
     expert_frames,
     load_expert_syncnet,
 )
-from julnet.evaluation.fid import FeatureExtractor, feature_statistics, frechet_distance, load_fid_extractor
+from julnet.evaluation.fid import FeatureExtractor, RunningStatistics, frechet_distance, load_fid_extractor
 from julnet.evaluation.heldout import plan_videos, video_batches
 from julnet.evaluation.image import mouth_psnr, psnr
+from julnet.evaluation.inception import FIDInceptionV3
 from julnet.evaluation.lpips import LPIPS, load_lpips
 from julnet.evaluation.result import EvaluationResult
 from julnet.evaluation.sync import lse
@@ -89,9 +90,10 @@ def load_judges(settings: Config, device: torch.device | str = "cpu") -> Judges:
     """The metric networks from `settings.evaluation` (and `settings.syncnet` for the own-SyncNet LSE); never random."""
     ev = settings.evaluation
     lpips = load_lpips(ev.lpips_vgg16)
+    fid = load_fid_extractor(ev.fid_inception)
     return Judges(
         lpips=lpips.to(device) if isinstance(lpips, LPIPS) else lpips,
-        fid=load_fid_extractor(ev.fid_inception),
+        fid=fid.to(device) if isinstance(fid, FIDInceptionV3) else fid,
         sync=_sync_judge(settings, device),
     )
 
@@ -283,7 +285,7 @@ class _Meter:
         self.judges, self.steps, self.max_offset, self.window = judges, steps, max_offset, window
         self.frames = 0
         self.sums = {"psnr": 0.0, "psnr_mouth": 0.0, "lpips": 0.0}
-        self.features: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
+        self.generated_features, self.real_features = RunningStatistics(), RunningStatistics()  # O(D²) memory, any frame count
         self.calibration: dict[str, list[float]] = {"spearman_sigma": [], "spearman_error_pred": [], "ause_sigma": [], "ause_error_pred": []}
         self.curves: dict[str, np.ndarray] = {}
         self.calibration_frames = 0
@@ -321,8 +323,8 @@ class _Meter:
         if isinstance(self.judges.lpips, LPIPS):
             self.sums["lpips"] += float(self.judges.lpips(generated, target).sum())
         if not isinstance(self.judges.fid, Unavailable):
-            self.features[0].append(self.judges.fid(generated).cpu().double().numpy())
-            self.features[1].append(self.judges.fid(target).cpu().double().numpy())
+            self.generated_features.add(self.judges.fid(generated))
+            self.real_features.add(self.judges.fid(target))
         if self.video is not None:
             self.video.add(generated, audio)
         self._calibrate(error_map(generated, target).cpu(), sigma.cpu(), error_pred.cpu())
@@ -367,8 +369,7 @@ class _Meter:
         elif self.frames < 2:
             unavailable["fid"] = f"FID needs at least 2 frames, got {self.frames}"
         else:
-            generated, real = (np.concatenate(f) for f in self.features)
-            metrics["fid"] = frechet_distance(*feature_statistics(generated), *feature_statistics(real))
+            metrics["fid"] = frechet_distance(*self.generated_features.statistics(), *self.real_features.statistics())
 
     def _lse(self, metrics: dict[str, float], unavailable: dict[str, str]) -> None:
         sync = self.judges.sync
