@@ -3,8 +3,8 @@
 A local Ray (loopback only), a local MLflow (sqlite under runs/demo), a local folder for the buckets:
 preprocess -> pre-train the SyncNet -> train the tiny preset on 2 workers (frame stage, then the clip
 stage with the sync loss) -> evaluate on the held-out split, register and promote -> dub one clip with
-another clip's audio with the champion. Re-running skips what is done (preprocessing, finished stages,
-registration, a promotion already made).
+another clip's audio with the champion. Re-running skips the preprocessing; it pre-trains a new SyncNet
+version and so trains a new model, which then meets the first one as challenger against champion.
 """
 
 from __future__ import annotations
