@@ -8,9 +8,7 @@ Runs the curriculum in train.stages (or --stages a,b); resubmitting the same --n
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
@@ -24,19 +22,15 @@ from julnet.data.manifest import read_manifest
 from julnet.pretrained import MissingWeightsError, check_configured
 from julnet.training.distributed import train_run
 from julnet.training.step import NonFiniteLossError
+from ray_jobs.common import run_parser, setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="paper", help="preset name or YAML path")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--data", required=True, help="dataset manifest URI (from preprocess)")
-    parser.add_argument("--storage", required=True, help="where runs keep checkpoints: a folder or s3:// prefix")
-    parser.add_argument("--name", required=True, help="run name; the same name and storage resume the run")
+    parser = run_parser(__doc__, "run")
     parser.add_argument("--stages", default=None, help="comma-separated stage names (default: all, in order)")
     parser.add_argument("--init", default=None, help="warm-start checkpoint: path, s3://, runs:/ or models:/ URI")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         cfg = load_config(args.config, args.overrides)
         read_manifest(args.data)  # bad config, data or weights fail here, before Ray or any worker starts

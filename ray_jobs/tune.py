@@ -10,9 +10,7 @@ id and model URI as JSON.
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
@@ -24,17 +22,13 @@ import ray
 from julnet.config import ConfigError, load_config
 from julnet.pretrained import MissingWeightsError
 from julnet.training.sweep import check_sweep_inputs, format_table, run_sweep
+from ray_jobs.common import run_parser, setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="paper", help="preset name or YAML path")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--data", required=True, help="dataset manifest URI (from preprocess)")
-    parser.add_argument("--storage", required=True, help="where the sweep keeps its state and checkpoints: a folder or s3:// prefix")
-    parser.add_argument("--name", required=True, help="sweep name; the same name and storage resume the sweep")
+    parser = run_parser(__doc__, "sweep")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         cfg = load_config(args.config, args.overrides)
         check_sweep_inputs(cfg, args.data)  # bad config, data or weights fail here, before Ray starts

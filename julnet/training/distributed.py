@@ -30,7 +30,6 @@ from julnet.config import Config, StageConfig
 from julnet.data.loader import TORCH_DTYPES, examples_dataset, examples_per_epoch
 from julnet.data.manifest import read_manifest
 from julnet.pretrained import check_configured
-from julnet.pyfunc import log_pyfunc
 from julnet.tracking import RunTracker, resolve_tracking_uri
 from julnet.training.build import Models, build_models, build_optimizers
 from julnet.training.checkpoint import (
@@ -354,6 +353,8 @@ def train_run(
 
 def _log_outcome(tracker: RunTracker, checkpoint: str | None, run_uri: str) -> None:
     """The final model (an MLflow pyfunc model around the checkpoint, see julnet.pyfunc) and the loss curves."""
+    from julnet.pyfunc import log_pyfunc  # here, not at the top: workers never need MLflow's model machinery
+
     client = tracker.client
     history: dict[int, dict[str, float]] = {}
     for key in CURVE_KEYS:
