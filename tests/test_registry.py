@@ -134,6 +134,13 @@ def worse_checkpoint(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory)
     return out
 
 
+@pytest.fixture
+def promotion(mlflow_server: MlflowServer) -> tuple[MlflowClient, str, object]:
+    """A client, a fresh registered-model name and the settings promotions of it use."""
+    name = f"julnet-{uuid.uuid4().hex[:6]}"
+    return MlflowClient(mlflow_server.uri), name, promotion_settings(mlflow_server, name)
+
+
 def promotion_settings(server: MlflowServer, name: str):
     cfg = load_config("tiny", [f"tracking.uri={server.uri}", "tracking.experiment=test-promotion", f"promotion.model_name={name}",
                                "evaluation.max_frames=12"])
@@ -147,11 +154,9 @@ def decision_runs(client: MlflowClient) -> int:
 
 
 def test_only_a_better_challenger_becomes_champion_and_promoting_twice_changes_nothing(
-    mlflow_server: MlflowServer, checkpoint: Path, worse_checkpoint: Path, heldout: str
+    mlflow_server: MlflowServer, promotion, checkpoint: Path, worse_checkpoint: Path, heldout: str
 ) -> None:
-    client = MlflowClient(mlflow_server.uri)
-    name = f"julnet-{uuid.uuid4().hex[:6]}"
-    settings = promotion_settings(mlflow_server, name)
+    client, name, settings = promotion
     worse_run, better_run = logged_run(mlflow_server, worse_checkpoint, heldout), logged_run(mlflow_server, checkpoint, heldout)
 
     first = run_promotion(settings, heldout, run_id=worse_run)
@@ -181,11 +186,9 @@ def test_only_a_better_challenger_becomes_champion_and_promoting_twice_changes_n
 
 
 def test_concurrent_promotions_leave_exactly_one_winner(
-    mlflow_server: MlflowServer, checkpoint: Path, worse_checkpoint: Path, heldout: str
+    mlflow_server: MlflowServer, promotion, checkpoint: Path, worse_checkpoint: Path, heldout: str
 ) -> None:
-    client = MlflowClient(mlflow_server.uri)
-    name = f"julnet-{uuid.uuid4().hex[:6]}"
-    settings = promotion_settings(mlflow_server, name)
+    client, name, settings = promotion
     assert run_promotion(settings, heldout, run_id=logged_run(mlflow_server, worse_checkpoint, heldout)).promoted
     twins = [register_run(client, logged_run(mlflow_server, checkpoint, heldout), name, alias=None).version for _ in range(2)]
 
