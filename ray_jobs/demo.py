@@ -4,7 +4,7 @@ A local Ray (loopback only), a local MLflow (sqlite under runs/demo), a local fo
 preprocess -> pre-train the SyncNet -> train the tiny preset on 2 workers (frame stage, then the clip
 stage with the sync loss) -> evaluate on the held-out split, register and promote -> dub one clip with
 another clip's audio with the champion. Re-running skips the preprocessing; it pre-trains a new SyncNet
-version and so trains a new model, which then meets the first one as challenger against champion.
+version and trains a new run (seeded: the same weights again), which meets the first as challenger.
 """
 
 from __future__ import annotations
