@@ -342,10 +342,7 @@ class Config(Section):
         data = self.to_dict()
         for key, value in values.items():
             _set_key(data, key, value)
-        try:
-            return Config.model_validate(data)
-        except ValidationError as exc:
-            raise ConfigError(_describe(exc)) from None
+        return _validated(data, ())
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)

@@ -9,6 +9,7 @@ evaluation settings), so a model is evaluated once per dataset and code version.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -239,7 +240,7 @@ def run_promotion(settings: Config, data_uri: str | None = None, version: str | 
                   device: str = "cpu") -> Decision:
     """`julnet promote`: register `run_id` as the challenger (or take `version`, or the `challenger` alias), then
     promote it against the champion on `data_uri` (default: the challenger's own data manifest)."""
-    from julnet.evaluation.suite import evaluate, load_judges
+    from julnet.evaluation.suite import Judges, evaluate, load_judges
     from julnet.inference import load_model
 
     tracking_uri = resolve_tracking_uri(settings.tracking.uri)
@@ -256,11 +257,13 @@ def run_promotion(settings: Config, data_uri: str | None = None, version: str | 
     data_uri = data_uri or chosen.tags.get("julnet.data")
     if not data_uri or data_uri == "unknown":
         raise RegistryError(f"models:/{name}/{version} records no data manifest: pass --data MANIFEST_URI")
-    judges = load_judges(settings, device)
+    @functools.cache
+    def judges() -> Judges:  # the metric networks, loaded once, and only if an evaluation is not stored yet
+        return load_judges(settings, device)
 
     def measure(model_uri: str) -> EvaluationResult:
         model = load_model(model_uri, device, tracking_uri)
-        return evaluate(model, data_uri, settings, device=device, model_id=model_uri, judges=judges)
+        return evaluate(model, data_uri, settings, device=device, model_id=model_uri, judges=judges())
 
     return promote(client, version, data_uri, settings, measure, lambda d: log_decision(client, settings.tracking.experiment, d))
 

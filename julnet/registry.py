@@ -22,6 +22,7 @@ from pathlib import Path
 
 import yaml
 from mlflow import MlflowClient
+from mlflow.entities import Run
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST, ErrorCode
@@ -68,9 +69,9 @@ def register_artifacts(tracker: RunTracker, model_name: str, artifact_path: str,
     return str(version.version)
 
 
-def lineage(client: MlflowClient, run_id: str) -> dict[str, str]:
+def lineage(client: MlflowClient, run: Run) -> dict[str, str]:
     """Lineage tags of the model a training run logged: config, data URI and hash, code and SyncNet versions."""
-    run = client.get_run(run_id)
+    run_id = run.info.run_id
     with tempfile.TemporaryDirectory(prefix="julnet-lineage-") as tmp:
         try:
             text = Path(client.download_artifacts(run_id, CONFIG_ARTIFACT, tmp)).read_text()
@@ -100,14 +101,15 @@ def register_run(client: MlflowClient, run_id: str, model_name: str, alias: str 
 
     A run already registered under `model_name` keeps its version: registering twice adds nothing.
     """
-    tags = lineage(client, run_id)
-    ensure_registered_model(client, model_name)
-    source = f"{client.get_run(run_id).info.artifact_uri}/{MODEL_ARTIFACT}"
+    run = client.get_run(run_id)
+    source = f"{run.info.artifact_uri}/{MODEL_ARTIFACT}"
     same = [v for v in client.search_model_versions(f"name='{model_name}' and run_id='{run_id}'") if v.source == source]
     if same:
         version = min(same, key=lambda v: int(v.version))
         log.info("run %s is already models:/%s/%s", run_id, model_name, version.version)
     else:
+        tags = lineage(client, run)  # a run without a julnet model fails here, before the registry changes
+        ensure_registered_model(client, model_name)
         version = client.create_model_version(model_name, source=source, run_id=run_id, tags=tags)
     if alias:
         client.set_registered_model_alias(model_name, alias, version.version)

@@ -122,12 +122,12 @@ def test_fid_extractor_is_unavailable_only_without_inception():
 
 # ---------------------------------------------------------------- LPIPS-VGG
 
-_TORCHVISION_VGG16_CONVS = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
+_PUBLIC_VGG16_CONVS = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
 
 
 def test_vgg16_trunk_has_the_public_release_keys():
     keys = set(VGGTrunk(VGG16_LAYOUT, VGG16_TAPS).state_dict())
-    assert keys == {f"features.{i}.{p}" for i in _TORCHVISION_VGG16_CONVS for p in ("weight", "bias")}
+    assert keys == {f"features.{i}.{p}" for i in _PUBLIC_VGG16_CONVS for p in ("weight", "bias")}
 
 
 def test_lpips_heads_load_from_the_shipped_file():

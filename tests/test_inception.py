@@ -1,7 +1,7 @@
 """pytorch-fid's FID InceptionV3 (julnet.evaluation.inception) and its loader.
 
 The real weights (pt_inception-2015-12-05-6726825d.pth) cannot be downloaded here. The expected layout below is
-written out from pytorch-fid's `fid_inception_v3()` (torchvision's Inception3 with num_classes=1008,
+written out from pytorch-fid's `fid_inception_v3()` (the reference Inception3 with num_classes=1008,
 aux_logits=False, FIDInceptionA/C/E_1/E_2 blocks). The weights the tests load are a seeded random state dict
 saved to a file: TEST ONLY, every feature and FID they give is a meaningless number that exercises the path.
 """
@@ -153,8 +153,8 @@ def test_a_file_that_does_not_fit_is_a_one_line_error_naming_the_key(tmp_path: P
     assert "\n" not in message and message.startswith(f"evaluation.fid_inception.path={renamed} does not fit")
     assert "missing 1 (fc.weight)" in message and "unexpected 1 (fc.weights)" in message
 
-    torchvision_head = {**random_inception_state_test_only(), "fc.weight": torch.zeros(1000, 2048), "fc.bias": torch.zeros(1000)}
-    torch.save(torchvision_head, renamed)
+    imagenet_head = {**random_inception_state_test_only(), "fc.weight": torch.zeros(1000, 2048), "fc.bias": torch.zeros(1000)}
+    torch.save(imagenet_head, renamed)
     with pytest.raises(MissingWeightsError, match=r"wrong shape 2 \(fc.weight, fc.bias\)$"):
         load_fid_extractor(PretrainedWeights(path=str(renamed)))
     with pytest.raises(MissingWeightsError, match="do not match evaluation.fid_inception.sha256"):

@@ -84,8 +84,10 @@ def test_a_registered_model_carries_its_lineage_loads_by_alias_and_dubs(
 def test_a_run_without_a_model_is_refused(mlflow_server: MlflowServer) -> None:
     tracker = RunTracker(mlflow_server.uri, f"test-{uuid.uuid4().hex[:8]}", "empty")
     tracker.start({})
+    client = MlflowClient(mlflow_server.uri)
     with pytest.raises(RegistryError, match="has no julnet model"):
-        register_run(MlflowClient(mlflow_server.uri), tracker.run_id, "julnet-none")
+        register_run(client, tracker.run_id, "julnet-none")
+    assert not client.search_registered_models("name='julnet-none'"), "a refused run leaves the registry as it was"
 
 
 def test_the_registry_lock_admits_one_holder_at_a_time(mlflow_server: MlflowServer) -> None:

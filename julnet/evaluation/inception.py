@@ -1,8 +1,8 @@
-"""The InceptionV3 behind FID, as pytorch-fid builds it (`fid_inception_v3()`), in plain torch (no torchvision).
+"""The InceptionV3 behind FID, as pytorch-fid builds it (`fid_inception_v3()`), in plain torch only.
 
-Module names follow torchvision's Inception3 so the public pytorch-fid weights file
+Module names follow the reference Inception3 layout (Conv2d_1a_3x3 .. Mixed_7c, fc) so the public pytorch-fid weights file
 (`pt_inception-2015-12-05-6726825d.pth`, a state dict ported from TensorFlow's 2015-12-05 Inception) loads
-strictly. The FID variant differs from torchvision's network in three places: 1008 classes, no auxiliary
+strictly. The FID variant differs from the ImageNet Inception3 in three places: 1008 classes, no auxiliary
 head, and TensorFlow's pooling inside the mixed blocks (average pools that ignore the zero padding, and a
 max pool in the last block). Only the 2048-d pool3 features are used; `fc` is kept so the file loads whole.
 """

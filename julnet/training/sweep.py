@@ -102,7 +102,8 @@ def search_space(cfg: Config) -> dict[str, Any]:
 
 def base_point(cfg: Config) -> dict[str, Any]:
     """The base config's value of every swept key: the trial Optuna runs first when `sweep.include_base`."""
-    return {key: _get(cfg, key) for key in search_space(cfg)}
+    flat = cfg.flat()
+    return {key: flat[key] for key in search_space(cfg)}
 
 
 def trial_config(cfg: Config, params: dict[str, Any]) -> Config:
@@ -118,13 +119,6 @@ def trial_config(cfg: Config, params: dict[str, Any]) -> Config:
         swept = sweep_stages(cfg)
         values.update({f"train.stages.{i}.steps": s.steps for i, stage in enumerate(cfg.train.stages) if stage in swept})
     return cfg.with_values(values)
-
-
-def _get(cfg: Config, key: str) -> Any:
-    node: Any = cfg
-    for part in key.split("."):
-        node = getattr(node, part)
-    return node
 
 
 # ---- one trial (runs inside a Tune trial actor) -------------------------------------------------------------
