@@ -3,6 +3,10 @@
 A checkpoint is a directory `step-NNNNNNNN/` holding `state.pt` (loadable with weights_only=True) and
 a readable `config.yaml`. It is written under a hidden temporary name and renamed into place, so a
 half-written checkpoint is never visible under its final name.
+
+Run directories: julnet train writes <out>/checkpoints/step-N/; the Ray job (distributed.train_run) writes
+<storage>/<name>/<stage>/step-N/ per curriculum stage. locate_checkpoint resolves both (and every other form a
+model URI takes) for every caller: generate, evaluate, pyfunc, batch and --init.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 from julnet import storage
 from julnet.config import Config
@@ -120,19 +125,47 @@ def latest_checkpoint(root: Path) -> Path | None:
 
 
 def locate_checkpoint(root: Path) -> Path:
-    """The checkpoint inside what a model URI gave: a checkpoint directory, a run directory (its newest
-    checkpoint), a folder holding exactly one (an MLflow model keeps it under artifacts/), or a state file itself."""
-    if root.is_file():
+    """The checkpoint a model path names, one rule for every caller: a state file or checkpoint directory itself;
+    else the newest checkpoint of a run directory (`run_checkpoint`); else the one checkpoint a folder holds (an
+    MLflow model keeps it under artifacts/)."""
+    if root.is_file() or (root / STATE_FILE).is_file():
         return root
-    if (root / STATE_FILE).is_file():
-        return root
-    newest = latest_checkpoint(root / "checkpoints")
+    newest = run_checkpoint(root)
     if newest is not None:
         return newest
     found = sorted(root.rglob(STATE_FILE)) if root.is_dir() else []
     if len(found) != 1:
         raise FileNotFoundError(f"no checkpoint in {root}" if not found else f"{root} holds {len(found)} checkpoints; name one")
     return found[0].parent
+
+
+def run_checkpoint(root: Path) -> Path | None:
+    """The newest checkpoint of a run directory, whichever trainer wrote it (None if root is no run directory).
+
+    A folder of step-N checkpoints counts itself; else its sub-folders of them do: `checkpoints/` (julnet train)
+    or one per stage (the Ray job: <storage>/<name>/<stage>/step-N). Of several, the last stage of the
+    curriculum wins, in the order of train.stages in a checkpoint's config (train_run gives every stage the same).
+    """
+    own = latest_checkpoint(root)
+    if own is not None or not root.is_dir():
+        return own
+    newest = {d.name: c for d in sorted(root.iterdir()) if (c := latest_checkpoint(d)) is not None}
+    if len(newest) <= 1:
+        return next(iter(newest.values()), None)
+    order = _stage_order(next(iter(newest.values())))
+    unknown = sorted(set(newest) - set(order))
+    if unknown:
+        raise FileNotFoundError(f"{root} holds checkpoints in {sorted(newest)}, and {unknown} is no stage of its config {order}; name one")
+    return newest[max(newest, key=order.index)]
+
+
+def _stage_order(checkpoint: Path) -> list[str]:
+    """Stage names in curriculum order, from a checkpoint's config.yaml (read as YAML: no torch.load of the state)."""
+    try:
+        data = yaml.safe_load((checkpoint / "config.yaml").read_text())
+        return [stage["name"] for stage in data["train"]["stages"]]
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+        raise FileNotFoundError(f"{checkpoint}: cannot read the curriculum's stage order from config.yaml ({type(exc).__name__})") from None
 
 
 def fetch_checkpoint(uri: str, local_dir: Path, tracking_uri: str | None = None) -> Path:
@@ -172,10 +205,10 @@ def _model_version_source(uri: str, tracking_uri: str) -> str:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint directory (or its state.pt), loaded on CPU with weights_only=True."""
-    file = path / STATE_FILE if path.is_dir() else path
-    if not file.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
+    """A checkpoint (a directory, its state.pt, or a run directory resolved by locate_checkpoint, so `--init`
+    takes what `--model` takes), loaded on CPU with weights_only=True."""
+    found = locate_checkpoint(path)
+    file = found / STATE_FILE if found.is_dir() else found
     state = torch.load(file, map_location="cpu", weights_only=True)
     if state.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{file}: checkpoint format {state.get('format_version')} is not {FORMAT_VERSION}")
