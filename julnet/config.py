@@ -240,6 +240,9 @@ class GenerateConfig(Section):
     error_scale: float = Field(0.1, gt=0)
     confidence_threshold: float = Field(0.5, ge=0, le=1)
     silence_rms: float = Field(1e-3, ge=0)
+    # Shorter speech is rejected (short_audio): 0.2 s (5 frames) is below the shortest spoken word (~0.3 s for a
+    # short one) but above the 30-100 ms clicks and cut-off uploads that would give a 1-2 frame video; 0 disables.
+    min_audio_seconds: float = Field(0.2, ge=0)
     heat_sigma_max: float = Field(0.5, gt=0)
     crf: int = Field(18, ge=0, le=51)
 

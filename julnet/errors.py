@@ -39,5 +39,17 @@ class SilentAudioError(BadAudioError):
     reason = "silent_audio"
 
 
+class ShortAudioError(BadAudioError):
+    """Speech shorter than generate.min_audio_seconds: a click or a cut-off upload, not a word."""
+
+    reason = "short_audio"
+
+
+class BadOutputError(GenerateError):
+    """An output path that cannot be written (its folder cannot be created, or it is a folder itself)."""
+
+    reason = "bad_output"
+
+
 class NoFaceError(GenerateError):
     reason = "no_face"

@@ -34,7 +34,9 @@ Report (JSON), per frame, over the mouth region (face.mouth_box) of the crop:
 - `source_frame`: the source frame shown; `box`: the crop box (x0, y0, x1, y1) in source pixels, end-exclusive.
 Top level: `video`, `audio`, `output`, `settings` (the generate section used), `summary`, `frames`.
 Summary: frame counts, frames without a face, low-confidence count and fraction (no-face frames count as
-low-confidence), and mean/min/max/p10/p90 of each statistic over the frames with a face.
+low-confidence), mean/min/max/p10/p90 of each statistic over the frames with a face, and `source_size` and
+`output_size` ([height, width]): videos are written as yuv420p, which needs even sides, so an odd side is padded
+by repeating its last row/column (every source pixel is kept; cropping would drop one).
 """
 
 from __future__ import annotations
@@ -58,11 +60,13 @@ import torch
 from julnet.config import Config, GenerateConfig, override_config
 from julnet.errors import (
     BadAudioError,
+    BadOutputError,
     BadVideoError,
     GenerateError,
     ModelNotFoundError,
     NoAudioStreamError,
     NoFaceError,
+    ShortAudioError,
     SilentAudioError,
     UnsupportedModelError,
 )
@@ -109,7 +113,8 @@ def load_model(
         try:
             found = fetch_checkpoint(text, Path(tmp), tracking_uri)
         except (FileNotFoundError, MlflowException) as exc:
-            detail = f" ({str(exc).splitlines()[0]})" if scheme in ("s3", "models", "runs") else ""
+            shown = scheme in ("s3", "models", "runs") or Path(text.removeprefix("file://")).exists()
+            detail = f" ({str(exc).splitlines()[0]})" if shown else ""
             raise ModelNotFoundError(f"model not found: {text}{detail}") from None
         file = found if found.is_file() else found / STATE_FILE
         try:
@@ -210,8 +215,22 @@ def choose_codecs() -> tuple[str, str]:
     raise RuntimeError("no usable video/audio encoder pair in this PyAV build (tried " + ", ".join(f"{v}+{a}" for v, a in CODEC_CHOICES) + ")")
 
 
+def even_size(width: int, height: int) -> tuple[int, int]:
+    """(width, height) of the written video: odd sides padded by one, as 4:2:0 chroma (yuv420p) needs even sides."""
+    return width + width % 2, height + height % 2
+
+
+def pad_even(rgb: np.ndarray) -> np.ndarray:
+    """The frame with its last row/column repeated where a side is odd, so every source pixel is kept."""
+    h, w = rgb.shape[:2]
+    if h % 2 == 0 and w % 2 == 0:
+        return rgb
+    return np.pad(rgb, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+
+
 class _Writer:
-    """An MP4 at 25 fps with one video and one mono audio track, written under a temporary name."""
+    """An MP4 at 25 fps with one video (yuv420p, the size padded to even) and one mono audio track, written under
+    a temporary name. yuv420p is what every player decodes; H.264 High 4:4:4 (yuv444p) is not."""
 
     def __init__(self, final: Path, width: int, height: int, codecs: tuple[str, str], crf: int, samples: np.ndarray) -> None:
         self.final = final
@@ -224,9 +243,8 @@ class _Writer:
         self.container = av.open(tmp, mode="w", format="mp4")
         video_codec, audio_codec = codecs
         self.video = self.container.add_stream(video_codec, rate=FPS)
-        self.video.width, self.video.height = width, height
-        even = width % 2 == 0 and height % 2 == 0
-        self.video.pix_fmt = "yuv420p" if even or video_codec != "libx264" else "yuv444p"
+        self.video.width, self.video.height = even_size(width, height)
+        self.video.pix_fmt = "yuv420p"
         if video_codec == "libx264":
             self.video.options = {"crf": str(crf), "preset": "medium"}
         else:
@@ -236,7 +254,7 @@ class _Writer:
         self.frames = 0
 
     def write(self, rgb: np.ndarray) -> None:
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(pad_even(rgb)), format="rgb24")
         frame.pts = self.frames
         for packet in self.video.encode(frame):
             self.container.mux(packet)
@@ -327,7 +345,8 @@ def heat_map(sigma: np.ndarray, sigma_max: float) -> np.ndarray:
 # ---- the whole thing -------------------------------------------------------------------------------------
 
 
-def _read_speech(path: Path, rate: int, silence_rms: float) -> np.ndarray:
+def _read_speech(path: Path, rate: int, settings: GenerateConfig) -> np.ndarray:
+    """Speech samples at `rate`, rejected with a one-line error when missing, too short or silent."""
     try:
         info = probe(path, require_video=False, require_audio=True, min_side=1, max_side=1 << 30)
         del info
@@ -338,10 +357,30 @@ def _read_speech(path: Path, rate: int, silence_rms: float) -> np.ndarray:
         raise BadAudioError(f"unreadable audio file {path} ({exc})") from None
     if samples.size == 0:
         raise NoAudioStreamError(f"audio stream of {path} decodes to nothing")
+    seconds = samples.size / rate
+    if seconds < settings.min_audio_seconds:
+        raise ShortAudioError(f"audio in {path} is {seconds:.3f} s long, shorter than generate.min_audio_seconds={settings.min_audio_seconds:g} s")
     rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
-    if rms < silence_rms:
-        raise SilentAudioError(f"no speech in {path}: audio RMS {rms:.2e} is below {silence_rms:.0e} (silence)")
+    if rms < settings.silence_rms:
+        raise SilentAudioError(f"no speech in {path}: audio RMS {rms:.2e} is below {settings.silence_rms:.0e} (silence)")
     return samples
+
+
+def prepare_outputs(outputs: dict[str, str | os.PathLike[str] | None]) -> None:
+    """Create the missing folders of the outputs ({what: path}) before any work, so that an unusable path fails
+    at once with a one-line BadOutputError instead of an errno about a temporary file after the whole video."""
+    for what, given in outputs.items():
+        if given is None:
+            continue
+        path = Path(given)
+        if path.is_dir():
+            raise BadOutputError(f"{what} {path} is a folder; give a file name")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+            why = f"{blocker} is a file, not a folder" if blocker else (exc.strerror or type(exc).__name__)
+            raise BadOutputError(f"cannot create the folder of the {what} {path}: {why}") from None
 
 
 def dub(
@@ -359,12 +398,14 @@ def dub(
     """Dub `video_path` with the speech of `audio_path`; returns the report (also written to `report`).
 
     Settings: the model config's `generate` section with `overrides` (`generate.key=value`) applied.
-    Output: `out_path` (MP4, the source's size, 25 fps, the new audio), optionally the σ heat-map video and
-    the JSON report, each renamed into place only once everything succeeded. Raises GenerateError subclasses
-    (one-line messages) for bad input, and ConfigError for bad overrides, before any output file is created.
+    Output: `out_path` (MP4, the source's size padded to even, yuv420p, 25 fps, the new audio), optionally the
+    σ heat-map video and the JSON report, each renamed into place only once everything succeeded; their missing
+    folders are created first of all. Raises GenerateError subclasses (one-line messages) for bad input or output
+    paths, and ConfigError for bad overrides, before any output file is created.
     """
     t_start = time.perf_counter()
     video_path, audio_path, out_path = Path(video_path), Path(audio_path), Path(out_path)
+    prepare_outputs({"output video": out_path, "uncertainty video": uncertainty_video, "report": report})
     torch_device = torch.device(device)
     if torch_device.type == "cuda" and not torch.cuda.is_available():
         raise GenerateError("--device cuda but no CUDA device is available")
@@ -378,7 +419,7 @@ def dub(
         info = probe(video_path, min_side=1, max_side=1 << 30)
     except VideoError as exc:
         raise BadVideoError(f"unreadable video {video_path} ({exc})") from None
-    samples = _read_speech(audio_path, SAMPLE_RATE, settings.silence_rms)
+    samples = _read_speech(audio_path, SAMPLE_RATE, settings)
     total = round(len(samples) / SAMPLE_RATE * FPS)
     if total < 1:
         raise BadAudioError(f"audio in {audio_path} is shorter than one frame ({len(samples) / SAMPLE_RATE:.3f} s)")
@@ -411,7 +452,6 @@ def dub(
     codecs = choose_codecs()
     if codecs[0] != "libx264" or codecs[1] != "aac":
         log.warning("H.264 + AAC encoders unavailable in this PyAV build: writing %s + %s in MP4 instead", *codecs)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     writers: list[_Writer] = []
     report_tmp: Path | None = None
     top, left, side = mouth_box(height, width)
@@ -476,6 +516,8 @@ def dub(
             raise BadVideoError(f"{video_path}: decoding gave {n} frames first, then fewer")
         t_end = time.perf_counter()
         summary = _summary(entries, n, total, codecs, height, width, t_end - t_start, t_end - t_landmarks)
+        out_width, out_height = even_size(info.width, info.height)
+        summary.update(source_size=[info.height, info.width], output_size=[out_height, out_width])
         result = {
             "video": str(video_path), "audio": str(audio_path), "output": str(out_path),
             "settings": settings.model_dump(), "summary": summary, "frames": entries,
