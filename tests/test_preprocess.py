@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -141,6 +142,30 @@ def test_rerun_writes_nothing_new_and_a_killed_run_resumes_to_the_same_manifest(
     run_cli(*args)
     assert (killed / "manifest.json").read_text() == (clean / "manifest.json").read_text()
     assert sorted(p.name for p in (killed / "shards").iterdir()) == sorted(p.name for p in (clean / "shards").iterdir())
+
+
+def test_progress_lines_within_a_shard_with_rate_and_eta(tmp_path):
+    """One clip, one shard: progress lines while its frames go through landmarks, each with a rate and an ETA,
+    each a line of its own (no carriage-return redraws), then the shard's and the run's final lines."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    shutil.copy(GRID_CLIPS[0], raw / GRID_CLIPS[0].name)
+    proc = subprocess.run(
+        [sys.executable, "-m", "julnet", "preprocess", "--config", "tiny", "--input", str(raw), "--output", str(tmp_path / "out")],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), "JULNET_PROGRESS_EVERY_S": "0"}, capture_output=True, timeout=300,
+    )
+    stderr = proc.stderr.decode()
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "\r" not in stderr
+    lines = stderr.splitlines(keepends=True)
+    periodic = re.compile(r"\[preprocess part-\w+\] (\d+)/~?(\d+) frames, video 1/1 bbaf2n \| \d+\.?\d* frames/(s|min|h) \| eta \d+:\d\d:\d\d\n$")
+    counts = [(int(m[1]), int(m[2])) for line in lines if (m := periodic.search(line))]
+    assert len(counts) >= 10 and counts[0][0] < counts[0][1], "lines while the video is processed, not only after"
+    assert [done for done, _ in counts] == sorted(done for done, _ in counts)
+    frames = read_manifest(str(tmp_path / "out" / "manifest.json")).videos[0].frames
+    assert frames - 3 <= counts[-1][0] < frames and all(abs(total - frames) <= 3 for _, total in counts), counts[-3:]
+    assert any(re.search(rf"\[preprocess part-\w+\] done: {frames} frames in \d+:\d\d:\d\d \| .*frames/.*1 accepted, 0 rejected\n$", line) for line in lines)
+    assert any(re.search(r"\[preprocess\] done: 1 videos in .* 1 shards: 1 accepted, 0 rejected\n$", line) for line in lines)
 
 
 def test_cli_fails_only_when_nothing_usable_came_out(tmp_path):

@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import tempfile
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
@@ -29,7 +28,7 @@ from julnet import storage
 from julnet.config import Config
 from julnet.data import audio as features
 from julnet.data.crop import crop_boxes, crop_frames, to_crop
-from julnet.data.landmarks import read_openface_csv, video_landmarks
+from julnet.data.landmarks import detect_all, read_openface_csv, shared_dlib
 from julnet.data.manifest import (
     MANIFEST_NAME,
     REPORT_NAME,
@@ -45,6 +44,7 @@ from julnet.data.manifest import (
 )
 from julnet.data.shards import ProcessedVideo, shard_schema, write_shard
 from julnet.data.video import VideoError, VideoInfo, iter_frames, probe, read_audio
+from julnet.progress import Progress
 from julnet.version import code_version
 
 log = logging.getLogger(__name__)
@@ -199,10 +199,12 @@ def process_shard(plan: ShardPlan, cfg: Config, output_uri: str) -> ShardResult:
         storage.discard_partial(uri)
     stats: list[VideoStats] = []
     rejected: list[Rejection] = []
+    progress = ShardProgress(plan)
     with tempfile.TemporaryDirectory(prefix="julnet-preprocess-") as tmp:
-        accepted = _accepted(plan.sources, cfg, Path(tmp), stats, rejected)
+        accepted = _accepted(plan.sources, cfg, Path(tmp), stats, rejected, progress)
         schema = shard_schema(cfg.audio.dim, cfg.audio.window)
         groups = write_shard(shard_uri, accepted, schema, cfg.preprocess.chunk_frames)
+    progress.close(len(stats), len(rejected))
     if groups:
         fs, path = storage.filesystem(shard_uri)
         size = fs.get_file_info(path).size
@@ -216,12 +218,13 @@ def process_shard(plan: ShardPlan, cfg: Config, output_uri: str) -> ShardResult:
 
 
 def _accepted(
-    sources: list[Source], cfg: Config, tmp: Path, stats: list[VideoStats], rejected: list[Rejection]
+    sources: list[Source], cfg: Config, tmp: Path, stats: list[VideoStats], rejected: list[Rejection], progress: ShardProgress
 ) -> Iterator[ProcessedVideo]:
     """Process videos one at a time (only one is in memory), recording stats and rejections as it goes."""
-    for source in sources:
+    for index, source in enumerate(sources):
+        progress.start_video(index)
         try:
-            video, video_stats = process_video(source, cfg, tmp)
+            video, video_stats = process_video(source, cfg, tmp, progress)
         except VideoError as exc:
             rejected.append(Rejection(source=source.uri, reason=exc.reason, detail=exc.detail))
             continue
@@ -229,16 +232,72 @@ def _accepted(
             log.exception("unexpected error preprocessing %s", source.uri)
             rejected.append(Rejection(source=source.uri, reason="error", detail=f"{type(exc).__name__}: {exc}".splitlines()[0]))
             continue
+        finally:
+            progress.end_video()
         stats.append(video_stats)
         yield video
 
 
-def process_video(source: Source, cfg: Config, tmp: Path) -> tuple[ProcessedVideo, VideoStats]:
-    """Decode, find landmarks, crop, encode and compute audio features for one video, or raise VideoError."""
+class ShardProgress:
+    """Progress lines of one shard, in frames through the landmark pass (the slow one), video by video.
+
+    The shard's frame total is known only as its videos are probed: until then it is estimated from the
+    source sizes, at the frames per byte of the videos probed so far (`~N` in the lines).
+    """
+
+    def __init__(self, plan: ShardPlan, every_s: float | None = None):
+        self.sources = plan.sources
+        self.frames: list[int | None] = [None] * len(plan.sources)  # expected frames once probed, done ones once finished
+        self.index = 0
+        self.ticks = 0
+        self.progress = Progress(f"[preprocess {plan.name}]", None, "frames", estimated=True, every_s=every_s, logger=log)
+
+    def start_video(self, index: int) -> None:
+        self.index, self.ticks = index, 0
+
+    def probed(self, expected_frames: int | None) -> None:
+        """The current video's frame count as its headers give it (None when they do not)."""
+        if expected_frames is not None:
+            self.frames[self.index] = max(expected_frames, 0)
+
+    def frame(self) -> None:
+        """One more frame of the current video through the landmark pass."""
+        self.ticks += 1
+        if self.frames[self.index] is not None and self.ticks > self.frames[self.index]:
+            self.frames[self.index] = self.ticks
+        source = self.sources[self.index]
+        note = f"video {self.index + 1}/{len(self.sources)} {source.video_id}"
+        self.progress.update(advance=1, total=self.estimate(), estimated=None in self.frames, note=note)
+
+    def end_video(self) -> None:
+        """The current video is finished (accepted or rejected): its frames are the ones counted."""
+        self.frames[self.index] = self.ticks
+
+    def estimate(self) -> int | None:
+        """The shard's frames: counted or probed where known, else by size at the known frames per byte."""
+        known = [(frames, s.size) for frames, s in zip(self.frames, self.sources) if frames is not None]
+        unknown = sum(s.size for frames, s in zip(self.frames, self.sources) if frames is None)
+        known_bytes = sum(size for _, size in known)
+        if unknown and not known_bytes:
+            return None
+        per_byte = sum(frames for frames, _ in known) / known_bytes if known_bytes else 0.0
+        return round(sum(frames for frames, _ in known) + unknown * per_byte)
+
+    def close(self, accepted: int, rejected: int) -> None:
+        self.progress.close(f"{len(self.sources)} videos: {accepted} accepted, {rejected} rejected")
+
+
+def process_video(source: Source, cfg: Config, tmp: Path, progress: ShardProgress | None = None) -> tuple[ProcessedVideo, VideoStats]:
+    """Decode, find landmarks, crop, encode and compute audio features for one video, or raise VideoError.
+
+    `progress` (the shard's) counts the frames of the landmark pass.
+    """
     p = cfg.preprocess
     local = _local(source.uri, tmp)
     info = probe(local, require_audio=cfg.audio.features == "logmel", min_side=p.min_side, max_side=p.max_side)
-    landmarks = _landmarks(local, source, info, cfg, tmp)
+    if progress is not None:
+        progress.probed(None if info.duration is None else round(info.duration * p.fps))
+    landmarks = _landmarks(local, source, info, cfg, tmp, progress)
     k = len(landmarks)
     if k == 0:
         raise VideoError("zero_length", "no frames decoded")
@@ -300,20 +359,30 @@ def read_source_audio(uri: str, sample_rate: int) -> np.ndarray:
         return read_audio(local, sample_rate, start=info.start_time)
 
 
-def _landmarks(local: Path, source: Source, info: VideoInfo, cfg: Config, tmp: Path) -> list[np.ndarray | None]:
+def _landmarks(
+    local: Path, source: Source, info: VideoInfo, cfg: Config, tmp: Path, progress: ShardProgress | None = None
+) -> list[np.ndarray | None]:
     """Per output frame: 68 landmarks from the OpenFace sidecar when there is one, else from dlib."""
     p = cfg.preprocess
     if source.openface_csv is None:
         if p.landmarks == "openface":
             raise VideoError("landmarks_mismatch", "preprocess.landmarks=openface but the video has no OpenFace CSV")
-        return video_landmarks(local, p.fps)
+        return detect_all(shared_dlib(), _counted(iter_frames(local, p.fps), progress))
     if abs((info.fps or 0) - p.fps) > 0.01:
         raise VideoError("landmarks_mismatch", f"OpenFace CSV needs a {p.fps} fps video, this one is {info.fps} fps")
-    k = sum(1 for _ in iter_frames(local, p.fps))
+    k = sum(1 for _ in _counted(iter_frames(local, p.fps), progress))
     rows = read_openface_csv(_local(source.openface_csv, tmp))
     if abs(len(rows) - k) > 1:
         raise VideoError("landmarks_mismatch", f"OpenFace CSV has {len(rows)} frames, the video {k}")
     return (rows + [None])[:k]
+
+
+def _counted(frames: Iterable[np.ndarray], progress: ShardProgress | None) -> Iterator[np.ndarray]:
+    """The frames, each counted by `progress` once the caller is done with it."""
+    for frame in frames:
+        yield frame
+        if progress is not None:
+            progress.frame()
 
 
 def _audio_rows(local: Path, source: Source, info: VideoInfo, k: int, cfg: Config, tmp: Path) -> np.ndarray:
@@ -375,14 +444,13 @@ def run(input_uri: str, output_uri: str, cfg: Config, mapper: Mapper = map) -> t
     plans = plan_shards(sources, cfg)
     log.info("preprocess: %d videos in %d shards -> %s", len(sources), len(plans), output_uri)
     task = functools.partial(process_shard, cfg=cfg, output_uri=output_uri)
-    results, done_videos, t0 = [], 0, time.perf_counter()
+    results: list[ShardResult] = []
+    progress = Progress("[preprocess]", len(sources), "videos", logger=log)
+    accepted = rejected = 0
     for result in mapper(task, plans):
         results.append(result)
-        done_videos += len(result.videos) + len(result.rejected)
-        rate = done_videos / max(time.perf_counter() - t0, 1e-9)
-        eta = (len(sources) - done_videos) / max(rate, 1e-9)
-        log.info(
-            "shard %d/%d %s: %d accepted, %d rejected | %.2f videos/s | eta %ds",
-            len(results), len(plans), result.name, len(result.videos), len(result.rejected), rate, eta,
-        )
+        accepted, rejected = accepted + len(result.videos), rejected + len(result.rejected)
+        progress.update(advance=len(result.videos) + len(result.rejected),
+                        note=f"shard {len(results)}/{len(plans)} {result.name}: {accepted} accepted, {rejected} rejected so far")
+    progress.close(f"{len(plans)} shards: {accepted} accepted, {rejected} rejected")
     return finalize(results, orphans, cfg, output_uri)
