@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="parameter counts and GFLOPs per module, as JSON")
     _config_args(info)
-    info.set_defaults(run=_info)
+    info.set_defaults(handler=_info)
 
     train = sub.add_parser("train", help="train one stage in this process")
     _config_args(train)
@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--stage", default=None, help="stage name from train.stages (default: the first)")
     train.add_argument("--steps", type=int, default=None, help="override the stage's step count")
     train.add_argument("--init", default=None, help="warm-start the networks from this checkpoint")
-    train.set_defaults(run=_train)
+    train.set_defaults(handler=_train)
 
     sync = sub.add_parser("train-syncnet", help="pre-train the SyncNet of the sync loss (eq. 13) on in-sync and shifted pairs")
     _config_args(sync)
@@ -160,14 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--synthetic", action="store_true", help="train on generated faces (no data needed)")
     sync.add_argument("--data", default=None, metavar="MANIFEST_URI", help="dataset manifest.json (path, file:// or s3://)")
     sync.add_argument("--steps", type=int, required=True, help="training steps")
-    sync.set_defaults(run=_train_syncnet)
+    sync.set_defaults(handler=_train_syncnet)
 
     pre = sub.add_parser("preprocess", help="turn raw videos into training shards, a manifest and a report")
     _config_args(pre)
     pre.add_argument("--input", required=True, help="folder, s3:// prefix, or .jsonl listing of videos")
     pre.add_argument("--output", required=True, help="dataset folder or s3:// prefix (manifest.json, shards/, report.json)")
     pre.add_argument("--workers", type=int, default=1, help="local worker processes")
-    pre.set_defaults(run=_preprocess)
+    pre.set_defaults(handler=_preprocess)
 
     gen = sub.add_parser("generate", help="dub a video with a speech clip, with a per-frame confidence report")
     gen.add_argument("--video", required=True, help="video of the person (anything PyAV decodes)")
@@ -181,13 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", dest="overrides", action="append", default=[], metavar="generate.KEY=VALUE",
         help="override a setting of the model config's generate section, e.g. generate.batch_frames=8",
     )
-    gen.set_defaults(run=_generate)
+    gen.set_defaults(handler=_generate)
 
     reg = sub.add_parser("register", help="register a training run's model as a new version (with its lineage) and alias it")
     _config_args(reg)
     reg.add_argument("--run", required=True, help="MLflow run id of the training run")
     reg.add_argument("--alias", default="challenger", help="alias to point at the new version ('' for none)")
-    reg.set_defaults(run=_register)
+    reg.set_defaults(handler=_register)
 
     pro = sub.add_parser("promote", help="evaluate challenger and champion on held-out data; move @champion if the policy says so")
     _config_args(pro)
@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     pro.add_argument("--data", default=None, help="manifest URI of the held-out data (default: the challenger's training data)")
     pro.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     pro.add_argument("--out", default=None, help="also write the decision as JSON here")
-    pro.set_defaults(run=_promote)
+    pro.set_defaults(handler=_promote)
 
     ev = sub.add_parser("evaluate", help="measure a model on a dataset's held-out split: PSNR, LPIPS, FID, LSE, calibration")
     ev.add_argument("--model", required=True, help="run directory, checkpoint directory or state.pt (or a models:/ or runs:/ URI)")
@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     tracking = ev.add_mutually_exclusive_group()
     tracking.add_argument("--tracking-run", default=None, metavar="RUN_ID", help="log the metrics (eval_*) and artifacts onto this MLflow run")
     tracking.add_argument("--log", action="store_true", help="log to a linked MLflow evaluation run")
-    ev.set_defaults(run=_evaluate)
+    ev.set_defaults(handler=_evaluate)
     return parser
 
 
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
-        return args.run(args) or 0
+        return args.handler(args) or 0
     except (ConfigError, MissingWeightsError, FileNotFoundError, ValueError, GenerateError, RegistryError) as exc:
         print(f"julnet {args.command}: error: {exc}", file=sys.stderr)
         return 2

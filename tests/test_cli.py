@@ -49,3 +49,12 @@ def test_train_on_real_shards(tmp_path, grid_dataset):
     proc = run_cli("train", "--config", "tiny", "--data", grid_dataset, "--steps", "2", "--out", str(out), "--set", "train.stages.0.batch_size=2")
     assert json.loads(proc.stdout.strip().splitlines()[-1])["step"] == 2
     assert (out / "checkpoints" / "step-00000002" / "state.pt").is_file()
+
+
+def test_run_options_never_replace_the_sub_commands_handler():
+    """`julnet promote --run ID` and `julnet register --run ID` once crashed: `--run` overwrote the handler."""
+    from julnet.cli import _promote, _register, build_parser
+
+    for argv, handler in ((["promote", "--run", "abc"], _promote), (["register", "--run", "abc"], _register)):
+        args = build_parser().parse_args(argv)
+        assert args.handler is handler and args.run == "abc"
