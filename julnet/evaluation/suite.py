@@ -1,7 +1,7 @@
 """The evaluation suite: one model on a dataset's held-out split, the same code for every candidate.
 
-Frames are walked video by video in order (`julnet.evaluation.heldout`), generated in batches, and measured:
-PSNR over the face crop and the mouth region, LPIPS and FID (when their networks' weights are configured),
+Frames are walked video by video in order (`julnet.evaluation.heldout`), generated one frame at a time (so no
+number depends on the batch size), and measured in batches: PSNR over the face crop and the mouth region, LPIPS and FID (when their networks' weights are configured),
 LSE-D/C per video over the generated mouths (the expert SyncNet against the source video's raw audio, else
 the project's own SyncNet against the shards' audio windows, named `_own`), and how well σ (and the predicted
 error ε̂) rank the true error: Spearman and the sparsification curve / AUSE, per frame over all pixels, averaged over frames.
@@ -53,7 +53,7 @@ from julnet.models.uncertainty import UncertaintyModule
 from julnet.pretrained import read_state_dict
 from julnet.training.build import resolve_device
 from julnet.training.loop import Progress
-from julnet.training.step import flatten_batch
+from julnet.training.step import Frames, flatten_batch
 from julnet.version import code_version
 
 log = logging.getLogger(__name__)
@@ -160,9 +160,8 @@ def evaluate(
             meter.start_video(videos[plan.video_id], plan.frames)
             for chunk in video_batches(plan, ev, size, model_cfg.generator.num_references):
                 frames = flatten_batch(chunk.batch, "frame", torch_device)
-                out = generator(frames.source, frames.references, frames.audio)
-                unc = uncertainty(out.image, out.features)
-                meter.add(out.image, frames.target, unc.log_sigma.exp(), unc.error_pred, frames.audio)
+                image, sigma, error_pred = _predict(generator, uncertainty, frames)
+                meter.add(image, frames.target, sigma, error_pred, frames.audio)
                 if time.perf_counter() - last > PROGRESS_EVERY_S or meter.frames == total:
                     progress.report(meter.frames, {})
                     last = time.perf_counter()
@@ -276,6 +275,19 @@ class _ExpertVideoSync:
         if not self.video_embeddings:
             return None
         return lse(torch.cat(self.video_embeddings).cpu(), torch.cat(self.audio_embeddings).cpu(), max_offset)
+
+
+def _predict(generator: Generator, uncertainty: UncertaintyModule, frames: Frames) -> tuple[Tensor, Tensor, Tensor]:
+    """Generated images, σ and ε̂, one frame at a time: float32 kernels are chosen by batch shape, so a batched
+    forward moves σ by ~1e-6 with `evaluation.batch_size`, and AUSE, which ranks σ, would move with it."""
+    images, sigmas, errors = [], [], []
+    for i in range(len(frames.source)):
+        out = generator(frames.source[i : i + 1], frames.references[i : i + 1], frames.audio[i : i + 1])
+        unc = uncertainty(out.image, out.features)
+        images.append(out.image)
+        sigmas.append(unc.log_sigma.exp())
+        errors.append(unc.error_pred)
+    return torch.cat(images), torch.cat(sigmas), torch.cat(errors)
 
 
 class _Meter:
