@@ -17,6 +17,7 @@ import contextlib
 import errno
 import functools
 import io
+import json
 import os
 import posixpath
 import re
@@ -32,6 +33,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
+
+from julnet.config import ConfigError
 
 TEMP_PREFIX = ".julnet-tmp-"
 """Name prefix of in-progress local writes; `list_files` never returns such files."""
@@ -151,6 +154,22 @@ def join(uri: str, *parts: str) -> str:
 def local_path(uri: str) -> Path | None:
     """The local path that `uri` (a path or file:// URI) names, or None for object storage."""
     return None if is_s3(uri) else Path(_path(uri))
+
+
+def require_durable(uri: str, what: str, fix: str) -> None:
+    """Refuse, before any work, a `what` whose `uri` would vanish with a submitted Ray job's working copy."""
+    if _lost_with_job(uri):
+        raise ConfigError(f"{what}: {uri} is inside this Ray job's temporary working directory and would be lost when the job ends; {fix}")
+
+
+def _lost_with_job(uri: str) -> bool:
+    """Whether `uri` (a path, file:// or sqlite:/// URI) lies in the temporary copy of `--working-dir` that a
+    submitted Ray job runs in (its current directory, deleted when the job ends)."""
+    job = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")  # set by Ray's job supervisor for the job's driver
+    if not job or not json.loads(job).get("runtime_env", {}).get("working_dir"):
+        return False
+    path = uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else uri
+    return _scheme(path) in ("", "file") and Path(_path(path)).resolve().is_relative_to(Path.cwd().resolve())
 
 
 def relative_to(listing_uri: str, uri: str) -> str:

@@ -20,6 +20,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from julnet import storage
 from julnet.config import resumable_key
 
 log = logging.getLogger(__name__)
@@ -39,15 +40,15 @@ _T = TypeVar("_T")
 def resolve_tracking_uri(configured: str | None) -> str:
     """The configured URI, else $MLFLOW_TRACKING_URI, else a sqlite file `runs/mlflow.db` under the working directory.
 
-    MLflow 3 refuses plain file stores, so the embedded default is a sqlite database, not a folder.
+    MLflow 3 refuses plain file stores, so the embedded default is a sqlite database, not a folder. A submitted
+    Ray job refuses a database inside its temporary working copy, which would be lost with the job.
     """
-    if configured:
-        return configured
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    folder = Path.cwd() / "runs"
-    folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder / 'mlflow.db'}"
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'runs' / 'mlflow.db'}"
+    fix = "give the job a tracking server: --set tracking.uri=http://HOST:5000, or MLFLOW_TRACKING_URI in --runtime-env-json"
+    storage.require_durable(uri, "tracking", fix)
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    return uri
 
 
 class RunTracker:

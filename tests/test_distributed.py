@@ -165,3 +165,16 @@ def test_syncnet_job_registers_weights_that_configs_load_by_uri(ray_local, grid_
     net = load_into(SyncNet(cfg), PretrainedWeights(path=result["model"]), "SyncNet", "syncnet.weights")
     saved = torch.load(client.download_artifacts(result["run_id"], "syncnet/syncnet.pt", str(tmp_path)), weights_only=True)
     assert all(torch.equal(net.state_dict()[k], v) for k, v in saved.items()), "the registered version's weights"
+
+
+def test_a_job_with_nowhere_durable_to_log_or_store_refuses_before_training(ray_cluster, s3_grid, s3_bucket, tmp_path):
+    """Submitted with --working-dir, a job runs in a temporary copy: a tracking database or storage there would be
+    lost when the job ends, so the job says so and exits before any worker starts."""
+    base = ["--config", "tiny", "--data", s3_grid, "--name", "nowhere"]
+    no_tracking = _submit(ray_cluster, [*base, "--storage", s3_bucket])
+    out = no_tracking.stdout + no_tracking.stderr
+    assert no_tracking.returncode != 0 and "tracking: sqlite:///" in out and "would be lost when the job ends" in out, out[-3000:]
+    local_storage = _submit(ray_cluster, [*base, "--storage", "runs", "--set", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"])
+    out = local_storage.stdout + local_storage.stderr
+    assert local_storage.returncode != 0 and "storage: runs is inside this Ray job's temporary working directory" in out, out[-3000:]
+    assert "TorchTrainer" not in out and not (tmp_path / "mlflow.db").exists()
