@@ -24,7 +24,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
 from julnet.config import Config, PromotionConfig
-from julnet.tracking import resolve_tracking_uri
+from julnet.tracking import experiment_id, resolve_tracking_uri
 from julnet.evaluation.result import METRIC_DIRECTIONS, EvaluationResult
 from julnet.errors import RegistryError
 from julnet.data.manifest import manifest_sha256
@@ -271,9 +271,7 @@ def run_promotion(settings: Config, data_uri: str | None = None, version: str | 
 def log_decision(client: MlflowClient, experiment: str, decision: Decision) -> str:
     """The decision as a run of the `<experiment>-promotions` experiment (numbers as metrics, decision.json)."""
     name = f"{experiment}-promotions"
-    found = client.get_experiment_by_name(name)
-    experiment_id = found.experiment_id if found else client.create_experiment(name)
-    run = client.create_run(experiment_id, run_name=f"{decision.model_name}-v{decision.challenger}-vs-{decision.champion_before or 'none'}",
+    run = client.create_run(experiment_id(client, name), run_name=f"{decision.model_name}-v{decision.challenger}-vs-{decision.champion_before or 'none'}",
                             tags={"julnet.promoted": str(decision.promoted).lower(), "julnet.reason": decision.reason[:5000]})
     run_id = run.info.run_id
     for key, value in (("model_name", decision.model_name), ("challenger", decision.challenger),

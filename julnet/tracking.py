@@ -113,13 +113,7 @@ class RunTracker:
         return self._run_id
 
     def _experiment_id(self) -> str:
-        """The id of the experiment, created (artifacts beside a sqlite database) or restored if needed."""
-        experiment = self.client.get_experiment_by_name(self.experiment)
-        if experiment is None:
-            return self.client.create_experiment(self.experiment, artifact_location=_artifact_location(self.uri))
-        if experiment.lifecycle_stage == "deleted":
-            self.client.restore_experiment(experiment.experiment_id)
-        return experiment.experiment_id
+        return experiment_id(self.client, self.experiment)
 
     def log_metrics(self, rows: Iterable[tuple[int, dict[str, float]]]) -> None:
         """Log `(step, {key: value})` rows, up to 1000 points per request; non-finite values are skipped."""
@@ -175,6 +169,16 @@ def _check_same_params(logged: dict[str, str], wanted: dict[str, str], run_id: s
                 f"param {key!r} of MLflow run {run_id} is {logged[key]!r}, now {wanted[key]!r}: "
                 "a resumed run cannot change its params (use a new run name)"
             )
+
+
+def experiment_id(client: MlflowClient, name: str) -> str:
+    """The id of experiment `name`, created (artifacts beside a sqlite database, never in ./mlruns) or restored if needed."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        return client.create_experiment(name, artifact_location=_artifact_location(client.tracking_uri))
+    if experiment.lifecycle_stage == "deleted":
+        client.restore_experiment(experiment.experiment_id)
+    return experiment.experiment_id
 
 
 def _artifact_location(uri: str) -> str | None:

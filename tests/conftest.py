@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,24 @@ from julnet.config import Config, load_config
 REPO = Path(__file__).resolve().parent.parent
 
 pytest_plugins = ["tests.s3_server", "tests.ray_cluster", "tests.mlflow_server"]
+
+
+BUILD_LEFTOVERS = (".venv/", ".pytest_cache/", ".gl/", ".whl/")  # what installing and running pytest itself leave
+
+
+def _untracked() -> set[str]:
+    """Files in the checkout that git does not track, ignored ones included, less build and cache files."""
+    listed = subprocess.run(["git", "ls-files", "--others", "-z"], cwd=REPO, capture_output=True, check=True).stdout.decode()
+    return {p for p in listed.split("\0") if p and not p.startswith(BUILD_LEFTOVERS) and "__pycache__/" not in p and ".egg-info/" not in p}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_written_into_the_checkout() -> Iterator[None]:
+    """Fail the session if a test (or the code it runs) wrote a file into the checkout: runs, mlflow.db, mlruns/."""
+    before = _untracked()
+    yield
+    written = sorted(_untracked() - before)
+    assert not written, f"the tests wrote into the checkout: {written[:10]}"
 
 
 @pytest.fixture
