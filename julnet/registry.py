@@ -42,6 +42,10 @@ TAG_DATA_SHA = "julnet.data_sha256"
 TAG_CODE = "julnet.code_version"
 TAG_SYNCNET = "julnet.syncnet"
 TAG_RUN = "julnet.source_run"
+TAG_RAW = "julnet.raw"  # the raw prefix a retraining run preprocessed (julnet.freshness)
+TAG_RAW_SHA = "julnet.raw_sha256"  # its fingerprint: keys, sizes and ETags
+TAG_RAW_FILES = "julnet.raw_files"
+RAW_TAGS = (TAG_RAW, TAG_RAW_SHA, TAG_RAW_FILES)
 
 
 def _exists_error(exc: MlflowException, code: int) -> bool:
@@ -70,7 +74,8 @@ def register_artifacts(tracker: RunTracker, model_name: str, artifact_path: str,
 
 
 def lineage(client: MlflowClient, run: Run) -> dict[str, str]:
-    """Lineage tags of the model a training run logged: config, data URI and hash, code and SyncNet versions."""
+    """Lineage tags of the model a training run logged: config, data URI and hash, code and SyncNet versions, and
+    the raw data's fingerprint when a retraining run tagged the run with it."""
     run_id = run.info.run_id
     with tempfile.TemporaryDirectory(prefix="julnet-lineage-") as tmp:
         try:
@@ -93,6 +98,7 @@ def lineage(client: MlflowClient, run: Run) -> dict[str, str]:
         TAG_CODE: run.data.tags.get("julnet.code_version", "unknown"),
         TAG_SYNCNET: syncnet,
         TAG_RUN: run_id,
+        **{tag: run.data.tags[tag] for tag in RAW_TAGS if tag in run.data.tags},
     }
 
 

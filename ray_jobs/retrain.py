@@ -1,0 +1,280 @@
+"""Ray job: scheduled retraining in one job, for RayCronJob and `ray job submit` by hand.
+
+    ray job submit --working-dir . -- python ray_jobs/retrain.py --config paper \\
+        --raw s3://raw/hdtf --dataset s3://data/hdtf --storage s3://runs --name nightly
+
+check for new data -> preprocess -> (pre-train the SyncNet, --syncnet-steps) -> train -> evaluate -> register ->
+promote. With nothing new under --raw (julnet.freshness) and no --force it stops after the check and says why.
+The training run is named <name>-<hash of the raw fingerprint and the config>: resubmitting the same --name on the
+same data resumes it (finished steps are skipped or found again), new data or a new config starts a new run.
+
+The Kubeflow pipeline (pipelines/) runs the same steps as separate Ray jobs: `Plan` below builds each step's command
+line once, for both. Prints one JSON line at the end: status (promoted, not_promoted, no_new_data), reason, decision.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import importlib
+import io
+import json
+import shlex
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+if not __package__:  # run as `python ray_jobs/retrain.py` from a checkout: make julnet importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from mlflow import MlflowClient
+
+from julnet import freshness
+from julnet.config import ConfigError, load_config
+from julnet.errors import RegistryError
+from julnet.promotion import TAG_DECISION
+from julnet.registry import register_run
+from julnet.tracking import RUN_NAME_TAG, resolve_tracking_uri
+from ray_jobs.common import setup_logging
+
+SYNCNET_MODEL = "julnet-syncnet"
+
+
+class StepError(RuntimeError):
+    """A step of the chain failed; the message is the step's own error line."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step as a command line: `python -m <module> <argv>` (a Ray job entrypoint, or called in this process)."""
+
+    name: str
+    module: str
+    argv: tuple[str, ...]
+
+    def command(self, python: str = "python") -> str:
+        """The shell command that runs the step (the entrypoint of its Ray job)."""
+        return shlex.join([python, "-m", self.module, *self.argv])
+
+    def run_here(self) -> dict[str, Any]:
+        """Run the step's main() in this process, its output shown as it comes; its last JSON line, or StepError."""
+        main = importlib.import_module(self.module).main
+        out, err = _Tee(sys.stdout), _Tee(sys.stderr)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(self.argv))
+        if code:
+            raise StepError(f"{self.name}: {error_line(err.text() + out.text()) or f'exited with {code}'}")
+        return last_json(out.text())
+
+
+class _Tee(io.TextIOBase):
+    """Writes through to a stream and keeps a copy."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream, self.copy = stream, io.StringIO()
+
+    def write(self, text: str) -> int:
+        self.stream.write(text)
+        return self.copy.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def text(self) -> str:
+        return self.copy.getvalue()
+
+
+def last_json(text: str) -> dict[str, Any]:
+    """The last line of a step's output that is a JSON object (every job prints its result that way), or {}."""
+    for line in reversed(text.splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            with contextlib.suppress(json.JSONDecodeError):
+                found = json.loads(line)
+                if isinstance(found, dict):
+                    return found
+    return {}
+
+
+def error_line(text: str) -> str:
+    """The last line of a failed step's output that names an error (a one-line error or a traceback's last line)."""
+    for line in reversed(text.splitlines()):
+        if "error" in line.lower() or "exception" in line.lower():
+            return line.strip()
+    return ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One retraining: where the data is, the config, and how each step is called."""
+
+    raw: str
+    dataset: str
+    storage: str
+    name: str
+    config: str = "paper"
+    overrides: tuple[str, ...] = ()
+    promotion: tuple[str, ...] = ()  # promotion.* overrides, for the promote step only
+    syncnet_steps: int = 0
+    eval_gpus: float = 0.0
+
+    def __post_init__(self) -> None:
+        bad = [o for o in self.promotion if not o.startswith("promotion.")]
+        if bad:
+            raise ConfigError(f"promotion overrides must set promotion.* keys, got {bad[0]!r}")
+        if self.syncnet_steps < 0 or self.eval_gpus < 0:
+            raise ConfigError("syncnet steps and evaluation GPUs must be >= 0")
+        load_config(self.config, [*self.overrides, *self.promotion])  # a bad config fails here, in one line
+
+    @property
+    def model_name(self) -> str:
+        return load_config(self.config, [*self.overrides, *self.promotion]).promotion.model_name
+
+    @property
+    def manifest(self) -> str:
+        return f"{self.dataset.rstrip('/')}/manifest.json"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Plan:
+        """The plan from to_dict()'s output, also after a trip through JSON or protobuf (numbers as floats)."""
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**{**values, "syncnet_steps": int(values.get("syncnet_steps", 0)), "eval_gpus": float(values.get("eval_gpus", 0.0))})
+
+    def run_name(self, fingerprint: str) -> str:
+        """<name>-<12 hex>: the same raw data and config always give the same training run (so it resumes)."""
+        resolved = load_config(self.config, self.overrides).to_dict()
+        resolved.pop("promotion", None)
+        blob = json.dumps({"raw": fingerprint, "config": resolved}, sort_keys=True)
+        return f"{self.name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+    def _config_args(self, *extra: str) -> tuple[str, ...]:
+        return ("--config", self.config, *(a for o in [*self.overrides, *extra] for a in ("--set", o)))
+
+    def preprocess(self) -> Step:
+        return Step("preprocess", "ray_jobs.preprocess", (*self._config_args(), "--input", self.raw, "--output", self.dataset))
+
+    def syncnet(self, run: str) -> Step:
+        return Step("syncnet", "ray_jobs.train_syncnet", (*self._config_args(), "--data", self.manifest, "--name", f"{run}-syncnet",
+                                                           "--steps", str(self.syncnet_steps), "--model-name", SYNCNET_MODEL))
+
+    def train(self, run: str, syncnet: str = "") -> Step:
+        extra = (f"syncnet.weights.path={syncnet}",) if syncnet else ()
+        return Step("train", "ray_jobs.train", (*self._config_args(*extra), "--data", self.manifest, "--storage", self.storage, "--name", run))
+
+    def evaluation_output(self, run: str) -> str:
+        return f"{self.storage.rstrip('/')}/{run}/evaluation/result.json"
+
+    def evaluate(self, run: str, run_id: str) -> Step:
+        return Step("evaluate", "ray_jobs.evaluate", ("--model", f"runs:/{run_id}/model", "--data", self.manifest, *self._config_args(),
+                                                      "--output", self.evaluation_output(run), "--tracking-run", run_id,
+                                                      "--num-gpus", str(self.eval_gpus)))
+
+    def promote(self, version: str) -> Step:
+        device = "cuda" if self.eval_gpus > 0 else "cpu"
+        return Step("promote", "julnet.cli", ("promote", *self._config_args(*self.promotion), "--version", version, "--data", self.manifest,
+                                          "--device", device))
+
+
+def client_for(tracking_uri: str | None = None) -> MlflowClient:
+    """An MLflow client for tracking and registry at the configured URI (else $MLFLOW_TRACKING_URI)."""
+    uri = resolve_tracking_uri(tracking_uri)
+    return MlflowClient(uri, registry_uri=uri)
+
+
+def registered_syncnet(client: MlflowClient, experiment: str, run_name: str) -> str:
+    """The SyncNet version an earlier attempt of this run already registered (so a resubmission does not train another), or ""."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return ""
+    for run in client.search_runs([found.experiment_id], f"tags.`{RUN_NAME_TAG}` = '{run_name}'"):
+        versions = client.search_model_versions(f"name='{SYNCNET_MODEL}' and run_id='{run.info.run_id}'")
+        if versions:
+            return f"models:/{SYNCNET_MODEL}/{max(int(v.version) for v in versions)}"
+    return ""
+
+
+def record_raw(client: MlflowClient, run_id: str, fresh: freshness.Freshness | dict[str, Any]) -> None:
+    """Tag the training run with the raw data it was made from; registration copies the tags onto the version."""
+    fresh = fresh if isinstance(fresh, freshness.Freshness) else freshness.Freshness(**{**fresh, "files": int(fresh["files"])})
+    for key, value in fresh.tags().items():
+        client.set_tag(run_id, key, value)
+
+
+def register(client: MlflowClient, run_id: str, model_name: str) -> str:
+    """Register the training run's model (with its lineage) as @challenger; returns the version."""
+    return register_run(client, run_id, model_name, "challenger").version
+
+
+def decision_of(client: MlflowClient, model_name: str, version: str) -> dict[str, Any]:
+    """The promotion decision recorded on a version (julnet promote tags it there)."""
+    recorded = client.get_model_version(model_name, version).tags.get(TAG_DECISION)
+    if not recorded:
+        raise RegistryError(f"models:/{model_name}/{version} has no recorded promotion decision")
+    return json.loads(recorded)
+
+
+def outcome(decision: dict[str, Any]) -> dict[str, Any]:
+    """The chain's result line from a promotion decision."""
+    return {"status": "promoted" if decision["promoted"] else "not_promoted", "reason": decision["reason"], "decision": decision}
+
+
+def retrain(plan: Plan, force: bool = False) -> dict[str, Any]:
+    """The whole chain in this process (each step's main() as the pipeline would submit it); returns the result line."""
+    client = client_for()
+    fresh = freshness.check(client, plan.model_name, plan.raw)
+    print(fresh.reason, flush=True)
+    if not fresh.new and not force:
+        return {"status": "no_new_data", "reason": fresh.reason, "freshness": fresh.to_dict()}
+    run = plan.run_name(fresh.fingerprint)
+    plan.preprocess().run_here()
+    syncnet = ""
+    if plan.syncnet_steps:
+        experiment = load_config(plan.config, plan.overrides).tracking.experiment
+        syncnet = registered_syncnet(client, experiment, f"{run}-syncnet") or plan.syncnet(run).run_here()["model"]
+    run_id = plan.train(run, syncnet).run_here()["run_id"]
+    record_raw(client, run_id, fresh)
+    plan.evaluate(run, run_id).run_here()
+    version = register(client, run_id, plan.model_name)
+    plan.promote(version).run_here()
+    return {**outcome(decision_of(client, plan.model_name, version)), "run": run, "run_id": run_id, "version": version}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The job's command line."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--raw", required=True, help="raw videos: a folder or s3:// prefix (or a .jsonl listing)")
+    parser.add_argument("--dataset", required=True, help="where the preprocessed dataset goes (folder or s3:// prefix)")
+    parser.add_argument("--storage", required=True, help="where training runs keep checkpoints and evaluations")
+    parser.add_argument("--name", required=True, help="run name prefix; the same name on the same data and config resumes")
+    parser.add_argument("--config", default="paper", help="preset name or YAML path")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--promotion-set", dest="promotion", action="append", default=[], metavar="promotion.KEY=VALUE",
+                        help="promotion policy override (e.g. promotion.margin=0.1), for the promote step only")
+    parser.add_argument("--syncnet-steps", type=int, default=0, help="pre-train a SyncNet this many steps first (0: use the config's)")
+    parser.add_argument("--eval-gpus", type=float, default=0.0, help="GPUs for evaluation and promotion (CUDA when > 0)")
+    parser.add_argument("--force", action="store_true", help="retrain even when the raw data is what the champion was trained on")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    try:
+        plan = Plan(args.raw, args.dataset, args.storage, args.name, args.config, tuple(args.overrides), tuple(args.promotion),
+                    args.syncnet_steps, args.eval_gpus)
+        result = retrain(plan, args.force)
+    except (ConfigError, FileNotFoundError, RegistryError, StepError) as exc:
+        print(f"retrain: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
