@@ -37,6 +37,7 @@ from typing import Any
 from julnet import storage
 from julnet.config import override_config
 from julnet.errors import GenerateError
+from julnet.progress import Progress, quiet_ray, rate_text
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +224,7 @@ def run_batch(
     log.info("batch generate: %d pairs, %d already done, %d to run on %d workers -> %s", len(pairs), len(done), len(todo), workers, output_uri)
     rows: list[dict[str, Any]] = []
     if todo:
+        quiet_ray()  # the [generate] lines below report progress; Ray Data's bars only on a terminal
         if not ray.is_initialized():
             ray.init()
         dataset = ray.data.from_items([asdict(p) for p in todo], override_num_blocks=len(todo)).map(
@@ -235,10 +237,14 @@ def run_batch(
             num_cpus=cpus_per_worker,
             num_gpus=gpus_per_worker or None,
         )
-        t0 = time.perf_counter()
+        lines, frames = Progress("[generate]", len(todo), "pairs", logger=log), 0
         for row in dataset.iter_rows():
             rows.append(dict(row))
-            _progress(rows, len(todo), time.perf_counter() - t0)
+            frames += row["frames"]
+            what = f"{row['frames']} frames" if row["status"] == "done" else f"failed: {row['reason']}"
+            lines.update(advance=1, force=row["status"] != "done", note=f"last {row['name']} ({what})")
+        failed = sum(r["status"] != "done" for r in rows)
+        lines.close(f"{failed} failed, {frames} frames at {rate_text(frames / max(lines.elapsed(), 1e-9), 'frames')}")
     result = BatchResult(rows=rows, skipped=[p.name for p in done])
     summary = {
         "manifest": manifest_uri, "output": output_uri, "model": model, "pairs": len(pairs),
@@ -247,18 +253,6 @@ def run_batch(
     }
     storage.write_text(storage.join(output_uri, SUMMARY_FILE), json.dumps(summary, indent=1))
     return result
-
-
-def _progress(rows: list[dict[str, Any]], total: int, elapsed: float) -> None:
-    row = rows[-1]
-    rate = len(rows) / max(elapsed, 1e-9)
-    frames = sum(r["frames"] for r in rows)
-    eta = int((total - len(rows)) / max(rate, 1e-9))
-    what = f"{row['frames']} frames" if row["status"] == "done" else f"failed: {row['reason']}"
-    log.info(
-        "[generate] %d/%d %s (%s) | %.3f pairs/s, %.1f frames/s | eta %d:%02d:%02d",
-        len(rows), total, row["name"], what, rate, frames / max(elapsed, 1e-9), eta // 3600, eta % 3600 // 60, eta % 60,
-    )
 
 
 def format_table(result: BatchResult) -> str:

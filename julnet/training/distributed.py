@@ -30,6 +30,7 @@ from julnet.config import Config, StageConfig
 from julnet.data.loader import TORCH_DTYPES, examples_dataset, examples_per_epoch
 from julnet.data.manifest import read_manifest
 from julnet.pretrained import check_configured
+from julnet.progress import Progress, keep_progress_bar_settings
 from julnet.tracking import RunTracker, resolve_tracking_uri
 from julnet.training.build import Models, build_models, build_optimizers
 from julnet.training.checkpoint import (
@@ -109,6 +110,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     )
     models.train()
     t_last, step_last, step = time.perf_counter(), start, start
+    lines = Progress(f"[{stage.name}]", stage.steps, "steps", done=start, rate_unit="it", per="s", logger=log) if rank == 0 else None
     for step, batch in zip(range(start + 1, stage.steps + 1), batches):
         if _drill(run, rank, step) == "nan":
             batch = {**batch, "target": torch.full(batch["target"].shape, float("nan"))}
@@ -129,10 +131,9 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             global_step = run.step_offset + step
             if global_step > logged:
                 pending.append((global_step, metrics))
-            if rank == 0:
-                eta = (stage.steps - step) * stage.batch_size * world / max(metrics["samples_per_s"], 1e-9)
-                log.info("[%s] step %d/%d total=%.4g mouth_l1=%.4g %.1f samples/s eta %ds", stage.name, step, stage.steps,
-                         metrics["total"], metrics["mouth_l1"], metrics["samples_per_s"], eta)
+            if lines is not None:
+                lines.update(step, force=True, note=f"total={metrics['total']:.4g} mouth_l1={metrics['mouth_l1']:.4g} "
+                                                    f"{metrics['samples_per_s']:.1f} samples/s")
         if tracker and step % cfg.tracking.image_every == 0:
             grid = sample_grid(**step_fn.preview(batch, stage.kind))
             tracker.log_image(grid, f"samples/{stage.name}/step-{step:08d}.png")
@@ -287,7 +288,7 @@ def fit_stage(run: StageRun, callbacks: list | None = None) -> str:
             checkpoint_config=CheckpointConfig(num_to_keep=t.keep_last),
             callbacks=callbacks,
         ),
-        datasets={"train": _dataset_factory(run)},
+        datasets={"train": keep_progress_bar_settings(_dataset_factory(run))},  # Ray Data's bars as on this driver
     )
     result = trainer.fit()
     marker = storage.join(run.stage_uri, NONFINITE_FILE)

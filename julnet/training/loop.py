@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from torch import Tensor
 
+from julnet import progress
 from julnet.config import Config, ConfigError, StageConfig, resumable_key
 from julnet.training.build import build_models, build_optimizers, resolve_device
 from julnet.training.checkpoint import (
@@ -111,20 +111,12 @@ def _truncate_metrics(path: Path, after: int) -> None:
 
 
 class Progress:
-    """Periodic progress lines with rate and ETA."""
+    """A loop's progress lines with rate and ETA, one per report() (the caller picks the cadence)."""
 
     def __init__(self, name: str, start: int, total: int):
-        self.name, self.start, self.total, self.t0 = name, start, total, time.perf_counter()
+        self.name, self.start, self.total = name, start, total
+        self._lines = progress.Progress(f"[{name}]", total, "steps", done=start, rate_unit="it", per="s", logger=log)
 
     def report(self, step: int, metrics: dict[str, float]) -> None:
-        elapsed = time.perf_counter() - self.t0
-        rate = (step - self.start) / max(elapsed, 1e-9)
-        eta = (self.total - step) / max(rate, 1e-9)
         shown = " ".join(f"{k}={metrics[k]:.4g}" for k in ("total", "un", "pe", "ad", "sync", "mouth_l1") if k in metrics)
-        log.info("[%s] step %d/%d  %s  %.2f it/s  eta %s", self.name, step, self.total, shown, rate, _clock(eta))
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
+        self._lines.update(step, note=shown, force=True)

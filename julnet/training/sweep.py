@@ -18,7 +18,6 @@ import io
 import logging
 import math
 import os
-import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -33,6 +32,7 @@ from julnet.config import Config, ConfigError, StageConfig
 from julnet.data.loader import examples_per_epoch
 from julnet.data.manifest import read_manifest
 from julnet.pretrained import check_configured
+from julnet.progress import Progress
 from julnet.tracking import RunTracker, resolve_tracking_uri
 from julnet.training.distributed import train_run
 from julnet.version import code_version
@@ -378,14 +378,15 @@ def _log_results(parent: RunTracker, rows: list[TrialRow], cfg: Config, best: Tr
 
 
 class SweepProgress(tune.Callback):
-    """Logs each trial's end with the sweep's progress, rate and ETA."""
+    """Logs each trial's end with the sweep's progress, rate and ETA (trials ended before a resume: not in the rate)."""
 
     def __init__(self, name: str, metric: str):
         self.name, self.metric = name, metric
-        self.t0, self.total, self.ended_here = time.monotonic(), 0, 0
+        self.setup()
 
     def setup(self, total_num_samples: int = 0, **info) -> None:
-        self.t0, self.total, self.ended_here = time.monotonic(), total_num_samples, 0
+        self.lines = Progress(f"[sweep {self.name}]", total_num_samples or None, "trials", per="h", logger=log)
+        self.ended_here = 0
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         self._line(trials, trial, "ended")
@@ -396,8 +397,7 @@ class SweepProgress(tune.Callback):
     def _line(self, trials: list, trial, what: str) -> None:
         self.ended_here += 1
         done = len({t.trial_id for t in trials if t.status in ("TERMINATED", "ERROR")} | {trial.trial_id})
-        rate = self.ended_here / max(time.monotonic() - self.t0, 1e-9)
+        self.lines.start = done - self.ended_here  # trials ended before this driver (a resumed sweep): not in the rate
         last = trial.last_result or {}
-        log.info("[sweep %s] trial %s %s at step %s with %s=%.4g; %d/%d trials done, %.1f trials/h, eta %ds", self.name, trial.trial_id,
-                 what, last.get("global_step", 0), self.metric, last.get(self.metric, math.nan), done, self.total, 3600 * rate,
-                 max(self.total - done, 0) / rate)
+        self.lines.update(done, force=True, note=f"trial {trial.trial_id} {what} at step {last.get('global_step', 0)} "
+                                                 f"with {self.metric}={last.get(self.metric, math.nan):.4g}")
