@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from julnet import progress
+
 
 def run_parser(doc: str | None, what: str) -> argparse.ArgumentParser:
     """--config, --set, --data, --storage and --name: a `what` (run, sweep) that the same name and storage resume."""
@@ -18,4 +20,5 @@ def run_parser(doc: str | None, what: str) -> argparse.ArgumentParser:
 
 
 def setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """INFO lines in one format on stderr; Ray Data's progress bars off unless stderr is a terminal (julnet.progress)."""
+    progress.setup_logging(logging.INFO)
