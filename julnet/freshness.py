@@ -25,7 +25,6 @@ import boto3
 from mlflow import MlflowClient
 
 from julnet import storage
-from julnet.promotion import TAG_DECISION
 from julnet.registry import TAG_RAW, TAG_RAW_FILES, TAG_RAW_SHA, alias_version
 
 CHAMPION = "champion"
@@ -107,6 +106,8 @@ def fingerprint(objects: list[RawObject]) -> str:
 
 def check(client: MlflowClient, model_name: str, raw_uri: str) -> Freshness:
     """Compare the raw prefix with the data the champion (then any other version) of `model_name` was trained on."""
+    from julnet.promotion import TAG_DECISION  # here: promotion imports the evaluation suite (torch)
+
     objects = raw_objects(raw_uri)
     fp = fingerprint(objects)
     champion = alias_version(client, model_name, CHAMPION)

@@ -35,7 +35,6 @@ from mlflow import MlflowClient
 from julnet import freshness
 from julnet.config import ConfigError, load_config
 from julnet.errors import RegistryError
-from julnet.promotion import TAG_DECISION
 from julnet.registry import register_run
 from julnet.tracking import RUN_NAME_TAG, resolve_tracking_uri
 from ray_jobs.common import setup_logging
@@ -213,6 +212,8 @@ def register(client: MlflowClient, run_id: str, model_name: str) -> str:
 
 def decision_of(client: MlflowClient, model_name: str, version: str) -> dict[str, Any]:
     """The promotion decision recorded on a version (julnet promote tags it there)."""
+    from julnet.promotion import TAG_DECISION  # here: promotion imports the evaluation suite (torch)
+
     recorded = client.get_model_version(model_name, version).tags.get(TAG_DECISION)
     if not recorded:
         raise RegistryError(f"models:/{model_name}/{version} has no recorded promotion decision")

@@ -25,6 +25,7 @@ from julnet.registry import TAG_RAW, TAG_RAW_FILES, TAG_RAW_SHA
 from ray_jobs.retrain import Plan, error_line, last_json
 from tests.conftest import REPO
 
+RUN = "nightly"
 CLIPS = ["bbaf2n.mpg", "brbk7n.mpg", "id2_vcd_swwp2s.mpg"]  # three videos: preprocessing then holds one out as test
 # The tiny preset cut to a few steps of one stage, one worker: the chain, not the model, is under test.
 FAST = [
@@ -34,12 +35,19 @@ FAST = [
 ]
 
 
-def upload_clips(s3_server, bucket: str, prefix: str = "raw") -> str:
-    """The three GRID clips under s3://bucket/prefix/; returns that prefix's URI."""
-    name = bucket.removeprefix("s3://")
+def shared_bucket(s3_server) -> str:
+    """The session's bucket for end-to-end retraining, with the three GRID clips under raw/; its URI.
+
+    The pipeline's and the job's end-to-end tests share it on purpose: the same raw data and config give the same
+    run name, so whichever runs second resumes the first one's dataset and training run (as a resubmission would)
+    and spends its time on what differs. Uploading the same bytes again keeps their ETags, so the data stays the same.
+    """
+    name = "julnet-retrain-e2e"
+    if name not in {b["Name"] for b in s3_server.client.list_buckets()["Buckets"]}:
+        s3_server.client.create_bucket(Bucket=name)
     for clip in CLIPS:
-        s3_server.client.upload_file(str(REPO / "examples" / "grid" / clip), name, f"{prefix}/{clip}")
-    return f"{bucket}/{prefix}"
+        s3_server.client.upload_file(str(REPO / "examples" / "grid" / clip), name, f"raw/{clip}")
+    return f"s3://{name}"
 
 
 def job_env(mlflow_uri: str) -> dict[str, str]:
@@ -144,14 +152,14 @@ def test_a_steps_result_and_error_come_from_its_output() -> None:
 
 @pytest.mark.slow
 def test_the_retrain_job_runs_the_chain_on_ray_then_finds_nothing_new(ray_cluster, s3_server, mlflow_server) -> None:
-    bucket = s3_server.make_bucket()
-    raw = upload_clips(s3_server, bucket)
+    bucket = shared_bucket(s3_server)
+    raw = f"{bucket}/raw"
     model = f"retrain-{uuid.uuid4().hex[:6]}"
     command = [
         str(Path(sys.executable).parent / "ray"), "job", "submit", "--working-dir", str(REPO),
         "--runtime-env-json", json.dumps({"env_vars": job_env(mlflow_server.uri)}), "--",
         "python", "ray_jobs/retrain.py", "--config", "tiny", "--raw", raw, "--dataset", f"{bucket}/data", "--storage", f"{bucket}/runs",
-        "--name", "nightly", *(a for o in FAST for a in ("--set", o)), "--promotion-set", f"promotion.model_name={model}",
+        "--name", RUN, *(a for o in FAST for a in ("--set", o)), "--promotion-set", f"promotion.model_name={model}",
     ]
     env = {**ray_cluster.env(), "RAY_AUTH_MODE": "token"}
     started = time.monotonic()
@@ -159,7 +167,7 @@ def test_the_retrain_job_runs_the_chain_on_ray_then_finds_nothing_new(ray_cluste
     took = time.monotonic() - started
     assert first.returncode == 0, first.stdout[-5000:] + first.stderr[-2000:]
     result = last_json(first.stdout)
-    assert result["status"] == "promoted" and result["run"].startswith("nightly-"), result
+    assert result["status"] == "promoted" and result["run"].startswith(f"{RUN}-"), result
     print(f"retrain job: {took:.0f} s for the whole chain")
 
     client = MlflowClient(mlflow_server.uri, registry_uri=mlflow_server.uri)
