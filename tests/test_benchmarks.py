@@ -1,0 +1,56 @@
+"""The GPU check script (benchmarks/gpu_check.py) still runs: a CPU smoke run of the tiny preset, shrunk."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_on_cpu_and_writes_every_figure(tmp_path: Path):
+    out = tmp_path / "gpu_check.json"
+    # The tiny preset at 48x40 (much smaller leaves the ID encoder's last batch norm 1x1 at batch 1), 1 repeat,
+    # no warm-up, batches 1 and 2: about 30 steps on the CPU.
+    shrink = [f"--set=train.stages.{i}.{key}={value}" for i in (0, 1) for key, value in (("height", 48), ("width", 40))]
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--preset", "tiny", *shrink,
+         "--repeats", "1", "--warmup", "0", "--max-batch", "2", "--infer-batches", "1", "2", "--budget-s", "100000",
+         "--json", str(out)],
+        # One thread: on a shared 2-core machine, OpenMP's spinning threads made each tiny step 10-50x slower.
+        capture_output=True, text=True, timeout=600, cwd=tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "batch 1" in proc.stdout and "done in" in proc.stdout  # progress lines
+    report = json.loads(out.read_text())
+
+    assert report["forbidden_imports"] == []  # no Ray, MLflow, dlib or PyAV: the GPU machine has none of them
+    assert report["errors"] == [] and report["skipped"] == []
+    assert report["machine"]["cpu_cores"] > 0 and report["machine"]["torch"]
+    settings = report["settings"]
+    assert settings["preset"] == "tiny" and settings["precision"] == "fp32" and "random" in settings["random_weights"]
+
+    for kind, clip_len in (("frame", 1), ("clip", 5)):
+        part = report["train"][kind]
+        assert part["clip_len"] == clip_len and part["largest_batch"] == 2
+        assert [r["batch"] for r in part["results"]] == [1, 2]
+        for row in part["results"]:
+            for key in ("s_per_step_median", "s_per_step_min", "s_per_step_max", "samples_per_s", "frames_per_s", "gflop_per_step", "tflops"):
+                assert row[key] > 0, (kind, row["batch"], key)
+                assert row["no_uncertainty"][key] > 0, (kind, row["batch"], key)
+            assert row["frames_per_s"] == pytest.approx(row["samples_per_s"] * clip_len)
+            assert row["un_overhead_ratio"] > 0
+            assert row["un_flop_ratio"] > 1  # the uncertainty module costs FLOPs; the stub costs none
+            assert row["mfu"] is None  # no peak on a CPU
+        # batch 2 does twice batch 1's counted work
+        assert part["results"][1]["gflop_per_step"] == pytest.approx(2 * part["results"][0]["gflop_per_step"], rel=0.01)
+
+    rows = {(r["batch"], r["precision"]) for r in report["inference"]["results"]}
+    assert rows == {(1, "fp32"), (2, "fp32")}
+    assert all(r["frames_per_s"] > 0 for r in report["inference"]["results"])
