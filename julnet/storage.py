@@ -156,7 +156,7 @@ def local_path(uri: str) -> Path | None:
     return None if is_s3(uri) else Path(_path(uri))
 
 
-def require_durable(uri: str, what: str, fix: str) -> None:
+def require_durable(uri: str, what: str, fix: str = "give the job an s3:// URI, or a shared path outside its working directory") -> None:
     """Refuse, before any work, a `what` whose `uri` would vanish with a submitted Ray job's working copy."""
     if _lost_with_job(uri):
         raise ConfigError(f"{what}: {uri} is inside this Ray job's temporary working directory and would be lost when the job ends; {fix}")

@@ -322,6 +322,7 @@ def train_run(
     read_manifest(manifest_uri)  # a missing or bad data URI fails here, before any worker starts
     check_configured(cfg)
     chosen = [cfg.train.stage(s) for s in stages] if stages else cfg.train.stages
+    storage.require_durable(storage_uri, "storage")
     run_uri = storage.join(storage_uri, name)
     tracking_uri = resolve_tracking_uri(cfg.tracking.uri)
     tracker = RunTracker(tracking_uri, cfg.tracking.experiment, name)

@@ -209,6 +209,7 @@ def check_sweep_inputs(cfg: Config, manifest_uri: str) -> None:
 def run_sweep(cfg: Config, manifest_uri: str, storage_uri: str, name: str) -> dict[str, Any]:
     """Run (or resume) the sweep `name` under `storage_uri`; returns the parent run, the table and the best trial."""
     check_sweep_inputs(cfg, manifest_uri)
+    storage.require_durable(storage_uri, "storage")
     s = cfg.sweep
     cfg = cfg.with_values({"tracking.uri": resolve_tracking_uri(cfg.tracking.uri)})  # trials log where the parent does
     fs, root = storage.filesystem(storage_uri)
