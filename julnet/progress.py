@@ -10,8 +10,8 @@ the average since the reporter started (work done before it, e.g. before a resum
 shown per second, minute or hour, whichever reads best; the ETA is the remaining work at that rate.
 
 `setup_logging` is the one log setup: a single line format on stderr and, when stderr is not a terminal,
-Ray's own progress bars off (`quiet_ray`), since redrawn bars flood a log file. `ray_runtime_env` carries
-both to the Ray worker processes of a job that this process starts.
+the progress bars of Ray Data and of MLflow's artifact transfers off (`quiet_ray`), since bars redrawn with
+carriage returns flood a log file. `ray_runtime_env` carries both to the Ray workers of a job started here.
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ EVERY_S_ENV = "JULNET_PROGRESS_EVERY_S"
 DEFAULT_EVERY_S = 10.0
 # Ray Data reads this when ray.data.context is imported (its default for DataContext.enable_progress_bars).
 RAY_DATA_BARS_ENV = "RAY_DATA_DISABLE_PROGRESS_BARS"
+# MLflow reads this at every artifact upload or download.
+MLFLOW_BARS_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+QUIET_ENV = {RAY_DATA_BARS_ENV: "1", MLFLOW_BARS_ENV: "false"}
 
 log = logging.getLogger(__name__)
 
@@ -171,10 +174,11 @@ def quiet_ray(stream: TextIO | None = None) -> bool:
     DataContext, `enable_progress_bars` and `enable_operator_progress_bars` False: the settings Ray Data runs
     with in this process and that Ray Train copies to its workers. On a terminal nothing changes.
     Datasets made in other processes follow their own DataContext: see `keep_progress_bar_settings`.
+    MLflow's artifact transfer bars go off the same way (MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false).
     """
     if on_terminal(stream):
         return True
-    os.environ[RAY_DATA_BARS_ENV] = "1"
+    os.environ.update(QUIET_ENV)
     from ray.data import DataContext
 
     context = DataContext.get_current()
@@ -217,20 +221,29 @@ def _log_format(level: int, others: int | None, stream: TextIO | None) -> None:
     logging.getLogger("julnet").setLevel(level)
 
 
-def setup_worker_logging() -> None:
-    """Ray worker processes: julnet's INFO lines (progress) shown, other libraries' warnings only.
+def setup_ray_worker() -> None:
+    """Ray worker processes of a job that ray_runtime_env set up: julnet's INFO lines, and this cluster's address.
 
-    Ray leaves a task's root logger unconfigured (warnings only), so a shard task's progress would be lost.
-    Ray Train reconfigures the root logger of its workers; julnet's level set here stays. Progress bars are
-    left to the environment ray_runtime_env gives workers (importing Ray Data in every worker costs seconds).
+    Ray leaves a task's root logger unconfigured (warnings only), so a shard task's progress would be lost:
+    julnet logs at INFO, other libraries warnings only (Ray Train reconfigures the root logger of its
+    workers; julnet's level set here stays). Progress bars are left to the environment ray_runtime_env gives
+    (importing Ray Data in every worker would cost seconds).
+
+    RAY_ADDRESS is set to this worker's own cluster: Ray code that looks a cluster up without an address
+    (Ray Train's placement-group cleaner queries the State API that way, every second) otherwise fails with
+    "Found multiple active Ray instances" when other Ray clusters run on the machine.
     """
+    import ray
+
     _log_format(logging.INFO, logging.WARNING, None)
+    if ray.is_initialized():
+        os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
 
 
 def ray_runtime_env(stream: TextIO | None = None) -> dict[str, Any]:
-    """runtime_env for a `ray.init()` that starts (or joins as) a job: worker logging as setup_worker_logging
-    sets it up and, when `stream` (default stderr) is not a terminal, Ray Data's progress bars off in workers."""
-    env: dict[str, Any] = {"worker_process_setup_hook": f"{__name__}.setup_worker_logging"}
+    """runtime_env for a `ray.init()` that starts (or joins as) a job: its workers set up by setup_ray_worker
+    and, when `stream` (default stderr) is not a terminal, with the progress bars off (quiet_ray)."""
+    env: dict[str, Any] = {"worker_process_setup_hook": f"{__name__}.setup_ray_worker"}
     if not on_terminal(stream):
-        env["env_vars"] = {RAY_DATA_BARS_ENV: "1"}
+        env["env_vars"] = dict(QUIET_ENV)
     return env

@@ -105,11 +105,12 @@ class Tty(io.StringIO):
 
 @pytest.fixture
 def data_context(monkeypatch: pytest.MonkeyPatch):
-    """The process's Ray DataContext, restored after the test (and RAY_DATA_DISABLE_PROGRESS_BARS with it)."""
+    """The process's Ray DataContext, restored after the test (and the environment variables quiet_ray sets)."""
     from ray.data import DataContext
 
-    monkeypatch.setenv(progress.RAY_DATA_BARS_ENV, "0")  # recorded as unset before: undone after the test
-    monkeypatch.delenv(progress.RAY_DATA_BARS_ENV)
+    for name in progress.QUIET_ENV:
+        monkeypatch.setenv(name, "")  # recorded as it was before: undone after the test
+        monkeypatch.delenv(name)
     context = DataContext.get_current()
     saved = context.enable_progress_bars, context.enable_operator_progress_bars
     context.enable_progress_bars = context.enable_operator_progress_bars = True
@@ -120,11 +121,14 @@ def data_context(monkeypatch: pytest.MonkeyPatch):
 def test_quiet_ray_turns_ray_data_bars_off_only_when_not_on_a_terminal(data_context) -> None:
     assert quiet_ray(Tty()) is True
     assert (data_context.enable_progress_bars, data_context.enable_operator_progress_bars) == (True, True)
-    assert progress.RAY_DATA_BARS_ENV not in os.environ
+    assert not set(progress.QUIET_ENV) & set(os.environ)
+    assert "env_vars" not in progress.ray_runtime_env(Tty())
 
     assert quiet_ray(io.StringIO()) is False
     assert (data_context.enable_progress_bars, data_context.enable_operator_progress_bars) == (False, False)
-    assert os.environ[progress.RAY_DATA_BARS_ENV] == "1"  # for the Ray processes a ray.init() here starts
+    # for the Ray processes a ray.init() here starts, and MLflow's artifact bars
+    assert (os.environ["RAY_DATA_DISABLE_PROGRESS_BARS"], os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"]) == ("1", "false")
+    assert progress.ray_runtime_env(io.StringIO())["env_vars"] == progress.QUIET_ENV
 
 
 def test_a_dataset_factory_carries_the_setting_to_the_process_that_calls_it(data_context) -> None:
@@ -179,7 +183,8 @@ def test_no_progress_bar_redraws_in_a_log_file(ray_cluster, tmp_path: Path, mode
     script.write_text(RAY_DATA_SCRIPT)
     log = tmp_path / "stderr.log"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop(progress.RAY_DATA_BARS_ENV, None)
+    for name in progress.QUIET_ENV:
+        env.pop(name, None)
     with log.open("w") as stderr:
         proc = subprocess.run([sys.executable, str(script), ray_cluster.address, mode], stdout=subprocess.PIPE,
                               stderr=stderr, text=True, env=env, cwd=REPO, timeout=300)
