@@ -39,6 +39,10 @@ class Context:
             os.environ["MLFLOW_TRACKING_URI"] = context.tracking_uri
         return context
 
+    def client(self) -> Any:
+        """MLflow as the steps' jobs see it: tracking.uri of the config, else the pipeline's tracking URI."""
+        return client_for(self.plan.settings().tracking.uri)
+
     def submit(self, step: Step, num_gpus: float = 0.0) -> dict[str, Any]:
         """Run a step as a Ray job (MLflow's address passed on); its JSON result line."""
         env = {"MLFLOW_TRACKING_URI": self.tracking_uri} if self.tracking_uri else {}
@@ -49,7 +53,7 @@ def check(plan: Plan, target: RayTarget, tracking_uri: str, force: bool) -> tupl
     """Is there new raw data since the champion? (go on?, the reason, the context for the next steps)."""
     if tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
-    fresh = freshness.check(client_for(), plan.model_name, plan.raw)
+    fresh = freshness.check(client_for(plan.settings().tracking.uri), plan.model_name, plan.raw)
     reason = fresh.reason if fresh.new or not force else f"{fresh.reason}; retraining anyway (force)"
     print(reason, flush=True)
     context = Context(plan, target, tracking_uri, plan.run_name(fresh.fingerprint), fresh.to_dict())
@@ -68,16 +72,15 @@ def syncnet(context: dict[str, Any], manifest: str) -> str:
     if not ctx.plan.syncnet_steps:
         print("no SyncNet pre-training (syncnet_steps = 0): training uses the config's syncnet.weights")
         return ""
-    name = f"{ctx.run}-syncnet"
-    experiment = _config(ctx).tracking.experiment
-    return registered_syncnet(client_for(), experiment, name) or ctx.submit(ctx.plan.syncnet(ctx.run))["model"]
+    experiment = ctx.plan.settings().tracking.experiment
+    return registered_syncnet(ctx.client(), experiment, f"{ctx.run}-syncnet") or ctx.submit(ctx.plan.syncnet(ctx.run))["model"]
 
 
 def train(context: dict[str, Any], manifest: str, syncnet_model: str) -> str:
     """Train (ray_jobs/train.py, resumed by run name) and tag the run with its raw data; the MLflow run id."""
     ctx = Context.from_dict(context)
     run_id = ctx.submit(ctx.plan.train(ctx.run, syncnet_model))["run_id"]
-    record_raw(client_for(), run_id, ctx.freshness)
+    record_raw(ctx.client(), run_id, ctx.freshness)
     return run_id
 
 
@@ -91,14 +94,14 @@ def evaluate(context: dict[str, Any], run_id: str) -> tuple[str, str]:
 def register_model(context: dict[str, Any], run_id: str) -> str:
     """Register the run's model with its lineage as @challenger; the version."""
     ctx = Context.from_dict(context)
-    return register(client_for(), run_id, ctx.plan.model_name)
+    return register(ctx.client(), run_id, ctx.plan.model_name)
 
 
 def promote(context: dict[str, Any], version: str) -> tuple[bool, str, str]:
     """Challenger against champion (`julnet promote` as a Ray job); (promoted?, status, the decision as Markdown)."""
     ctx = Context.from_dict(context)
     ctx.submit(ctx.plan.promote(version), ctx.plan.eval_gpus)
-    client = client_for()
+    client = ctx.client()
     result = outcome(decision_of(client, ctx.plan.model_name, version))
     report = decision_markdown(result["decision"]) + "\n" + comparison_markdown(*stored_evaluations(client, result["decision"]))
     return result["decision"]["promoted"], result["status"], report
@@ -107,12 +110,6 @@ def promote(context: dict[str, Any], version: str) -> tuple[bool, str, str]:
 def no_new_data(reason: str) -> str:
     """The early end's report, as Markdown."""
     return f"## No retraining: no new data\n\n{reason}\n"
-
-
-def _config(ctx: Context) -> Any:
-    from julnet.config import load_config
-
-    return load_config(ctx.plan.config, ctx.plan.overrides)
 
 
 def _num(value: float | None) -> str:

@@ -33,7 +33,7 @@ if not __package__:  # run as `python ray_jobs/retrain.py` from a checkout: make
 from mlflow import MlflowClient
 
 from julnet import freshness
-from julnet.config import ConfigError, load_config
+from julnet.config import RESUMABLE_KEYS, Config, ConfigError, load_config
 from julnet.errors import RegistryError
 from julnet.registry import register_run
 from julnet.tracking import RUN_NAME_TAG, resolve_tracking_uri
@@ -146,11 +146,15 @@ class Plan:
         return cls(**{**values, "syncnet_steps": int(values.get("syncnet_steps", 0)), "eval_gpus": float(values.get("eval_gpus", 0.0))})
 
     def run_name(self, fingerprint: str) -> str:
-        """<name>-<12 hex>: the same raw data and config always give the same training run (so it resumes)."""
-        resolved = load_config(self.config, self.overrides).to_dict()
-        resolved.pop("promotion", None)
-        blob = json.dumps({"raw": fingerprint, "config": resolved}, sort_keys=True)
+        """<name>-<12 hex>: the same raw data and training config give the same run (so it resumes); settings a
+        resumed run may change (logging, tracking, evaluation, promotion) are left out."""
+        trained = {k: v for k, v in load_config(self.config, self.overrides).flat().items() if not k.startswith(RESUMABLE_KEYS)}
+        blob = json.dumps({"raw": fingerprint, "config": trained}, sort_keys=True, default=str)
         return f"{self.name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+    def settings(self) -> Config:
+        """The config the training steps run with (promotion overrides aside)."""
+        return load_config(self.config, self.overrides)
 
     def _config_args(self, *extra: str) -> tuple[str, ...]:
         return ("--config", self.config, *(a for o in [*self.overrides, *extra] for a in ("--set", o)))
@@ -227,7 +231,7 @@ def outcome(decision: dict[str, Any]) -> dict[str, Any]:
 
 def retrain(plan: Plan, force: bool = False) -> dict[str, Any]:
     """The whole chain in this process (each step's main() as the pipeline would submit it); returns the result line."""
-    client = client_for()
+    client = client_for(plan.settings().tracking.uri)
     fresh = freshness.check(client, plan.model_name, plan.raw)
     print(fresh.reason, flush=True)
     if not fresh.new and not force:
@@ -236,7 +240,7 @@ def retrain(plan: Plan, force: bool = False) -> dict[str, Any]:
     plan.preprocess().run_here()
     syncnet = ""
     if plan.syncnet_steps:
-        experiment = load_config(plan.config, plan.overrides).tracking.experiment
+        experiment = plan.settings().tracking.experiment
         syncnet = registered_syncnet(client, experiment, f"{run}-syncnet") or plan.syncnet(run).run_here()["model"]
     run_id = plan.train(run, syncnet).run_here()["run_id"]
     record_raw(client, run_id, fresh)
