@@ -10,6 +10,7 @@ version and trains a new run (seeded: the same weights again), which meets the f
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -31,6 +32,11 @@ def main() -> int:
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # keep Ray on 127.0.0.1
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{OUT / 'mlflow.db'}")
     OUT.mkdir(parents=True, exist_ok=True)
+    sys.stdout.reconfigure(line_buffering=True)  # the demo's lines in order with the log lines when piped to a file
+    from julnet.progress import ray_runtime_env, setup_logging
+
+    # julnet's progress lines, other libraries' warnings only; Ray Data's progress bars off unless on a terminal
+    setup_logging(logging.INFO, others=logging.WARNING)
     import ray
     from mlflow.tracking import MlflowClient
 
@@ -44,7 +50,10 @@ def main() -> int:
     from ray_jobs.train_syncnet import pretrain_and_register
 
     start = time.perf_counter()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True, _temp_dir=str(Path("/tmp") / f"julnet-demo-ray-{os.getuid()}"))
+    # The dashboard's API server (on 127.0.0.1) stays on: Ray Train's placement-group cleaner asks it every
+    # second whether the run's controller is alive, and logs "Failed to query Ray Train Controller actor state"
+    # each time it cannot. Workers: julnet's progress lines, bars off, this cluster's address (ray_runtime_env).
+    ray.init(num_cpus=2, log_to_driver=True, runtime_env=ray_runtime_env(), _temp_dir=str(Path("/tmp") / f"julnet-demo-ray-{os.getuid()}"))
     banner("1/5 preprocess the GRID sample clips")
     cfg = load_config("tiny")
     manifest, report = preprocess(str(ROOT / "examples" / "grid"), str(OUT / "data"), cfg, ray_mapper(1.0))
