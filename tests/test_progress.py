@@ -98,6 +98,23 @@ def test_clock() -> None:
     assert [clock(s) for s in (0, 59.9, 61, 3600 * 27 + 62)] == ["0:00:00", "0:00:59", "0:01:01", "27:01:02"]
 
 
+def test_sweep_lines_count_only_the_trials_ended_since_a_resume(caplog: pytest.LogCaptureFixture) -> None:
+    from types import SimpleNamespace
+
+    from julnet.training.sweep import SweepProgress
+
+    caplog.set_level(logging.INFO, logger="julnet.training.sweep")
+    callback = SweepProgress("s1", "eval_mouth_l1")
+    callback.setup(total_num_samples=4)
+    t = FakeClock()
+    callback.lines.clock, callback.lines.t0 = t, t()
+    before = [SimpleNamespace(trial_id=i, status="TERMINATED") for i in "ab"]  # ended before the driver was restarted
+    t.now += 1800
+    trial = SimpleNamespace(trial_id="c", status="RUNNING", last_result={"global_step": 40, "eval_mouth_l1": 0.1234})
+    callback.on_trial_complete(1, [*before, trial], trial)
+    assert caplog.messages[-1] == "[sweep s1] 3/4 trials, trial c ended at step 40 with eval_mouth_l1=0.1234 | 2.00 trials/h | eta 0:30:00"
+
+
 class Tty(io.StringIO):
     def isatty(self) -> bool:
         return True
