@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from julnet import storage
+from julnet import artifacts
 from julnet.config import Config, PretrainedWeights
 from julnet.errors import MissingWeightsError
 
@@ -32,10 +32,11 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_state_dict(weights: PretrainedWeights, what: str, key: str) -> dict[str, torch.Tensor] | None:
+def read_state_dict(weights: PretrainedWeights, what: str, key: str, tracking_uri: str | None = None) -> dict[str, torch.Tensor] | None:
     """The configured state dict, or None when random init is explicitly allowed and no path is set.
 
-    `key` is the config key (for messages), e.g. "perceptual.vgg".
+    `key` is the config key (for messages), e.g. "perceptual.vgg"; `models:/` and `runs:/` paths resolve against
+    `tracking_uri` (the config's tracking.uri; a Ray worker does not see the driver's MLFLOW_TRACKING_URI).
     """
     if weights.path is None:
         if not weights.allow_random_init:
@@ -45,7 +46,7 @@ def read_state_dict(weights: PretrainedWeights, what: str, key: str) -> dict[str
             )
         log.warning("%s runs on RANDOM weights (%s.allow_random_init=true): losses that use it are not meaningful", what, key)
         return None
-    path = _local_file(weights.path, what, key)
+    path = _local_file(weights.path, what, key, tracking_uri)
     if weights.sha256 and sha256_of(path) != weights.sha256.lower():
         raise MissingWeightsError(f"{what} weights at {path} do not match {key}.sha256")
     state = torch.load(path, map_location="cpu", weights_only=True)
@@ -56,27 +57,22 @@ def read_state_dict(weights: PretrainedWeights, what: str, key: str) -> dict[str
     return state
 
 
-def _local_file(uri: str, what: str, key: str) -> Path:
+def _local_file(uri: str, what: str, key: str, tracking_uri: str | None) -> Path:
     """A local weights file for a path, file://, s3:// or MLflow models:/ / runs:/ URI (remote ones are cached)."""
-    if uri.startswith(_REMOTE):
-        cache = Path(os.environ.get("JULNET_CACHE", Path.home() / ".cache" / "julnet")) / "weights"
-        target = cache / hashlib.sha256(uri.encode()).hexdigest()[:16]
-        try:
-            if uri.startswith("s3://"):
-                return storage.copy_to_local(uri, target)
-            import mlflow.artifacts
-
-            fetched = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(target)))
-        except Exception as exc:
-            raise MissingWeightsError(f"{what} weights could not be fetched from {key}.path={uri}: {exc}".splitlines()[0]) from None
-        files = [fetched] if fetched.is_file() else sorted(p for p in fetched.rglob("*") if p.suffix in (".pt", ".pth"))
-        if len(files) != 1:
-            raise MissingWeightsError(f"{key}.path={uri} holds {len(files)} weight files (.pt/.pth); expected one")
-        return files[0]
-    path = Path(uri.removeprefix("file://"))
-    if not path.is_file():
-        raise MissingWeightsError(f"{what} weights not found at {key}.path={uri}")
-    return path
+    if not uri.startswith(_REMOTE):
+        path = Path(uri.removeprefix("file://"))
+        if not path.is_file():
+            raise MissingWeightsError(f"{what} weights not found at {key}.path={uri}")
+        return path
+    cache = Path(os.environ.get("JULNET_CACHE", Path.home() / ".cache" / "julnet")) / "weights"
+    try:
+        fetched = artifacts.fetch(uri, cache / hashlib.sha256(uri.encode()).hexdigest()[:16], tracking_uri)
+    except Exception as exc:
+        raise MissingWeightsError(f"{what} weights could not be fetched from {key}.path={uri}: {exc}".splitlines()[0]) from None
+    files = [fetched] if fetched.is_file() else sorted(p for p in fetched.rglob("*") if p.suffix in (".pt", ".pth"))
+    if len(files) != 1:
+        raise MissingWeightsError(f"{key}.path={uri} holds {len(files)} weight files (.pt/.pth); expected one")
+    return files[0]
 
 
 def check_configured(cfg: Config) -> None:
@@ -88,9 +84,9 @@ def check_configured(cfg: Config) -> None:
             raise MissingWeightsError(f"{what} weights not found at {key}.path={weights.path}")
 
 
-def load_into(module: nn.Module, weights: PretrainedWeights, what: str, key: str) -> nn.Module:
+def load_into(module: nn.Module, weights: PretrainedWeights, what: str, key: str, tracking_uri: str | None = None) -> nn.Module:
     """Load configured weights into `module` (strict), then freeze it for use inside a loss."""
-    state = read_state_dict(weights, what, key)
+    state = read_state_dict(weights, what, key, tracking_uri)
     if state is not None:
         loader = getattr(module, "load_public_state_dict", module.load_state_dict)
         loader(state)

@@ -111,7 +111,7 @@ def _sync_judge(settings: Config, device: torch.device | str) -> SyncJudge | Una
         return Unavailable(f"{expert.reason}; the project's own SyncNet has no weights: set syncnet.weights.path{random_note}")
     net = SyncNet(settings, settings.audio.window)
     try:
-        net.load_state_dict(read_state_dict(weights, "SyncNet", "syncnet.weights"))
+        net.load_state_dict(read_state_dict(weights, "SyncNet", "syncnet.weights", settings.tracking.uri))
     except RuntimeError as exc:
         raise ValueError(f"syncnet.weights.path={weights.path} does not fit the configured SyncNet ({str(exc).splitlines()[0]})") from None
     return SyncJudge(net.requires_grad_(False).eval().to(device), "own", weights.path, expert.reason)

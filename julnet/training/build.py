@@ -75,8 +75,8 @@ def build_models(cfg: Config, device: torch.device | str = "cpu", pretrained: bo
         vgg=VGG19Features(),
     )
     if pretrained:
-        load_into(models.vgg, cfg.perceptual.vgg, "VGG-19", "perceptual.vgg")
-        load_into(models.syncnet, cfg.syncnet.weights, "SyncNet", "syncnet.weights")
+        load_into(models.vgg, cfg.perceptual.vgg, "VGG-19", "perceptual.vgg", cfg.tracking.uri)
+        load_into(models.syncnet, cfg.syncnet.weights, "SyncNet", "syncnet.weights", cfg.tracking.uri)
     for name in ("generator", "uncertainty", "frame_discriminator", "clip_discriminator", "syncnet", "vgg"):
         getattr(models, name).to(device)
     return models

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import yaml
 
-from julnet import storage
+from julnet import artifacts
 from julnet.config import Config
 from julnet.training.build import Models, Optimizers
 
@@ -169,39 +169,9 @@ def _stage_order(checkpoint: Path) -> list[str]:
 
 
 def fetch_checkpoint(uri: str, local_dir: Path, tracking_uri: str | None = None) -> Path:
-    """The checkpoint directory behind a path, file://, s3:// or an MLflow models:/ or runs:/ URI, fetched
-    into `local_dir` when remote. MLflow URIs resolve against `tracking_uri` (default: as julnet.tracking does)."""
-    if uri.startswith(("models:/", "runs:/")):
-        import mlflow.artifacts
-
-        from julnet.tracking import resolve_tracking_uri
-
-        tracking = resolve_tracking_uri(tracking_uri)
-        source = _model_version_source(uri, tracking) if uri.startswith("models:/") else uri
-        root = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(local_dir), tracking_uri=tracking))
-    elif storage.is_s3(uri):
-        root = storage.copy_to_local(uri, local_dir)
-    else:
-        root = Path(uri.removeprefix("file://"))
-        if not root.exists():
-            raise FileNotFoundError(f"no such file or directory: {uri}")
-    return locate_checkpoint(root)
-
-
-def _model_version_source(uri: str, tracking_uri: str) -> str:
-    """Where `models:/name/N` or `models:/name@alias` is stored, asked of this registry (MLflow's own models:/
-    resolution consults the process-wide registry URI, whatever registry was asked for)."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
-    spec = uri.removeprefix("models:/").strip("/")
-    if "@" in spec:
-        name, alias = spec.split("@", 1)
-        return client.get_model_version_by_alias(name, alias).source
-    name, _, version = spec.partition("/")
-    if not version.isdigit():
-        raise FileNotFoundError(f"{uri}: expected models:/<name>/<version> or models:/<name>@<alias>")
-    return client.get_model_version(name, version).source
+    """The checkpoint behind a path, file://, s3:// or an MLflow models:/ or runs:/ URI, fetched into `local_dir`
+    when remote (julnet.artifacts.fetch); MLflow URIs resolve against `tracking_uri`."""
+    return locate_checkpoint(artifacts.fetch(uri, local_dir, tracking_uri))
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -1,0 +1,48 @@
+"""One resolver from any model or weights URI to local files: a path, file://, s3://, runs:/ or models:/.
+
+MLflow URIs resolve against the tracking server the config names (MLflow's own models:/ resolution asks the
+process-wide registry, whatever registry was asked for, so a version's source is looked up here first).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from julnet import storage
+
+MLFLOW_SCHEMES = ("models:/", "runs:/")
+
+
+def fetch(uri: str, local_dir: Path, tracking_uri: str | None = None) -> Path:
+    """The local file or folder behind `uri`, downloaded into `local_dir` when remote; MLflow URIs resolve against
+    `tracking_uri` (default: as julnet.tracking resolves it)."""
+    if uri.startswith(MLFLOW_SCHEMES):
+        # MLflow only when an MLflow URI is asked for: the training step also runs where MLflow is not installed
+        import mlflow.artifacts
+
+        from julnet.tracking import resolve_tracking_uri
+
+        tracking = resolve_tracking_uri(tracking_uri)
+        source = model_version_source(uri, tracking) if uri.startswith("models:/") else uri
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(local_dir), tracking_uri=tracking))
+    if storage.is_s3(uri):
+        return storage.copy_to_local(uri, local_dir)
+    path = Path(uri.removeprefix("file://"))
+    if not path.exists():
+        raise FileNotFoundError(f"no such file or directory: {uri}")
+    return path
+
+
+def model_version_source(uri: str, tracking_uri: str) -> str:
+    """Where `models:/name/N` or `models:/name@alias` is stored, asked of this registry."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    spec = uri.removeprefix("models:/").strip("/")
+    if "@" in spec:
+        name, alias = spec.split("@", 1)
+        return client.get_model_version_by_alias(name, alias).source
+    name, _, version = spec.partition("/")
+    if not version.isdigit():
+        raise FileNotFoundError(f"{uri}: expected models:/<name>/<version> or models:/<name>@<alias>")
+    return client.get_model_version(name, version).source
