@@ -103,10 +103,19 @@ def test_the_pipeline_trains_registers_and_promotes_then_stops_for_no_new_data(l
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
-def test_a_failing_ray_job_fails_its_step_with_the_jobs_error(local_kfp, ray_cluster, s3_server, mlflow_server, capfd) -> None:
-    # A config that only the training job can reject (its pretrained weights), so the failure happens inside Ray.
-    bad = [*FAST, "perceptual.vgg.allow_random_init=false"]
-    with pytest.raises(RuntimeError, match="Inner task failed: .*train"):
-        run_pipeline(ray_cluster, mlflow_server, shared_bucket(s3_server), f"fail-{uuid.uuid4().hex[:6]}", bad)
+def test_a_failing_ray_job_fails_its_step_with_the_jobs_error(local_kfp, ray_cluster, s3_grid, mlflow_server, capfd) -> None:
+    """The train step alone (KFP runs a component like a one-step pipeline), on the session's GRID dataset in S3, with a
+    config only the training job rejects (its pretrained weights): the job fails, so the step fails with its error."""
+    from pipelines.julnet_retrain import train
+    from pipelines.raysubmit import RayTarget
+    from pipelines.steps import Context
+    from ray_jobs.retrain import Plan
+
+    plan = Plan(s3_grid.rsplit("/", 1)[0], s3_grid.rsplit("/", 1)[0], f"{s3_grid.rsplit('/', 2)[0]}/runs", "broken", "tiny",
+                (*FAST, "perceptual.vgg.allow_random_init=false"))
+    target = RayTarget(ray_cluster.dashboard, runtime_env={"working_dir": str(REPO), "env_vars": {"PATH": job_env(mlflow_server.uri)["PATH"]}})
+    context = Context(plan, target, mlflow_server.uri, "broken-0", {"new": True, "reason": "", "raw": "", "fingerprint": "", "files": 0, "champion": ""})
+    with pytest.raises(RuntimeError, match="finished with status .*FAILURE"):
+        train(context=context.to_dict(), manifest=s3_grid, syncnet_model="")
     out = capfd.readouterr().out
     assert "JobFailed: Ray job julnet-train-" in out and "FAILED: train: error: VGG-19 weights are not configured" in out
