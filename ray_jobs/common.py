@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+import ray
+
 from julnet import progress
 
 
@@ -22,3 +24,10 @@ def run_parser(doc: str | None, what: str) -> argparse.ArgumentParser:
 def setup_logging() -> None:
     """INFO lines in one format on stderr; Ray Data's progress bars off unless stderr is a terminal (julnet.progress)."""
     progress.setup_logging(logging.INFO)
+
+
+def connect_ray() -> None:
+    """Join the cluster this job was submitted to (or start a local one), with julnet's logging in the workers and
+    Ray Data's progress bars off when the job's output is not a terminal."""
+    if not ray.is_initialized():
+        ray.init(runtime_env=progress.ray_runtime_env())

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
@@ -27,11 +26,11 @@ from julnet.evaluation.publish import log_to_mlflow, save_result
 from julnet.evaluation.result import EvaluationResult, format_table
 from julnet.evaluation.suite import evaluate_with_config
 from julnet.tracking import resolve_tracking_uri
+from ray_jobs.common import connect_ray, setup_logging
 
 
 @ray.remote
 def _evaluate(model: str, data: str, config: str | None, overrides: list[str], device: str) -> tuple[Config, EvaluationResult]:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return evaluate_with_config(model, data, config, overrides, device)
 
 
@@ -48,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     tracking.add_argument("--tracking-run", default=None, metavar="RUN_ID", help="log onto this MLflow run")
     tracking.add_argument("--log", action="store_true", help="log to a linked MLflow evaluation run")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         if args.config:
             load_config(args.config, args.overrides)
@@ -56,8 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"evaluate: error: {exc}", file=sys.stderr)
         return 2
-    if not ray.is_initialized():
-        ray.init()
+    connect_ray()
     device = "cuda" if args.num_gpus > 0 else "cpu"
     task = _evaluate.options(num_cpus=args.num_cpus, num_gpus=args.num_gpus)
     try:

@@ -10,7 +10,6 @@ it ran; exits 1 if any pair failed (its reason is in the table and in <output>/s
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ if not __package__:  # run as `python ray_jobs/generate.py` from a checkout: mak
 from julnet.batch import ManifestError, format_table, run_batch
 from julnet.config import ConfigError
 from julnet.errors import GenerateError
+from ray_jobs.common import setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpus-per-worker", type=float, default=0.0)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     if args.workers < 1:
         parser.error("--workers must be at least 1")
     if min(args.cpus_per_worker, args.gpus_per_worker) < 0:

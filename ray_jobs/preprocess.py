@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ import ray
 from julnet.config import load_config
 from julnet.data.manifest import ShardResult
 from julnet.data.preprocess import run
+from ray_jobs.common import connect_ray, setup_logging
 
 
 @ray.remote
@@ -49,10 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", required=True)
     parser.add_argument("--cpus-per-task", type=float, default=1.0)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     cfg = load_config(args.config, args.overrides)
-    if not ray.is_initialized():
-        ray.init()
+    connect_ray()
     manifest, report = run(args.input, args.output, cfg, ray_mapper(args.cpus_per_task))
     print(json.dumps({"manifest": f"{args.output.rstrip('/')}/manifest.json", "accepted": report.accepted, "rejected": len(report.rejected)}))
     return 0 if report.accepted else 1

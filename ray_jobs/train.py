@@ -15,14 +15,12 @@ from pathlib import Path
 if not __package__:  # run as `python ray_jobs/train.py` from a checkout: make julnet importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import ray
-
 from julnet.config import ConfigError, load_config
 from julnet.data.manifest import read_manifest
 from julnet.pretrained import MissingWeightsError, check_configured
 from julnet.training.distributed import train_run
 from julnet.training.step import NonFiniteLossError
-from ray_jobs.common import run_parser, setup_logging
+from ray_jobs.common import connect_ray, run_parser, setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,8 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, args.overrides)
         read_manifest(args.data)  # bad config, data or weights fail here, before Ray or any worker starts
         check_configured(cfg)
-        if not ray.is_initialized():
-            ray.init()
+        connect_ray()
         result = train_run(cfg, args.data, args.storage, args.name, args.stages.split(",") if args.stages else None, args.init)
     except (ConfigError, MissingWeightsError, FileNotFoundError, NonFiniteLossError) as exc:
         print(f"train: error: {exc}", file=sys.stderr)

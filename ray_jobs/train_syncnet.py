@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import tempfile
 from pathlib import Path
@@ -27,6 +26,7 @@ from julnet.registry import register_artifacts
 from julnet.tracking import RunTracker, resolve_tracking_uri
 from julnet.training.syncnet import WEIGHTS_FILE, clip_stage, manifest_sources, train_syncnet
 from julnet.version import code_version
+from ray_jobs.common import connect_ray, setup_logging
 
 
 @ray.remote
@@ -49,15 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, required=True)
     parser.add_argument("--model-name", default="julnet-syncnet", help="registered model name")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         cfg = load_config(args.config, args.overrides)
         read_manifest(args.data)
     except (ConfigError, FileNotFoundError) as exc:
         print(f"train_syncnet: error: {exc}", file=sys.stderr)
         return 2
-    if not ray.is_initialized():
-        ray.init()
+    connect_ray()
     print(json.dumps(pretrain_and_register(cfg, args.data, args.name, args.steps, args.model_name)))
     return 0
 

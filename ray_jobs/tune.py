@@ -17,12 +17,10 @@ from pathlib import Path
 if not __package__:  # run as `python ray_jobs/tune.py` from a checkout: make julnet importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import ray
-
 from julnet.config import ConfigError, load_config
 from julnet.pretrained import MissingWeightsError
 from julnet.training.sweep import check_sweep_inputs, format_table, run_sweep
-from ray_jobs.common import run_parser, setup_logging
+from ray_jobs.common import connect_ray, run_parser, setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,8 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, args.overrides)
         check_sweep_inputs(cfg, args.data)  # bad config, data or weights fail here, before Ray starts
-        if not ray.is_initialized():
-            ray.init()
+        connect_ray()
         outcome = run_sweep(cfg, args.data, args.storage, args.name)
     except (ConfigError, MissingWeightsError, FileNotFoundError) as exc:
         print(f"tune: error: {exc}", file=sys.stderr)
