@@ -9,6 +9,7 @@ version and trains a new run (seeded: the same weights again), which meets the f
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -21,14 +22,23 @@ if not __package__:  # run as `python ray_jobs/demo.py` from a checkout: make ju
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "runs" / "demo"
-FRAME_STEPS, CLIP_STEPS, SYNCNET_STEPS = 240, 30, 150
 
 
 def banner(text: str) -> None:
     print(f"\n=== {text} " + "=" * max(0, 70 - len(text)), flush=True)
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Step counts (the defaults are the demo; smaller ones make a smoke run of the same pipeline)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frame-steps", type=int, default=240, help="frame-stage training steps")
+    parser.add_argument("--clip-steps", type=int, default=30, help="clip-stage training steps (clip discriminator, sync loss)")
+    parser.add_argument("--syncnet-steps", type=int, default=150, help="SyncNet pre-training steps")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # keep Ray on 127.0.0.1
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{OUT / 'mlflow.db'}")
     OUT.mkdir(parents=True, exist_ok=True)
@@ -62,14 +72,14 @@ def main() -> int:
         print(f"rejected {Path(rejection.source).name}: {rejection.reason}")
     data = str(OUT / "data" / "manifest.json")
 
-    banner(f"2/5 pre-train the SyncNet ({SYNCNET_STEPS} steps)")
-    syncnet = pretrain_and_register(load_config("tiny", ["train.log_every=25"]), data, "demo-syncnet", SYNCNET_STEPS, "julnet-syncnet")
+    banner(f"2/5 pre-train the SyncNet ({args.syncnet_steps} steps)")
+    syncnet = pretrain_and_register(load_config("tiny", ["train.log_every=25"]), data, "demo-syncnet", args.syncnet_steps, "julnet-syncnet")
     print(f"registered {syncnet['model']}: held-out sync accuracy {syncnet['sync_accuracy']:.3f} ({syncnet['heldout']})")
 
-    banner(f"3/5 train the tiny preset on 2 workers ({FRAME_STEPS} frame + {CLIP_STEPS} clip steps)")
+    banner(f"3/5 train the tiny preset on 2 workers ({args.frame_steps} frame + {args.clip_steps} clip steps)")
     version = syncnet["model"].rsplit("/", 1)[-1]
     train_cfg = load_config("tiny", [
-        f"train.stages.0.steps={FRAME_STEPS}", "train.stages.0.batch_size=2", f"train.stages.1.steps={CLIP_STEPS}",
+        f"train.stages.0.steps={args.frame_steps}", "train.stages.0.batch_size=2", f"train.stages.1.steps={args.clip_steps}",
         "train.checkpoint_every=60",
         "train.log_every=10", "tracking.image_every=60", f"syncnet.weights.path={syncnet['model']}",
     ])
