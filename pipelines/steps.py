@@ -52,6 +52,7 @@ class Context:
 def check(plan: Plan, target: RayTarget, tracking_uri: str, force: bool) -> tuple[bool, str, dict[str, Any]]:
     """Is there new raw data since the champion? (go on?, the reason, the context for the next steps)."""
     if tracking_uri:
+        plan.check_tracking(tracking_uri)
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     fresh = freshness.check(client_for(plan.settings().tracking.uri), plan.model_name, plan.raw)
     reason = fresh.reason if fresh.new or not force else f"{fresh.reason}; retraining anyway (force)"
@@ -67,7 +68,8 @@ def preprocess(context: dict[str, Any]) -> str:
 
 
 def syncnet(context: dict[str, Any], manifest: str) -> str:
-    """Pre-train the SyncNet (ray_jobs/train_syncnet.py) when the plan asks for steps; its models:/ URI, or ""."""
+    """Pre-train the SyncNet (ray_jobs/train_syncnet.py) when the plan asks for steps; its models:/ URI, or "".
+    (`manifest`, the plan's manifest URI, orders the step after preprocessing.)"""
     ctx = Context.from_dict(context)
     if not ctx.plan.syncnet_steps:
         print("no SyncNet pre-training (syncnet_steps = 0): training uses the config's syncnet.weights")
@@ -77,7 +79,8 @@ def syncnet(context: dict[str, Any], manifest: str) -> str:
 
 
 def train(context: dict[str, Any], manifest: str, syncnet_model: str) -> str:
-    """Train (ray_jobs/train.py, resumed by run name) and tag the run with its raw data; the MLflow run id."""
+    """Train (ray_jobs/train.py, resumed by run name) and tag the run with its raw data; the MLflow run id.
+    (`manifest`, the plan's manifest URI, orders the step after preprocessing.)"""
     ctx = Context.from_dict(context)
     run_id = ctx.submit(ctx.plan.train(ctx.run, syncnet_model))["run_id"]
     record_raw(ctx.client(), run_id, ctx.freshness)

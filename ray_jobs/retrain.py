@@ -20,6 +20,7 @@ import hashlib
 import importlib
 import io
 import json
+import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -156,6 +157,13 @@ class Plan:
         """The config the training steps run with (promotion overrides aside)."""
         return load_config(self.config, self.overrides)
 
+    def check_tracking(self, jobs_uri: str | None) -> None:
+        """A configured tracking.uri must be the jobs' MLFLOW_TRACKING_URI: the evaluation task finds runs:/ models only there."""
+        configured = self.settings().tracking.uri
+        if configured and configured != jobs_uri:
+            raise ConfigError(f"tracking.uri is {configured} but the jobs' MLFLOW_TRACKING_URI is {jobs_uri or 'unset'}: the evaluation "
+                              "task loads the model through MLFLOW_TRACKING_URI, so give MLflow's address there (the job's environment)")
+
     def _config_args(self, *extra: str) -> tuple[str, ...]:
         return ("--config", self.config, *(a for o in [*self.overrides, *extra] for a in ("--set", o)))
 
@@ -231,7 +239,8 @@ def outcome(decision: dict[str, Any]) -> dict[str, Any]:
 
 def retrain(plan: Plan, force: bool = False) -> dict[str, Any]:
     """The whole chain in this process (each step's main() as the pipeline would submit it); returns the result line."""
-    client = client_for(plan.settings().tracking.uri)
+    plan.check_tracking(os.environ.get("MLFLOW_TRACKING_URI"))
+    client = client_for()
     fresh = freshness.check(client, plan.model_name, plan.raw)
     print(fresh.reason, flush=True)
     if not fresh.new and not force:

@@ -137,6 +137,11 @@ def test_the_plan_builds_each_steps_command_line_once() -> None:
         Plan("r", "d", "s", "n", "tiny", (), ("hist.bins=9",))
     with pytest.raises(ConfigError, match="unknown config key 'train.bogus'"):
         Plan("r", "d", "s", "n", "tiny", ("train.bogus=1",))
+    plan.check_tracking(None)  # MLflow from the environment: nothing to compare
+    pinned = Plan("r", "d", "s", "n", "tiny", ("tracking.uri=http://mlflow:5000",))
+    pinned.check_tracking("http://mlflow:5000")
+    with pytest.raises(ConfigError, match="tracking.uri is http://mlflow:5000 but the jobs' MLFLOW_TRACKING_URI is unset"):
+        pinned.check_tracking(None)
 
 
 def test_a_steps_result_and_error_come_from_its_output() -> None:
