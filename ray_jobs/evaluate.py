@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -57,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     connect_ray()
     device = "cuda" if args.num_gpus > 0 else "cpu"
-    task = _evaluate.options(num_cpus=args.num_cpus, num_gpus=args.num_gpus)
+    # The task resolves runs:/ and models:/ where this driver does (a task sees the job's environment, not ours).
+    tracking = {k: os.environ[k] for k in ("MLFLOW_TRACKING_URI",) if k in os.environ}
+    task = _evaluate.options(num_cpus=args.num_cpus, num_gpus=args.num_gpus, runtime_env={"env_vars": tracking})
     try:
         settings, result = ray.get(task.remote(args.model, args.data, args.config, args.overrides, device))
     except (ConfigError, GenerateError, MissingWeightsError, FileNotFoundError, ValueError) as exc:  # Ray re-raises the task's error type

@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,13 +68,12 @@ def _stop(process: subprocess.Popen) -> None:
             continue
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
-    """An MLflow tracking server for the session: sqlite backend, artifacts served from a local folder."""
+@contextmanager
+def running_mlflow_server(root: Path) -> Iterator[MlflowServer]:
+    """Start `mlflow server` with its database and artifacts under `root`; stop its process group on exit."""
     mlflow = Path(sys.executable).parent / "mlflow"
     if not mlflow.exists():
         pytest.fail(f"{mlflow} not found: install mlflow in this environment")
-    root = tmp_path_factory.mktemp("mlflow_server")
     port = _free_port()
     server = MlflowServer(uri=f"http://127.0.0.1:{port}", log_path=root / "server.log")
     command = [
@@ -105,3 +105,10 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
         yield server
     finally:
         _stop(process)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """An MLflow tracking server for the session: sqlite backend, artifacts served from a local folder."""
+    with running_mlflow_server(tmp_path_factory.mktemp("mlflow_server")) as server:
+        yield server

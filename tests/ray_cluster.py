@@ -79,6 +79,8 @@ def ray_cluster(s3_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     env.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     env.setenv("RAY_AUTH_MODE", "token")
     env.setenv("RAY_AUTH_TOKEN", secrets.token_hex(16))
+    # A job's entrypoint `python ...` finds this environment's interpreter, as on a cluster whose image has julnet.
+    env.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     cmd = [
         RAY, "start", "--head", "--num-cpus", "2", "--node-ip-address", "127.0.0.1", "--port", str(port),
         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port), "--include-dashboard", "true",

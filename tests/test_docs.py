@@ -1,0 +1,200 @@
+"""Every command in README.md and docs/*.md, run as a user would paste it.
+
+Each ```bash block runs as one bash script (`set -euo pipefail`) in a scratch copy of the repository that all
+documents share, document by document in the order of DOCUMENTS, so a guide's later commands use what its earlier
+ones made (the data guide's dataset, the training guide's run). The environment is a user's shell pointed at
+services this test session started on 127.0.0.1: a Ray head with token auth (RAY_ADDRESS), an MLflow server of
+its own (MLFLOW_TRACKING_URI) and an S3 server (AWS_*) whose bucket `raw` holds the GRID sample clips under
+`s3://raw/grid/`; the buckets the guides write to exist and are empty.
+
+An HTML comment on the line before a block, `<!-- test: {JSON} -->`, says how it runs here, in plain sight of
+whoever edits the guide:
+  "replace": {"old": "new"}  scale a cluster-sized command down (the paper preset to tiny, 20000 steps to a few)
+                              or swap what cannot run here (`kubectl apply` without an API server); every `old`
+                              must occur. `new` may hold {dashboard}, {mlflow} or {run_id} (the newest training run).
+  "rc": N                    the exit code the block must end with (default 0)
+  "timeout": S               seconds (default 600)
+  "skip": "why"              only for `make test`, the command that runs this very test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from tests.mlflow_server import running_mlflow_server
+
+DOCUMENTS = [
+    "README.md",
+    "docs/data.md",
+    "docs/training.md",
+    "docs/sweeps.md",
+    "docs/evaluation.md",
+    "docs/registry.md",
+    "docs/inference.md",
+    "docs/operations.md",
+    "docs/design.md",
+    "docs/benchmarks.md",
+    "docs/benchmarks-gpu.md",
+]
+BUCKETS = ("raw", "data", "runs", "sweeps", "evals", "models", "jobs", "dubbed")
+FENCE = re.compile(r"^```(\S*)\s*$")
+DIRECTIVE = re.compile(r"^<!--\s*test:\s*(\{.*\})\s*-->\s*$")
+KEYS = {"replace", "rc", "timeout", "skip"}
+
+
+@dataclass(frozen=True)
+class Block:
+    """One fenced shell block of a document, with the directive written above it."""
+
+    document: str
+    line: int
+    code: str
+    directive: dict
+
+    @property
+    def id(self) -> str:
+        return f"{self.document}:{self.line}"
+
+
+def read_blocks(document: str) -> list[Block]:
+    """The ```bash blocks of a document, in order, each with its `<!-- test: ... -->` directive (or {})."""
+    lines = (REPO / document).read_text().splitlines()
+    blocks, i = [], 0
+    while i < len(lines):
+        fence = FENCE.match(lines[i])
+        if not fence:
+            i += 1
+            continue
+        end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
+        if fence.group(1) in ("bash", "sh", "shell"):
+            above = DIRECTIVE.match(lines[i - 1]) if i > 0 else None
+            directive = json.loads(above.group(1)) if above else {}
+            if set(directive) - KEYS:
+                raise ValueError(f"{document}:{i + 1}: unknown test directive keys {sorted(set(directive) - KEYS)}")
+            blocks.append(Block(document, i + 1, "\n".join(lines[i + 1 : end]), directive))
+        i = end + 1
+    return blocks
+
+
+BLOCKS = [block for document in DOCUMENTS if (REPO / document).exists() for block in read_blocks(document)]
+
+
+def test_every_guide_is_listed_and_has_its_commands_run() -> None:
+    """A new guide must join DOCUMENTS (so its commands run), and only `make test` may be skipped."""
+    guides = {str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md")}
+    assert guides <= set(DOCUMENTS), f"add {sorted(guides - set(DOCUMENTS))} to DOCUMENTS in {__file__}"
+    assert all(block.code.split("#")[0].strip() == "make test" for block in BLOCKS if "skip" in block.directive)
+    assert len(BLOCKS) > 10
+
+
+@dataclass
+class Shell:
+    """A user's shell: the working copy the commands run in and the environment they see."""
+
+    cwd: Path
+    env: dict[str, str]
+    values: dict[str, str]
+    exported: dict[str, dict[str, str]] = field(default_factory=dict)  # each document's shell, as its blocks left it
+
+    def value(self, name: str) -> str:
+        if name == "run_id":
+            return newest_training_run(self.env["MLFLOW_TRACKING_URI"])
+        return self.values[name]
+
+
+def newest_training_run(tracking_uri: str) -> str:
+    """The id of the newest finished training run (what `julnet promote --run` takes)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    for run in client.search_runs(experiments, "attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"]):
+        if "julnet.storage" in run.data.tags and "julnet.sweep" not in run.data.tags:  # train_run's tag; not a sweep's parent
+            return run.info.run_id
+    raise AssertionError("no finished training run in the docs' MLflow server")
+
+
+def _copy_checkout(destination: Path) -> None:
+    """The repository's files as a clone has them (tracked and not ignored), without anything a run wrote."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, check=True
+    ).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        source = REPO / name
+        if source.is_file():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, destination / name)
+
+
+@pytest.fixture(scope="session")
+def docs_shell(ray_cluster, s3_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shell]:
+    root = tmp_path_factory.mktemp("docs")
+    checkout = root / "julnet"
+    _copy_checkout(checkout)
+    for bucket in BUCKETS:
+        s3_server.client.create_bucket(Bucket=bucket)
+    for clip in sorted((REPO / "examples" / "grid").glob("*.mpg")):
+        s3_server.client.upload_file(str(clip), "raw", f"grid/{clip.name}")
+    (root / "mlflow").mkdir()
+    with running_mlflow_server(root / "mlflow") as mlflow:
+        env = {
+            **os.environ,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "RAY_ADDRESS": ray_cluster.dashboard,
+            "MLFLOW_TRACKING_URI": mlflow.uri,
+            "HOME": str(root),  # nothing of the user running the tests (e.g. ~/.ray) leaks in
+            "VENV": str(Path(sys.executable).parent.parent),  # `make demo` uses the installed environment
+        }
+        env.pop("PYTHONPATH", None)
+        env.pop("RAY_AUTH_MODE", None)  # the guides must say to set it
+        yield Shell(checkout, env, {"dashboard": ray_cluster.dashboard, "mlflow": mlflow.uri})
+
+
+def prepared(block: Block, shell: Shell) -> str:
+    """The block's text with its directive's replacements made (each must occur) and placeholders filled."""
+    code = block.code
+    for old, new in block.directive.get("replace", {}).items():
+        assert old in code, f"{block.id}: the test directive replaces {old!r}, which the block no longer contains"
+        code = code.replace(old, re.sub(r"\{(\w+)\}", lambda m: shell.value(m.group(1)), new))
+    return code
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)  # the block's own limit is its directive's "timeout"; this one covers starting the services too
+@pytest.mark.parametrize("block", BLOCKS, ids=[b.id for b in BLOCKS])
+def test_documented_commands_run_as_written(block: Block, docs_shell: Shell) -> None:
+    """The block exits as expected; what it exports stays for the next block of its document, as in one shell."""
+    if "skip" in block.directive:
+        pytest.skip(block.directive["skip"])
+    script = prepared(block, docs_shell)
+    env = docs_shell.exported.setdefault(block.document, dict(docs_shell.env))
+    stem = f"{block.document.replace('/', '_')}-{block.line}"
+    log, exported = docs_shell.cwd.parent / f"{stem}.log", docs_shell.cwd.parent / f"{stem}.env"
+    with log.open("w") as sink:
+        proc = subprocess.Popen(
+            ["bash", "-euo", "pipefail", "-c", f"trap 'env -0 > {exported}' EXIT\n{script}"], cwd=docs_shell.cwd, env=env,
+            stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        try:
+            proc.wait(timeout=block.directive.get("timeout", 600))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the block's whole process group, not only bash
+            proc.wait()
+            pytest.fail(f"{block.id} ran past its timeout:\n{script}\n---\n{log.read_text()[-6000:]}")
+    if exported.exists():
+        env.clear()
+        env.update(line.split("=", 1) for line in exported.read_text().split("\0") if "=" in line)
+    expected = block.directive.get("rc", 0)
+    assert proc.returncode == expected, f"{block.id} exited {proc.returncode}, not {expected}:\n{script}\n---\n{log.read_text()[-6000:]}"
