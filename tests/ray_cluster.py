@@ -23,6 +23,10 @@ import pytest
 # Ray reads this once, when first imported: set before any test module imports ray, so every attach stays on
 # 127.0.0.1 (otherwise Ray swaps loopback for the machine's address and the local cluster is never found).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+# Token auth, likewise set before anything imports ray (Ray caches its auth mode): the session's cluster, this
+# process and every `ray job submit` share this token.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(16))
 
 RAY = str(Path(sys.executable).parent / "ray")
 
@@ -74,11 +78,7 @@ def ray_cluster(s3_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     temp_dir = tmp_path_factory.mktemp("ray")
     port, dashboard_port = _free_port(), _free_port()
     env = pytest.MonkeyPatch()
-    # Loopback only (Ray otherwise swaps 127.0.0.1 for the machine's address), and token auth with a
-    # token of this session's own, shared by the cluster, this process and `ray job submit`.
-    env.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    env.setenv("RAY_AUTH_MODE", "token")
-    env.setenv("RAY_AUTH_TOKEN", secrets.token_hex(16))
+    env.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback only (set above too, for early imports)
     # A job's entrypoint `python ...` finds this environment's interpreter, as on a cluster whose image has julnet.
     env.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     cmd = [
