@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # keep Ray on 127.0.0.1
-    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{OUT / 'mlflow.db'}")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{OUT / 'mlflow.db'}"  # the embedded default, whatever the shell says
     OUT.mkdir(parents=True, exist_ok=True)
     sys.stdout.reconfigure(line_buffering=True)  # the demo's lines in order with the log lines when piped to a file
     from julnet.progress import ray_runtime_env, setup_logging
@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     # The dashboard's API server (on 127.0.0.1) stays on: Ray Train's placement-group cleaner asks it every
     # second whether the run's controller is alive, and logs "Failed to query Ray Train Controller actor state"
     # each time it cannot. Workers: julnet's progress lines, bars off, this cluster's address (ray_runtime_env).
-    ray.init(num_cpus=2, log_to_driver=True, runtime_env=ray_runtime_env(), _temp_dir=str(Path("/tmp") / f"julnet-demo-ray-{os.getuid()}"))
+    os.environ.pop("RAY_ADDRESS", None)  # the demo runs its own local Ray, whatever cluster this shell points at
+    ray.init(address="local", num_cpus=2, log_to_driver=True, runtime_env=ray_runtime_env(), _temp_dir=str(Path("/tmp") / f"julnet-demo-ray-{os.getuid()}"))
     banner("1/5 preprocess the GRID sample clips")
     cfg = load_config("tiny")
     manifest, report = preprocess(str(ROOT / "examples" / "grid"), str(OUT / "data"), cfg, ray_mapper(1.0))
