@@ -29,7 +29,7 @@ from julnet.config import StageConfig, load_config  # noqa: E402
 from julnet.data.loader import iter_examples  # noqa: E402
 from julnet.data.preprocess import run  # noqa: E402
 
-GRID = ROOT.parent / "shared" / "data" / "grid"
+GRID = ROOT / "examples" / "grid"
 
 
 def measure(manifest: str, stage: StageConfig, epochs: int) -> tuple[float, int]:
