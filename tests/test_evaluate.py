@@ -206,7 +206,7 @@ def cli_result(heldout: str, model_dir: Path, syncnet_file: str, mlflow_server, 
         "evaluate", "--model", str(model_dir), "--data", heldout, "--out", str(out), "--log",
         "--set", f"syncnet.weights.path={syncnet_file}", "--set", f"tracking.uri={mlflow_server.uri}",
     )
-    assert "[evaluate] step 25/25" in proc.stderr, "progress lines with rate and ETA"
+    assert "[evaluate] done: 25 frames in" in proc.stderr and "frames/s" in proc.stderr, "a final progress line with the rate"
     return json.loads(out.read_text()), proc.stdout, out
 
 

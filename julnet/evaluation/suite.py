@@ -51,15 +51,14 @@ from julnet.models.generator import Generator
 from julnet.models.syncnet import SyncNet
 from julnet.models.uncertainty import UncertaintyModule
 from julnet.pretrained import read_state_dict
+from julnet.progress import Progress
 from julnet.training.build import resolve_device
-from julnet.training.loop import Progress
 from julnet.training.step import Frames, flatten_batch
 from julnet.version import code_version
 
 log = logging.getLogger(__name__)
 
 LoadedModel = tuple[Config, Generator, UncertaintyModule]
-PROGRESS_EVERY_S = 15.0
 
 
 @dataclass
@@ -154,7 +153,7 @@ def evaluate(
     log.info("evaluate %s on %s (%s split by %s): %d videos, %d frames at %dx%d", label, data_uri, ev.split, ev.split_by, len(plans), total, *size)
 
     meter = _Meter(judges, ev.sparsification_steps, ev.lse_max_offset, settings.audio.window)
-    progress, last, t0 = Progress("evaluate", 0, total), 0.0, time.perf_counter()
+    lines, t0 = Progress("[evaluate]", total, "frames", logger=log), time.perf_counter()
     with torch.inference_mode():
         for plan in plans:
             meter.start_video(videos[plan.video_id], plan.frames)
@@ -162,10 +161,9 @@ def evaluate(
                 frames = flatten_batch(chunk.batch, "frame", torch_device)
                 image, sigma, error_pred = _predict(generator, uncertainty, frames)
                 meter.add(image, frames.target, sigma, error_pred, frames.audio)
-                if time.perf_counter() - last > PROGRESS_EVERY_S or meter.frames == total:
-                    progress.report(meter.frames, {})
-                    last = time.perf_counter()
+                lines.update(meter.frames)
             meter.end_video()
+    lines.close()
     seconds = time.perf_counter() - t0
     metrics, unavailable, curves = meter.results()
     sync = judges.sync
