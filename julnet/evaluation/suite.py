@@ -1,7 +1,8 @@
 """The evaluation suite: one model on a dataset's held-out split, the same code for every candidate.
 
 Frames are walked video by video in order (`julnet.evaluation.heldout`), generated one frame at a time (so no
-number depends on the batch size), and measured in batches: PSNR over the face crop and the mouth region, LPIPS and FID (when their networks' weights are configured),
+number depends on the batch size), and measured in batches: PSNR over the face crop and the mouth region,
+LPIPS and FID (when their networks' weights are configured),
 LSE-D/C per video over the generated mouths (the expert SyncNet against the source video's raw audio, else
 the project's own SyncNet against the shards' audio windows, named `_own`), and how well σ (and the predicted
 error ε̂) rank the true error: Spearman and the sparsification curve / AUSE, per frame over all pixels, averaged over frames.
