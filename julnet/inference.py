@@ -50,7 +50,7 @@ import itertools
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import av
 import cv2
@@ -63,7 +63,6 @@ from julnet.errors import (
     BadOutputError,
     BadVideoError,
     GenerateError,
-    ModelNotFoundError,
     NoAudioStreamError,
     NoFaceError,
     ShortAudioError,
@@ -73,72 +72,19 @@ from julnet.errors import (
 from julnet.data import audio as features
 from julnet.data.crop import crop_boxes, crop_frame, pixel_box
 from julnet.data.landmarks import video_landmarks
+from julnet.data.references import reference_indices
 from julnet.data.video import FPS, SAMPLE_RATE, VideoError, iter_frames, probe, read_audio
 from julnet.face import mask_mouth, mouth_box
 from julnet.models.generator import Generator
 from julnet.models.uncertainty import UncertaintyModule
+from julnet.training.trained import load_model, model_resolution
 
 log = logging.getLogger(__name__)
 
 OUT_AUDIO_RATE = 48000
 PROGRESS_EVERY_S = 10.0  # seconds between progress lines of the generation pass
-REFERENCE_STRATEGIES = get_args(GenerateConfig.model_fields["reference_strategy"].annotation)
 # (video encoder, audio encoder) in order of preference: H.264 + AAC plays everywhere.
 CODEC_CHOICES = (("libx264", "aac"), ("h264", "aac"), ("mpeg4", "aac"), ("mpeg4", "mp2"))
-
-
-# ---- model ---------------------------------------------------------------------------------------------
-
-
-def load_model(
-    model: str | os.PathLike[str], device: torch.device | str = "cpu", tracking_uri: str | None = None
-) -> tuple[Config, Generator, UncertaintyModule]:
-    """(config, generator, uncertainty module) in eval mode from a registered model (`models:/name@alias`,
-    `models:/name/3`), a run's model (`runs:/<id>/model`), an s3:// or local checkpoint directory, a run
-    directory (its newest checkpoint) or a state.pt; the config is the checkpoint's own.
-
-    MLflow URIs resolve against `tracking_uri` (default: tracking.uri's fallbacks, $MLFLOW_TRACKING_URI first).
-    The generator carries `trained_stage`: the name of the stage the checkpoint was trained on (or None).
-    """
-    from mlflow.exceptions import MlflowException
-
-    from julnet.training.build import build_uncertainty
-    from julnet.training.checkpoint import STATE_FILE, fetch_checkpoint
-
-    text = os.fspath(model)
-    scheme = text.split("://", 1)[0] if "://" in text else text.split(":/", 1)[0] if text.startswith(("models:/", "runs:/")) else ""
-    if scheme not in ("", "file", "s3", "models", "runs"):
-        raise UnsupportedModelError(f"model URI scheme '{scheme}:' is not supported (use models:/, runs:/, s3://, file:// or a path): {text}")
-    with tempfile.TemporaryDirectory(prefix="julnet-model-") as tmp:
-        try:
-            found = fetch_checkpoint(text, Path(tmp), tracking_uri)
-        except (FileNotFoundError, MlflowException) as exc:
-            shown = scheme in ("s3", "models", "runs") or Path(text.removeprefix("file://")).exists()
-            detail = f" ({str(exc).splitlines()[0]})" if shown else ""
-            raise ModelNotFoundError(f"model not found: {text}{detail}") from None
-        file = found if found.is_file() else found / STATE_FILE
-        try:
-            state = torch.load(file, map_location="cpu", weights_only=True)
-            cfg = Config.model_validate(state["config"])
-            generator = Generator(cfg)
-            uncertainty = build_uncertainty(cfg, generator.feature_channels)
-            generator.load_state_dict(state["models"]["generator"])
-            uncertainty.load_state_dict(state["models"]["uncertainty"])
-        except (KeyError, TypeError, RuntimeError, ValueError, OSError) as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else ""
-            raise UnsupportedModelError(f"{text}: not a julnet checkpoint ({type(exc).__name__}: {reason})") from exc
-    generator.trained_stage = state.get("stage")
-    log.info("model %s (config %s, stage %s)", text, cfg.name, generator.trained_stage)
-    return cfg, generator.to(device).eval(), uncertainty.to(device).eval()
-
-
-def model_resolution(cfg: Config, stage: str | None = None) -> tuple[int, int]:
-    """(height, width) to run at: the stage the checkpoint was trained on, else the config's largest stage."""
-    for s in cfg.train.stages:
-        if s.name == stage:
-            return s.height, s.width
-    largest = max(cfg.train.stages, key=lambda s: s.height * s.width)
-    return largest.height, largest.width
 
 
 # ---- frame order -----------------------------------------------------------------------------------------
@@ -151,18 +97,6 @@ def pingpong(j: int, n: int) -> int:
     period = 2 * (n - 1)
     m = j % period
     return m if m < n else period - m
-
-
-def reference_indices(found: list[bool], count: int, strategy: str = "even") -> list[int]:
-    """`count` source frames with a face: evenly spaced over the video ("even"), or the first ones ("first")."""
-    faces = [i for i, ok in enumerate(found) if ok]
-    if strategy == "even":
-        picks = np.linspace(0, len(faces) - 1, count).round().astype(int)
-    elif strategy == "first":
-        picks = np.arange(count) % len(faces)
-    else:
-        raise ValueError(f"reference strategy must be one of {REFERENCE_STRATEGIES}, got {strategy!r}")
-    return [faces[p] for p in picks]
 
 
 def _source_frames(path: Path, n: int, total: int, block: int) -> Iterator[tuple[int, np.ndarray]]:

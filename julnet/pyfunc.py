@@ -7,33 +7,27 @@ predict takes one request or a list of them (dicts, or a pandas DataFrame with t
 - `uncertainty_video` (optional, bool): also return the σ heat-map video (bytes, or next to `out`).
 It returns one dict per request: `video` (bytes or the written path), `uncertainty_video` when asked,
 `summary` (the per-video statistics) and `frames` (the per-frame uncertainty entries of julnet generate's report).
-The device comes from `model_config={"device": "cuda"}` at load time (default cpu).
+The device comes from `model_config={"device": "cuda"}` at load time (default cpu). Training writes such a model with
+julnet.training.export.log_pyfunc.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
-from importlib.metadata import PackageNotFoundError, requires
 from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
 
-import julnet
-from julnet.tracking import RunTracker
-from julnet.version import code_version
-
-CHECKPOINT_ARTIFACT = "checkpoint"
+from julnet.inference import dub, load_model
+from julnet.training.export import CHECKPOINT_ARTIFACT
 
 
 class DubbingModel(mlflow.pyfunc.PythonModel):
     """A julnet checkpoint behind MLflow's pyfunc interface."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        from julnet.inference import load_model
-
         self.device = (context.model_config or {}).get("device", "cpu")
         self.model = load_model(context.artifacts[CHECKPOINT_ARTIFACT], self.device)
 
@@ -41,8 +35,6 @@ class DubbingModel(mlflow.pyfunc.PythonModel):
         return [self._dub(request) for request in _requests(model_input)]
 
     def _dub(self, request: dict[str, Any]) -> dict[str, Any]:
-        from julnet.inference import dub
-
         want_heat = bool(request.get("uncertainty_video", False))
         with tempfile.TemporaryDirectory(prefix="julnet-predict-") as tmp:
             video = _as_file(request["video"], Path(tmp) / "video")
@@ -79,39 +71,3 @@ def _as_file(value: str | os.PathLike[str] | bytes, scratch: Path) -> Path:
         scratch.write_bytes(bytes(value))
         return scratch
     return Path(value)
-
-
-def save_pyfunc(checkpoint_dir: Path, path: Path) -> None:
-    """Write an MLflow model directory at `path` around a checkpoint directory (state.pt, config.yaml), with the
-    julnet code and its requirements, so it loads where julnet is not installed."""
-    with tempfile.TemporaryDirectory(prefix="julnet-pyfunc-") as tmp:
-        staged = Path(tmp) / CHECKPOINT_ARTIFACT  # the folder's name is the one it gets inside the model
-        shutil.copytree(checkpoint_dir, staged)
-        _save(staged, path)
-
-
-def _save(checkpoint_dir: Path, path: Path) -> None:
-    mlflow.pyfunc.save_model(
-        path=str(path),
-        python_model=str(Path(__file__).with_name("pyfunc_model.py")),
-        artifacts={CHECKPOINT_ARTIFACT: str(checkpoint_dir)},
-        code_paths=[str(Path(julnet.__file__).parent)],
-        pip_requirements=_requirements(),
-        metadata={"julnet_code_version": code_version(), "checkpoint": "artifacts/checkpoint/state.pt (torch.load(weights_only=True))"},
-    )
-
-
-def log_pyfunc(tracker: RunTracker, checkpoint_dir: Path, artifact_path: str = "model") -> None:
-    """Log a checkpoint as the run's MLflow model under `artifact_path` (`runs:/<run>/model`)."""
-    with tempfile.TemporaryDirectory(prefix="julnet-pyfunc-") as tmp:
-        save_pyfunc(checkpoint_dir, Path(tmp) / artifact_path)
-        tracker.log_artifacts(Path(tmp) / artifact_path, artifact_path)
-
-
-def _requirements() -> list[str]:
-    """julnet's own runtime requirements (extras left out), as pip lines."""
-    try:
-        found = requires("julnet") or []
-    except PackageNotFoundError:
-        return []
-    return [r for r in found if "extra ==" not in r]

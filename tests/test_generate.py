@@ -12,16 +12,8 @@ import pytest
 
 from julnet.config import load_config
 from julnet.data.video import iter_frames, read_audio, read_frames
-from julnet.inference import (
-    BadVideoError,
-    ModelNotFoundError,
-    NoAudioStreamError,
-    SilentAudioError,
-    UnsupportedModelError,
-    dub,
-    load_model,
-    pingpong,
-)
+from julnet.errors import BadVideoError, ModelNotFoundError, NoAudioStreamError, SilentAudioError, UnsupportedModelError
+from julnet.inference import dub, load_model, pingpong
 from tests.conftest import GRID_CLIPS, run_cli
 
 VIDEO, SPEECH = GRID_CLIPS  # bbaf2n.mpg dubbed with the audio of id2_vcd_swwp2s.mpg

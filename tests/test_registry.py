@@ -21,7 +21,7 @@ from julnet.data.video import iter_frames, read_audio
 from julnet.errors import RegistryError
 from julnet.inference import load_model
 from julnet.promotion import TAG_DECISION, format_decision, run_promotion
-from julnet.pyfunc import log_pyfunc
+from julnet.training.export import log_pyfunc
 from julnet.registry import TAG_CODE, TAG_CONFIG, TAG_DATA, TAG_DATA_SHA, TAG_SYNCNET, alias_version, register_run, registry_lock
 from julnet.tracking import RunTracker
 from julnet.training.checkpoint import latest_checkpoint

@@ -11,11 +11,11 @@ from julnet.evaluation.calibration import Sparsification, average_ranks, sparsif
 from julnet.evaluation.expert_syncnet import ExpertSyncNet, load_expert_syncnet
 from julnet.evaluation.fid import FeatureExtractor, RunningStatistics, feature_statistics, frechet_distance, load_fid_extractor
 from julnet.evaluation.inception import FIDInceptionV3
-from julnet.evaluation.image import mouth_psnr, psnr
 from julnet.evaluation.lpips import LPIPS, load_lpips, lpips_heads_path
 from julnet.evaluation.result import METRIC_DIRECTIONS, EvaluationResult, format_table
 from julnet.evaluation.sync import lse
 from julnet.evaluation.unavailable import Unavailable
+from julnet.losses.psnr import mouth_psnr, psnr
 
 __all__ = [
     "LPIPS",

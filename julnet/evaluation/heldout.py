@@ -19,8 +19,8 @@ from julnet.config import EvaluationConfig
 from julnet.data.examples import draw_references
 from julnet.data.loader import Unit, plan_units, read_unit
 from julnet.data.manifest import read_manifest
+from julnet.data.references import reference_indices
 from julnet.face import mask_mouth
-from julnet.inference import reference_indices
 
 
 @dataclass(frozen=True)

@@ -39,14 +39,13 @@ from julnet.evaluation.expert_syncnet import (
 )
 from julnet.evaluation.fid import FeatureExtractor, RunningStatistics, frechet_distance, load_fid_extractor
 from julnet.evaluation.heldout import plan_videos, video_batches
-from julnet.evaluation.image import mouth_psnr, psnr
 from julnet.evaluation.inception import FIDInceptionV3
 from julnet.evaluation.lpips import LPIPS, load_lpips
 from julnet.evaluation.result import EvaluationResult
 from julnet.evaluation.sync import lse
 from julnet.evaluation.unavailable import Unavailable
 from julnet.face import crop_mouth
-from julnet.inference import load_model, model_resolution
+from julnet.losses.psnr import mouth_psnr, psnr
 from julnet.losses.uncertainty import error_map
 from julnet.models.generator import Generator
 from julnet.models.syncnet import SyncNet
@@ -55,6 +54,7 @@ from julnet.pretrained import read_state_dict
 from julnet.progress import Progress
 from julnet.training.build import resolve_device
 from julnet.training.step import Frames, flatten_batch
+from julnet.training.trained import load_model, model_resolution
 from julnet.version import code_version
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ def evaluate(
 ) -> EvaluationResult:
     """Measure a model on `settings.evaluation.split` of the dataset at `data_uri` (a manifest URI).
 
-    `model` is anything `julnet.inference.load_model` accepts, or an already loaded (config, generator,
+    `model` is anything `julnet.training.trained.load_model` accepts, or an already loaded (config, generator,
     uncertainty) tuple (then put in eval mode on `device`; `model_id` names it in the result). `judges`
     lets a caller load the metric networks once for several candidates.
     """

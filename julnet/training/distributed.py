@@ -355,7 +355,7 @@ def train_run(
 
 def _log_outcome(tracker: RunTracker, checkpoint: str | None, run_uri: str) -> None:
     """The final model (an MLflow pyfunc model around the checkpoint, see julnet.pyfunc) and the loss curves."""
-    from julnet.pyfunc import log_pyfunc  # here, not at the top: workers never need MLflow's model machinery
+    from julnet.training.export import log_pyfunc  # here, not at the top: workers never need MLflow's model machinery
 
     client = tracker.client
     history: dict[int, dict[str, float]] = {}

@@ -16,8 +16,8 @@ from torch import Tensor
 from julnet.config import StageConfig
 from julnet.data.loader import collate, iter_examples
 from julnet.data.manifest import Split
-from julnet.evaluation.image import mouth_psnr
 from julnet.face import crop_mouth
+from julnet.losses.psnr import mouth_psnr
 from julnet.training.build import Models, bare
 from julnet.training.step import flatten_batch
 

@@ -1,4 +1,7 @@
-"""PSNR on [0, 1] images, over the whole face crop and over the mouth region (paper 4.1)."""
+"""PSNR on [0, 1] images, over the whole face crop and over the mouth region (paper 4.1).
+
+A measure, not a loss term: it sits here, below training, because training's held-out check reports it as the
+evaluation suite does (julnet.evaluation re-exports it)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,71 @@
+"""A trained model as evaluation and inference run it: load a checkpoint from any URI, and the size to run it at.
+
+`load_model` is the one reader of a trained generator + uncertainty module for use (not for resuming training,
+which is julnet.training.checkpoint's): it sits on the training floor so evaluation and inference both use it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from julnet.config import Config
+from julnet.errors import ModelNotFoundError, UnsupportedModelError
+from julnet.models.generator import Generator
+from julnet.models.uncertainty import UncertaintyModule
+from julnet.training.build import build_uncertainty
+from julnet.training.checkpoint import STATE_FILE, fetch_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+def load_model(
+    model: str | os.PathLike[str], device: torch.device | str = "cpu", tracking_uri: str | None = None
+) -> tuple[Config, Generator, UncertaintyModule]:
+    """(config, generator, uncertainty module) in eval mode from a registered model (`models:/name@alias`,
+    `models:/name/3`), a run's model (`runs:/<id>/model`), an s3:// or local checkpoint directory, a run
+    directory (its newest checkpoint) or a state.pt; the config is the checkpoint's own.
+
+    MLflow URIs resolve against `tracking_uri` (default: tracking.uri's fallbacks, $MLFLOW_TRACKING_URI first).
+    The generator carries `trained_stage`: the name of the stage the checkpoint was trained on (or None).
+    """
+    from mlflow.exceptions import MlflowException  # here: only a failed MLflow lookup needs it
+
+    text = os.fspath(model)
+    scheme = text.split("://", 1)[0] if "://" in text else text.split(":/", 1)[0] if text.startswith(("models:/", "runs:/")) else ""
+    if scheme not in ("", "file", "s3", "models", "runs"):
+        raise UnsupportedModelError(f"model URI scheme '{scheme}:' is not supported (use models:/, runs:/, s3://, file:// or a path): {text}")
+    with tempfile.TemporaryDirectory(prefix="julnet-model-") as tmp:
+        try:
+            found = fetch_checkpoint(text, Path(tmp), tracking_uri)
+        except (FileNotFoundError, MlflowException) as exc:
+            shown = scheme in ("s3", "models", "runs") or Path(text.removeprefix("file://")).exists()
+            detail = f" ({str(exc).splitlines()[0]})" if shown else ""
+            raise ModelNotFoundError(f"model not found: {text}{detail}") from None
+        file = found if found.is_file() else found / STATE_FILE
+        try:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+            cfg = Config.model_validate(state["config"])
+            generator = Generator(cfg)
+            uncertainty = build_uncertainty(cfg, generator.feature_channels)
+            generator.load_state_dict(state["models"]["generator"])
+            uncertainty.load_state_dict(state["models"]["uncertainty"])
+        except (KeyError, TypeError, RuntimeError, ValueError, OSError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else ""
+            raise UnsupportedModelError(f"{text}: not a julnet checkpoint ({type(exc).__name__}: {reason})") from exc
+    generator.trained_stage = state.get("stage")
+    log.info("model %s (config %s, stage %s)", text, cfg.name, generator.trained_stage)
+    return cfg, generator.to(device).eval(), uncertainty.to(device).eval()
+
+
+def model_resolution(cfg: Config, stage: str | None = None) -> tuple[int, int]:
+    """(height, width) to run at: the stage the checkpoint was trained on, else the config's largest stage."""
+    for s in cfg.train.stages:
+        if s.name == stage:
+            return s.height, s.width
+    largest = max(cfg.train.stages, key=lambda s: s.height * s.width)
+    return largest.height, largest.width
