@@ -138,6 +138,20 @@ class PreprocessConfig(Section):
     chunk_frames: int = Field(250, ge=8)
     val_fraction: float = Field(0.1, ge=0, lt=1)
     test_fraction: float = Field(0.1, ge=0, lt=1)
+    # One face tracked (julnet.data.track): the largest over the first frames of a shot, then followed by overlap
+    # of landmark boxes and by how far the landmarks moved (in face widths) since the subject was last seen.
+    track_init_frames: int = Field(5, ge=1)
+    track_min_iou: float = Field(0.3, gt=0, le=1)
+    track_max_jump: float = Field(0.5, gt=0)
+    # Scene cuts (julnet.data.scenes): both the HSV-histogram distance and the grey-thumbnail difference must jump.
+    scene_cut_histogram: float = Field(0.15, ge=0, le=1)
+    scene_cut_pixels: float = Field(4.0, ge=0)
+    # Audio-video sync (julnet.data.sync): the expert SyncNet (evaluation.expert_syncnet) when configured, else the
+    # project's own (syncnet.weights); with neither the step is skipped and the manifest says so.
+    av_sync: bool = True
+    max_av_offset: int = Field(5, ge=0)  # frames the audio may be shifted either way
+    min_sync_confidence: float = Field(3.0, ge=0)  # LSE-C below this: out_of_sync (expert SyncNet's scale)
+    min_sync_confidence_own: float = Field(0.02, ge=0)  # the same for the project's own SyncNet (its own scale)
 
 
 class TrackingConfig(Section):

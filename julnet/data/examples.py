@@ -49,30 +49,44 @@ def _masked(frames_chw: np.ndarray) -> np.ndarray:
     return out
 
 
-def draw_references(rng: np.random.Generator, count: int, exclude: range, k: int) -> np.ndarray:
-    """`count` frame indices of the chunk outside `exclude` (with replacement only if too few exist)."""
-    pool = np.setdiff1d(np.arange(k), np.arange(exclude.start, exclude.stop))
+def target_starts(usable: np.ndarray, span: int) -> np.ndarray:
+    """First frames of the chunk's targets: every non-overlapping run of `span` frames (from frame 0) whose frames
+    all have a face, and only when some other frame with a face is left to be a reference.
+
+    `usable` (K,) bool: the frame has the subject's landmarks. The loader and its example count both use this.
+    """
+    starts = np.arange(0, len(usable) - span + 1, span)
+    complete = np.array([usable[s : s + span].all() for s in starts], dtype=bool)
+    has_reference = np.array([usable.sum() - usable[s : s + span].sum() > 0 for s in starts], dtype=bool)
+    return starts[complete & has_reference] if len(starts) else starts
+
+
+def draw_references(rng: np.random.Generator, count: int, exclude: range, k: int, usable: np.ndarray | None = None) -> np.ndarray:
+    """`count` indices of the chunk's k frames outside `exclude`, only frames with a face when `usable` (K,) bool
+    says which (with replacement only if too few exist)."""
+    candidates = np.arange(k) if usable is None else np.flatnonzero(usable)
+    pool = np.setdiff1d(candidates, np.arange(exclude.start, exclude.stop))
     if len(pool) == 0:
-        raise ValueError(f"a chunk of {k} frames has no frame outside the target to use as a reference")
+        raise ValueError(f"a chunk of {k} frames has no frame with a face outside the target to use as a reference")
     return rng.choice(pool, size=count, replace=len(pool) < count)
 
 
 def chunk_examples(
-    frames: np.ndarray, audio: np.ndarray, stage: StageConfig, num_references: int, rng: np.random.Generator
+    frames: np.ndarray, audio: np.ndarray, usable: np.ndarray, stage: StageConfig, num_references: int, rng: np.random.Generator
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Examples of one chunk in random order: every frame a target once (frame stage), or every
-    non-overlapping run of `window` frames a clip once (clip stage, window = audio window).
+    """Examples of one chunk in random order: every frame with a face a target once (frame stage), or every
+    non-overlapping run of `window` frames with faces a clip once (clip stage, window = audio window).
 
-    frames: (K, H, W, 3) uint8; audio: (K, D, window) float32, the window centred on each frame.
+    frames: (K, H, W, 3) uint8; audio: (K, D, window) float32, the window centred on each frame; usable: (K,)
+    bool, the frame has the subject's landmarks (faceless frames are never a target or a reference).
     """
-    k, window = len(frames), audio.shape[-1]
+    window = audio.shape[-1]
     chw = _chw(frames)
     clip = stage.kind == "clip"
     span = window if clip else 1
-    starts = np.arange(0, k - span + 1, span)
-    for start in rng.permutation(starts):
+    for start in rng.permutation(target_starts(usable, span)):
         targets = range(int(start), int(start) + span)
-        refs = draw_references(rng, num_references, targets, k)
+        refs = draw_references(rng, num_references, targets, len(usable), usable)
         target = chw[targets.start : targets.stop] if clip else chw[targets.start]
         yield {
             "target": target,

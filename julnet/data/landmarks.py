@@ -21,10 +21,10 @@ PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
 
 
 class LandmarkBackend(Protocol):
-    """Finds one face in an RGB frame and returns its 68 iBUG landmarks."""
+    """Finds the faces in an RGB frame and returns their 68 iBUG landmarks."""
 
-    def detect(self, frame_rgb: np.ndarray) -> np.ndarray | None:
-        """(68, 2) float32 (x, y) pixel coordinates of the largest face, or None when there is no face."""
+    def detect_faces(self, frame_rgb: np.ndarray) -> list[np.ndarray]:
+        """(68, 2) float32 (x, y) pixel coordinates of every face, largest first; empty when there is none."""
         ...
 
 
@@ -70,8 +70,8 @@ class DlibBackend:
         self.upsample = upsample
         self._detector, self._predictor = _dlib_models()
 
-    def detect(self, frame_rgb: np.ndarray) -> np.ndarray | None:
-        """(68, 2) float32 landmarks of the largest face, or None."""
+    def detect_faces(self, frame_rgb: np.ndarray) -> list[np.ndarray]:
+        """(68, 2) float32 landmarks of every face, largest detection first (the tracker picks among them)."""
         frame = np.ascontiguousarray(frame_rgb)
         scale = 1.0
         small = frame
@@ -79,13 +79,17 @@ class DlibBackend:
             scale = frame.shape[1] / self.detect_width
             size = (self.detect_width, round(frame.shape[0] / scale))
             small = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
-        faces = self._detector(small, self.upsample)
-        if len(faces) == 0:
-            return None
-        face = max(faces, key=lambda r: r.width() * r.height())
-        box = _dlib().rectangle(*(round(v * scale) for v in (face.left(), face.top(), face.right(), face.bottom())))
-        shape = self._predictor(frame, box)
-        return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
+        faces = sorted(self._detector(small, self.upsample), key=lambda r: -r.width() * r.height())
+        rectangle = _dlib().rectangle
+        return [
+            np.array([(p.x, p.y) for p in self._predictor(frame, rectangle(*(round(v * scale) for v in (f.left(), f.top(), f.right(), f.bottom())))).parts()], dtype=np.float32)
+            for f in faces
+        ]
+
+    def detect(self, frame_rgb: np.ndarray) -> np.ndarray | None:
+        """(68, 2) float32 landmarks of the largest face, or None (one frame on its own; videos use the tracker)."""
+        faces = self.detect_faces(frame_rgb)
+        return faces[0] if faces else None
 
 
 @functools.cache
@@ -95,16 +99,17 @@ def shared_dlib() -> DlibBackend:
 
 
 def video_landmarks(path: str | os.PathLike[str], fps: int) -> list[np.ndarray | None]:
-    """dlib landmarks of every frame of a video decoded at `fps`: the pass preprocessing and inference share."""
-    from julnet.data.video import iter_frames
+    """The tracked subject's landmarks in every frame of a video decoded at `fps` (julnet.data.track.track_video)."""
+    from julnet.data.track import track_video
 
-    backend = shared_dlib()
-    return [backend.detect(frame) for frame in iter_frames(path, fps)]
+    return track_video(path, fps).landmarks
 
 
 def detect_all(backend: LandmarkBackend, frames: Iterable[np.ndarray]) -> list[np.ndarray | None]:
-    """Per-frame landmarks (or None) for an iterable of RGB frames."""
-    return [backend.detect(frame) for frame in frames]
+    """The tracked subject's landmarks (or None) in each of an iterable of RGB frames (julnet.data.track)."""
+    from julnet.data.track import track_frames
+
+    return track_frames(frames, backend=backend).landmarks
 
 
 def read_openface_csv(path: str | os.PathLike[str], n_frames: int | None = None) -> list[np.ndarray | None]:

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from julnet.config import StageConfig
-from julnet.data.examples import chunk_examples, decode_frames
+from julnet.data.examples import chunk_examples, decode_frames, target_starts
 from julnet.data.manifest import Split, manifest_root, read_manifest
-from julnet.data.shards import read_row_group
+from julnet.data.shards import chunk_ranges, read_row_group
 
 if TYPE_CHECKING:
     import ray.data
@@ -42,12 +42,16 @@ class Unit:
 
 
 def examples_per_epoch(manifest_uri: str, stage: StageConfig, window: int, split: Split = "train") -> int:
-    """How many examples one epoch of a split yields at this stage (frames, or whole clips per chunk)."""
+    """How many examples one epoch of a split yields at this stage: targets (frames, or clips) with faces, chunk by
+    chunk (`target_starts` on the manifest's faceless frames, as the loader applies it to the landmarks)."""
     manifest = read_manifest(manifest_uri)
-    chunk = manifest.settings["chunk_frames"]
     span = window if stage.kind == "clip" else 1
-    sizes = [min(chunk, v.frames - start) for v in manifest.split(split) for start in range(0, v.frames, chunk)]
-    return sum(size // span for size in sizes)
+    total = 0
+    for v in manifest.split(split):
+        usable = np.ones(v.frames, dtype=bool)
+        usable[v.faceless_frames] = False
+        total += sum(len(target_starts(usable[c.start : c.stop], span)) for c in chunk_ranges(v.frames, v.segments, manifest.settings["chunk_frames"]))
+    return total
 
 
 def plan_units(
@@ -74,16 +78,23 @@ def plan_units(
 
 def read_unit(unit: Unit, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """One chunk in frame order: (K, H, W, 3) uint8 crops decoded at this size and (K, D, window) audio windows."""
-    table = read_row_group(unit.shard, unit.row_group, ["jpeg", "audio"])
+    frames, audio, _ = read_chunk(unit, height, width)
+    return frames, audio
+
+
+def read_chunk(unit: Unit, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """read_unit's crops and audio, and (K,) bool: the frame has the subject's landmarks (NaN rows have none)."""
+    table = read_row_group(unit.shard, unit.row_group, ["jpeg", "audio", "landmarks"])
     frames = decode_frames(table.column("jpeg").to_pylist(), (unit.stored_height, unit.stored_width), (height, width))
     audio = table.column("audio").combine_chunks().flatten().to_numpy().reshape(len(frames), unit.audio_dim, unit.window)
-    return frames, audio
+    landmarks = table.column("landmarks").combine_chunks().flatten().to_numpy().reshape(len(frames), -1)
+    return frames, audio, ~np.isnan(landmarks).any(axis=1)
 
 
 def unit_examples(unit: Unit, stage: StageConfig, num_references: int) -> Iterator[dict[str, np.ndarray]]:
     """Read, decode and expand one chunk into examples at the stage's resolution."""
-    frames, audio = read_unit(unit, stage.height, stage.width)
-    yield from chunk_examples(frames, audio, stage, num_references, np.random.default_rng(unit.seed))
+    frames, audio, usable = read_chunk(unit, stage.height, stage.width)
+    yield from chunk_examples(frames, audio, usable, stage, num_references, np.random.default_rng(unit.seed))
 
 
 def iter_examples(

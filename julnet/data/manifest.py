@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict
 
 from julnet import storage
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: faceless_frames, segments, av_offset, sync_confidence per video
 MANIFEST_NAME = "manifest.json"
 REPORT_NAME = "report.json"
 Split = Literal["train", "val", "test"]
@@ -35,8 +35,12 @@ class VideoStats(_Model):
     source_fps: float
     source_size: tuple[int, int]  # width, height as stored in the file
     rotation: int
-    fixes: list[str]  # what was corrected on the way in, e.g. "resampled_fps", "rotated"
+    fixes: list[str]  # what was corrected on the way in: resampled_fps, rotated, multiple_faces, scene_cut, av_shifted
     missing_face_frames: int
+    faceless_frames: list[int]  # frames without the subject's landmarks (NaN rows): never a target or a reference
+    segments: list[int]  # first frame of each shot (scene cuts); chunks never cross one
+    av_offset: int | None  # frames the audio was shifted by (None: sync step skipped, see settings["av_sync"])
+    sync_confidence: float | None  # the SyncNet's LSE-C for the video (None: sync step skipped)
 
 
 class ShardVideo(VideoStats):

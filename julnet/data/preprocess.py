@@ -27,8 +27,9 @@ from pydantic import BaseModel, ConfigDict
 from julnet import storage
 from julnet.config import Config
 from julnet.data import audio as features
+from julnet.data import sync
 from julnet.data.crop import crop_boxes, crop_frames, to_crop
-from julnet.data.landmarks import detect_all, read_openface_csv, shared_dlib
+from julnet.data.landmarks import read_openface_csv
 from julnet.data.manifest import (
     MANIFEST_NAME,
     REPORT_NAME,
@@ -42,8 +43,12 @@ from julnet.data.manifest import (
     VideoStats,
     assign_splits,
 )
+from julnet.data.scenes import frame_signature, segment_ranges, segment_starts
 from julnet.data.shards import ProcessedVideo, shard_schema, write_shard
+from julnet.data.sync import SyncScorer
+from julnet.data.track import SubjectTrack, track_frames
 from julnet.data.video import VideoError, VideoInfo, iter_frames, probe, read_audio
+from julnet.evaluation.unavailable import Unavailable
 from julnet.progress import Progress
 from julnet.version import code_version
 
@@ -84,6 +89,7 @@ def settings(cfg: Config) -> dict[str, Any]:
         "audio_features": cfg.audio.features,
         "audio_dim": cfg.audio.dim,
         "audio_window": cfg.audio.window,
+        "av_sync": sync.describe(cfg),
     }
 
 
@@ -201,7 +207,7 @@ def process_shard(plan: ShardPlan, cfg: Config, output_uri: str) -> ShardResult:
     rejected: list[Rejection] = []
     progress = ShardProgress(plan)
     with tempfile.TemporaryDirectory(prefix="julnet-preprocess-") as tmp:
-        accepted = _accepted(plan.sources, cfg, Path(tmp), stats, rejected, progress)
+        accepted = _accepted(plan.sources, cfg, Path(tmp), stats, rejected, progress, sync.load_scorer(cfg))
         schema = shard_schema(cfg.audio.dim, cfg.audio.window)
         groups = write_shard(shard_uri, accepted, schema, cfg.preprocess.chunk_frames)
     progress.close(len(stats), len(rejected))
@@ -218,13 +224,19 @@ def process_shard(plan: ShardPlan, cfg: Config, output_uri: str) -> ShardResult:
 
 
 def _accepted(
-    sources: list[Source], cfg: Config, tmp: Path, stats: list[VideoStats], rejected: list[Rejection], progress: ShardProgress
+    sources: list[Source],
+    cfg: Config,
+    tmp: Path,
+    stats: list[VideoStats],
+    rejected: list[Rejection],
+    progress: ShardProgress,
+    scorer: SyncScorer | Unavailable,
 ) -> Iterator[ProcessedVideo]:
     """Process videos one at a time (only one is in memory), recording stats and rejections as it goes."""
     for index, source in enumerate(sources):
         progress.start_video(index)
         try:
-            video, video_stats = process_video(source, cfg, tmp, progress)
+            video, video_stats = process_video(source, cfg, tmp, progress, scorer)
         except VideoError as exc:
             rejected.append(Rejection(source=source.uri, reason=exc.reason, detail=exc.detail))
             continue
@@ -287,17 +299,22 @@ class ShardProgress:
         self.progress.close(f"{len(self.sources)} videos: {accepted} accepted, {rejected} rejected")
 
 
-def process_video(source: Source, cfg: Config, tmp: Path, progress: ShardProgress | None = None) -> tuple[ProcessedVideo, VideoStats]:
-    """Decode, find landmarks, crop, encode and compute audio features for one video, or raise VideoError.
+def process_video(
+    source: Source, cfg: Config, tmp: Path, progress: ShardProgress | None = None, scorer: SyncScorer | Unavailable | None = None
+) -> tuple[ProcessedVideo, VideoStats]:
+    """Decode, track the face, crop, encode, compute audio features and check sync for one video, or raise VideoError.
 
-    `progress` (the shard's) counts the frames of the landmark pass.
+    `progress` (the shard's) counts the frames of the landmark pass; `scorer` is the shard's SyncNet (loaded once
+    per shard; None loads it here).
     """
     p = cfg.preprocess
+    scorer = sync.load_scorer(cfg) if scorer is None else scorer
     local = _local(source.uri, tmp)
     info = probe(local, require_audio=cfg.audio.features == "logmel", min_side=p.min_side, max_side=p.max_side)
     if progress is not None:
         progress.probed(None if info.duration is None else round(info.duration * p.fps))
-    landmarks = _landmarks(local, source, info, cfg, tmp, progress)
+    subject = _track(local, source, info, cfg, tmp, progress)
+    landmarks = subject.landmarks
     k = len(landmarks)
     if k == 0:
         raise VideoError("zero_length", "no frames decoded")
@@ -305,20 +322,39 @@ def process_video(source: Source, cfg: Config, tmp: Path, progress: ShardProgres
         raise VideoError("too_short", f"{k} frames, preprocess.min_frames is {p.min_frames}")
     if all(points is None for points in landmarks):
         raise VideoError("no_face", f"no face found in any of {k} frames")
-    track = crop_boxes(landmarks, max_missing=p.max_missing_face_fraction)
+    missing = sum(points is None for points in landmarks)
+    if missing > p.max_missing_face_fraction * k:
+        raise VideoError("face_lost", f"no face in {missing} of {k} frames")
+    boxes = _shot_boxes(landmarks, subject.segments, (info.width, info.height))
     quality = [cv2.IMWRITE_JPEG_QUALITY, p.jpeg_quality]
-    jpegs = [
-        cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), quality)[1].tobytes()
-        for crop in crop_frames(iter_frames(local, p.fps), track.boxes, p.crop_height, p.crop_width)
-    ]
-    if len(jpegs) != k:
-        raise VideoError("corrupt", f"decoding gave {k} frames, then {len(jpegs)}")
     nan = np.full((68, 2), np.nan, np.float32)
     points = np.stack(
-        [to_crop(pts, box, p.crop_height, p.crop_width) if pts is not None else nan for pts, box in zip(landmarks, track.boxes)]
+        [to_crop(pts, box, p.crop_height, p.crop_width) if pts is not None else nan for pts, box in zip(landmarks, boxes)]
     ).astype(np.float32)
-    rows = _audio_rows(local, source, info, k, cfg, tmp)
-    fixes = [name for name, needed in (("resampled_fps", abs((info.fps or 0) - p.fps) > 0.01), ("rotated", info.rotation != 0)) if needed]
+    jpegs, kept = [], []
+    for crop, crop_points in zip(crop_frames(iter_frames(local, p.fps), boxes, p.crop_height, p.crop_width), points):
+        jpegs.append(cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), quality)[1].tobytes())
+        if not isinstance(scorer, Unavailable):
+            kept.append(scorer.keep(crop, crop_points))
+    if len(jpegs) != k:
+        raise VideoError("corrupt", f"decoding gave {k} frames, then {len(jpegs)}")
+    needs_samples = info.has_audio and (cfg.audio.features == "logmel" or isinstance(scorer, sync.ExpertScorer))
+    samples = read_audio(local, p.sample_rate, start=info.start_time) if needs_samples else None
+    rows = _audio_rows(samples, source, k, cfg, tmp)
+    offset = confidence = None
+    if not isinstance(scorer, Unavailable):
+        rows, offset, confidence = _synced(scorer, np.stack(kept), samples, rows, p.max_av_offset)
+    fixes = [
+        name
+        for name, needed in (
+            ("resampled_fps", abs((info.fps or 0) - p.fps) > 0.01),
+            ("rotated", info.rotation != 0),
+            ("multiple_faces", subject.multiple_faces),
+            ("scene_cut", len(subject.segments) > 1),
+            ("av_shifted", bool(offset)),
+        )
+        if needed
+    ]
     video_stats = VideoStats(
         id=source.video_id,
         source=source.uri,
@@ -330,9 +366,41 @@ def process_video(source: Source, cfg: Config, tmp: Path, progress: ShardProgres
         source_size=(info.width, info.height),
         rotation=info.rotation,
         fixes=fixes,
-        missing_face_frames=track.missing,
+        missing_face_frames=missing,
+        faceless_frames=[i for i, pts in enumerate(landmarks) if pts is None],
+        segments=subject.segments,
+        av_offset=offset,
+        sync_confidence=confidence,
     )
-    return ProcessedVideo(source.video_id, jpegs, points, features.frame_windows(rows, cfg.audio.window), p.fps), video_stats
+    windows = features.frame_windows(rows, cfg.audio.window)
+    return ProcessedVideo(source.video_id, jpegs, points, windows, p.fps, subject.segments), video_stats
+
+
+def _shot_boxes(landmarks: list[np.ndarray | None], segments: list[int], size: tuple[int, int]) -> np.ndarray:
+    """Smoothed crop boxes shot by shot (smoothing never crosses a cut); a shot with no face gets the whole frame
+    (its frames have no landmarks, so they are stored but never used)."""
+    whole = np.array([0.0, 0.0, float(size[0]), float(size[1])])
+    parts = []
+    for shot in segment_ranges(segments, len(landmarks)):
+        part = landmarks[shot.start : shot.stop]
+        found = any(points is not None for points in part)
+        parts.append(crop_boxes(part, max_missing=1.0).boxes if found else np.tile(whole, (len(part), 1)))
+    return np.concatenate(parts)
+
+
+def _synced(
+    scorer: SyncScorer, kept: np.ndarray, samples: np.ndarray | None, rows: np.ndarray, max_offset: int
+) -> tuple[np.ndarray, int, float]:
+    """The audio rows shifted by the SyncNet's offset, the offset and the confidence; VideoError when out of sync."""
+    try:
+        result = sync.measure(scorer, kept, samples, rows, max_offset)
+    except ValueError as exc:
+        raise VideoError("out_of_sync", str(exc)) from None
+    if result.confidence < scorer.min_confidence:
+        raise VideoError(
+            "out_of_sync", f"{scorer.name}: confidence (LSE-C) {result.confidence:.3f} < {scorer.min_confidence} at offset {result.offset}"
+        )
+    return sync.shift_rows(rows, result.offset), result.offset, result.confidence
 
 
 def _local(uri: str, tmp: Path) -> Path:
@@ -359,22 +427,25 @@ def read_source_audio(uri: str, sample_rate: int) -> np.ndarray:
         return read_audio(local, sample_rate, start=info.start_time)
 
 
-def _landmarks(
+def _track(
     local: Path, source: Source, info: VideoInfo, cfg: Config, tmp: Path, progress: ShardProgress | None = None
-) -> list[np.ndarray | None]:
-    """Per output frame: 68 landmarks from the OpenFace sidecar when there is one, else from dlib."""
+) -> SubjectTrack:
+    """The subject per output frame and the shots: from the OpenFace sidecar when there is one, else dlib's faces
+    tracked (julnet.data.track); scene cuts from the frames either way."""
     p = cfg.preprocess
+    frames = _counted(iter_frames(local, p.fps), progress)
     if source.openface_csv is None:
         if p.landmarks == "openface":
             raise VideoError("landmarks_mismatch", "preprocess.landmarks=openface but the video has no OpenFace CSV")
-        return detect_all(shared_dlib(), _counted(iter_frames(local, p.fps), progress))
+        return track_frames(frames, p)
     if abs((info.fps or 0) - p.fps) > 0.01:
         raise VideoError("landmarks_mismatch", f"OpenFace CSV needs a {p.fps} fps video, this one is {info.fps} fps")
-    k = sum(1 for _ in _counted(iter_frames(local, p.fps), progress))
+    signatures = [frame_signature(frame) for frame in frames]
+    k = len(signatures)
     rows = read_openface_csv(_local(source.openface_csv, tmp))
     if abs(len(rows) - k) > 1:
         raise VideoError("landmarks_mismatch", f"OpenFace CSV has {len(rows)} frames, the video {k}")
-    return (rows + [None])[:k]
+    return SubjectTrack((rows + [None])[:k], segment_starts(signatures, p.scene_cut_histogram, p.scene_cut_pixels), False)
 
 
 def _counted(frames: Iterable[np.ndarray], progress: ShardProgress | None) -> Iterator[np.ndarray]:
@@ -385,8 +456,8 @@ def _counted(frames: Iterable[np.ndarray], progress: ShardProgress | None) -> It
             progress.frame()
 
 
-def _audio_rows(local: Path, source: Source, info: VideoInfo, k: int, cfg: Config, tmp: Path) -> np.ndarray:
-    """(K, D) audio features aligned with the K output frames."""
+def _audio_rows(samples: np.ndarray | None, source: Source, k: int, cfg: Config, tmp: Path) -> np.ndarray:
+    """(K, D) audio features aligned with the K output frames, from the decoded samples or the DeepSpeech sidecar."""
     p = cfg.preprocess
     if cfg.audio.features == "deepspeech":
         if source.deepspeech is None:
@@ -395,7 +466,6 @@ def _audio_rows(local: Path, source: Source, info: VideoInfo, k: int, cfg: Confi
             return features.load_deepspeech(_local(source.deepspeech, tmp), k, tolerance=1)
         except ValueError as exc:
             raise VideoError("no_audio_features", str(exc)) from None
-    samples = read_audio(local, p.sample_rate, start=info.start_time)
     if samples is None or len(samples) == 0:
         raise VideoError("no_audio_stream", "audio track decodes to nothing")
     return features.frame_features(samples, p.sample_rate, k, p.fps, cfg.audio.n_mels)

@@ -6,7 +6,7 @@ the frame, so every row group is self-contained: references and clips never need
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from julnet import storage
+from julnet.data.scenes import segment_ranges
 
 COLUMNS = ("video_id", "frame_index", "timestamp", "jpeg", "landmarks", "audio")
 
@@ -41,6 +42,7 @@ class ProcessedVideo:
     landmarks: np.ndarray  # (K, 68, 2) float32, crop pixel coordinates
     audio: np.ndarray  # (K, D, window) float32
     fps: float
+    segments: list[int]  # first frame of each shot; no chunk crosses a scene cut
 
     def table(self, start: int, stop: int, schema: pa.Schema) -> pa.Table:
         k = stop - start
@@ -59,8 +61,18 @@ class ProcessedVideo:
         )
 
 
+def chunk_ranges(frames: int, segments: Sequence[int], chunk_frames: int) -> list[range]:
+    """The frames of each row group: every shot (from its first frame in `segments`) cut into chunks of at most
+    `chunk_frames`, so references, which come from a target's chunk, never come from another shot."""
+    return [
+        range(start, min(start + chunk_frames, shot.stop))
+        for shot in segment_ranges(segments, frames)
+        for start in range(shot.start, shot.stop, chunk_frames)
+    ]
+
+
 def write_shard(uri: str, videos: Iterable[ProcessedVideo], schema: pa.Schema, chunk_frames: int) -> dict[str, list[int]]:
-    """Write videos as row groups of at most `chunk_frames` frames; returns each video's row groups.
+    """Write videos as row groups (`chunk_ranges`); returns each video's row groups.
 
     The file appears under `uri` only once complete (storage.open_output is atomic).
     """
@@ -69,8 +81,8 @@ def write_shard(uri: str, videos: Iterable[ProcessedVideo], schema: pa.Schema, c
     with storage.open_output(uri) as sink, pq.ParquetWriter(sink, schema, compression="none") as writer:
         for video in videos:
             groups[video.video_id] = []
-            for start in range(0, len(video.jpegs), chunk_frames):
-                stop = min(start + chunk_frames, len(video.jpegs))
+            for chunk in chunk_ranges(len(video.jpegs), video.segments, chunk_frames):
+                start, stop = chunk.start, chunk.stop
                 writer.write_table(video.table(start, stop, schema), row_group_size=stop - start)
                 groups[video.video_id].append(index)
                 index += 1

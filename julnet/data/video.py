@@ -30,6 +30,7 @@ REASONS = (
     "too_short",
     "landmarks_mismatch",
     "no_audio_features",
+    "out_of_sync",
     "error",
 )
 

@@ -1,0 +1,124 @@
+"""One face, tracked: two people side by side never swap in the crops; faceless frames never reach training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from julnet.config import load_config
+from julnet.data.examples import decode_frames
+from julnet.data.landmarks import shared_dlib
+from julnet.data.loader import examples_per_epoch, iter_examples
+from julnet.data.manifest import read_manifest
+from julnet.data.preprocess import run
+from julnet.data.track import track_video
+from julnet.data.video import read_audio, read_frames
+from tests.conftest import GRID_CLIPS
+
+FRAMES = 40
+
+
+def write_clip(path: Path, frames: np.ndarray, samples: np.ndarray) -> Path:
+    """An mp4 (mpeg4 at high quality, 25 fps) with 16 kHz mono AAC audio, from RGB frames and float samples."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.options = {"qscale": "2"}
+        sound = out.add_stream("aac", rate=16000)
+        sound.layout = "mono"
+        for frame in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
+        out.mux(stream.encode())
+        pcm = av.AudioFrame.from_ndarray(samples[None, :].astype(np.float32), format="fltp", layout="mono")
+        pcm.sample_rate = 16000
+        out.mux(sound.encode(pcm))
+        out.mux(sound.encode())
+    return path
+
+
+def grid_clip(index: int, frames: int = FRAMES) -> tuple[np.ndarray, np.ndarray]:
+    """The first `frames` frames of a GRID test clip and their audio."""
+    return read_frames(GRID_CLIPS[index])[:frames], read_audio(GRID_CLIPS[index], 16000, start=0.0)[: frames * 640]
+
+
+def stored_crops(out: Path, video_id: str, size: tuple[int, int]) -> np.ndarray:
+    """Every crop of a preprocessed video, in frame order, decoded at `size` as the loader decodes them."""
+    shard = next(v.shard for v in read_manifest(str(out / "manifest.json")).videos if v.id == video_id)
+    table = pq.read_table(out / shard).filter(pc.field("video_id") == video_id).sort_by("frame_index")
+    return decode_frames(table.column("jpeg").to_pylist(), (416, 320), size)
+
+
+def frame_of(image_chw: np.ndarray, crops: np.ndarray) -> int:
+    """Which stored crop an example image (3, H, W) is (decoding is deterministic, so exactly equal)."""
+    matches = [i for i, crop in enumerate(crops) if np.array_equal(np.moveaxis(crop, -1, 0), image_chw)]
+    assert len(matches) >= 1
+    return matches[0]
+
+
+@pytest.fixture(scope="module")
+def two_faces(tmp_path_factory) -> Path:
+    """Speaker A left at full size; speaker B right, smaller than A at first, then growing past A (a zoom, not a cut)."""
+    a, samples = grid_clip(0)
+    b, _ = grid_clip(1)
+    h, w = a.shape[1:3]
+    canvas = np.zeros((FRAMES, round(h * 1.25), w * 2 + round(w * 0.25), 3), np.uint8)
+    canvas[:, :h, :w] = a
+    for i in range(FRAMES):
+        scale = 0.8 + 0.45 * min(max((i - 5) / 30, 0.0), 1.0)
+        big = cv2.resize(b[i], (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        canvas[i, : big.shape[0], w : w + big.shape[1]] = big
+    return write_clip(tmp_path_factory.mktemp("two") / "raw" / "pair.mp4", canvas, samples)
+
+
+def test_the_tracked_face_is_one_person_where_the_largest_face_switches(two_faces):
+    largest_x = [faces[0][:, 0].mean() for faces in map(shared_dlib().detect_faces, read_frames(two_faces))]
+    width = read_frames(GRID_CLIPS[0]).shape[2]
+    assert min(largest_x) < width < max(largest_x)  # per-frame "largest face" jumps to B and back: the old bug
+    track = track_video(two_faces, 25)
+    assert track.multiple_faces and not any(track.lost) and track.segments == [0]
+    assert all(points[:, 0].max() < width for points in track.landmarks)  # always A, on the left
+
+
+def test_every_crop_of_a_two_face_clip_shows_the_same_person(two_faces, tmp_path):
+    for name, index in (("a", 0), ("b", 1)):
+        write_clip(tmp_path / "alone" / f"{name}.mp4", *grid_clip(index))
+    cfg = load_config("tiny", ["preprocess.test_fraction=0", "preprocess.val_fraction=0"])
+    manifest, report = run(str(two_faces.parent), str(tmp_path / "pair"), cfg)
+    assert report.accepted == 1, report.rejected
+    assert "multiple_faces" in manifest.videos[0].fixes
+    run(str(tmp_path / "alone"), str(tmp_path / "alone_out"), cfg)
+    pair = stored_crops(tmp_path / "pair", "pair", (104, 80)).astype(np.float32)
+    to_a, to_b = (np.abs(pair - stored_crops(tmp_path / "alone_out", name, (104, 80))).mean(axis=(1, 2, 3)) for name in "ab")
+    assert to_a.max() < 8 < to_b.min(), (to_a.max(), to_b.min())  # every crop is A's, none is B's
+
+
+def test_faceless_frames_are_never_a_target_or_a_reference(tmp_path):
+    frames, samples = grid_clip(0)
+    frames = frames.copy()
+    frames[20:28] = 128  # a grey gap: no face in 8 of 40 frames (within max_missing_face_fraction 0.2)
+    write_clip(tmp_path / "raw" / "gap.mp4", frames, samples)
+    cfg = load_config("tiny", ["preprocess.test_fraction=0", "preprocess.val_fraction=0"])
+    manifest, report = run(str(tmp_path / "raw"), str(tmp_path / "out"), cfg)
+    assert report.accepted == 1, report.rejected
+    video = manifest.videos[0]
+    assert video.faceless_frames == list(range(20, 28)) and video.missing_face_frames == 8
+    landmarks = np.asarray(pq.read_table(tmp_path / "out" / video.shard).column("landmarks").to_pylist())
+    assert np.isnan(landmarks[20:28]).all() and not np.isnan(landmarks[:20]).any()
+    manifest_uri = str(tmp_path / "out" / "manifest.json")
+    for stage in cfg.train.stages[:1] + [s for s in cfg.train.stages if s.kind == "clip"][:1]:
+        crops = stored_crops(tmp_path / "out", "gap", (stage.height, stage.width))
+        examples = list(iter_examples(manifest_uri, stage, 5))
+        assert len(examples) == examples_per_epoch(manifest_uri, stage, window=5)
+        assert len(examples) == (32 if stage.kind == "frame" else 6)  # 40 frames less 8; clips 0-4 .. 35-39 less 4-5 .. 25-29 overlapping
+        for example in examples:
+            targets = example["target"] if stage.kind == "clip" else example["target"][None]
+            used = [frame_of(t, crops) for t in targets]
+            used += [frame_of(r, crops) for r in example["references"].reshape(-1, 3, stage.height, stage.width)]
+            assert not set(used) & set(range(20, 28)), used
