@@ -1,4 +1,8 @@
-"""The `julnet` command: one entry point per ML stage, all sharing --config and --set."""
+"""The `julnet` command: one entry point per ML stage, all sharing --config and --set.
+
+Each `ray_jobs/<stage>.py` is the same command run as a Ray job: it builds its command line with the helpers below
+(add_config_args, add_run_args), so flags and defaults are the same at both doors.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,37 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
-from julnet.config import ConfigError, load_config
+from julnet.config import Config, ConfigError, load_config
 from julnet.errors import GenerateError, MissingWeightsError, RegistryError
+from julnet.progress import ray_runtime_env, setup_logging
+
+T = TypeVar("T")
+DEFAULT_CONFIG = "tiny"  # the preset every command and Ray job uses without --config
 
 
-def _config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default="tiny", help="preset name (paper, tiny) or YAML path")
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    """--config (default DEFAULT_CONFIG) and --set KEY=VALUE, as every stage takes them."""
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"preset name (paper, tiny) or YAML path (default: {DEFAULT_CONFIG})")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. hist.bins=9")
+
+
+def add_run_args(parser: argparse.ArgumentParser, what: str) -> None:
+    """--data, --storage and --name of a `what` (run, sweep) on Ray that the same name and storage resume."""
+    parser.add_argument("--data", required=True, metavar="MANIFEST_URI", help="dataset manifest URI (from preprocess)")
+    parser.add_argument("--storage", required=True, help=f"where the {what} keeps its state and checkpoints: a folder or s3:// prefix")
+    parser.add_argument("--name", required=True, help=f"{what} name; the same name and storage resume the {what}")
+
+
+def connect_ray() -> None:
+    """Join the cluster RAY_ADDRESS names (or the job's), else start a local one; julnet's logging in the workers."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(runtime_env=ray_runtime_env())
 
 
 def _info(args: argparse.Namespace) -> None:
@@ -46,15 +72,55 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _train_syncnet(args: argparse.Namespace) -> None:
+    from julnet.data.manifest import read_manifest
     from julnet.training.syncnet import clip_stage, manifest_sources, synthetic_sources, train_syncnet
 
     if args.synthetic == (args.data is not None):
         raise ConfigError("pass exactly one of --synthetic and --data MANIFEST_URI")
     cfg = load_config(args.config, args.overrides)
+    if args.name:
+        if args.synthetic:
+            raise ConfigError("--name trains on Ray from --data MANIFEST_URI, not --synthetic")
+        read_manifest(args.data)  # a missing manifest fails here, before Ray starts
+        connect_ray()
+        print(json.dumps(pretrain_and_register(cfg, args.data, args.name, args.steps, args.model_name)))
+        return
     stage = clip_stage(cfg)
     train, heldout, source = synthetic_sources(cfg, stage) if args.synthetic else manifest_sources(cfg, stage, args.data)
     metrics = train_syncnet(cfg, train, heldout, args.steps, Path(args.out), cfg.train.log_every, heldout=source)
     print(json.dumps({"weights": metrics["weights"], "heldout": metrics["heldout"], "eval": metrics["eval"]}))
+
+
+def pretrain_and_register(cfg: Config, data: str, name: str, steps: int, model_name: str) -> dict[str, Any]:
+    """Pre-train the SyncNet in a Ray task, log the run `name` to MLflow and register its weights as `model_name`."""
+    from julnet.registry import register_artifacts
+    from julnet.tracking import RunTracker, resolve_tracking_uri
+    from julnet.training.syncnet import log_pretraining, pretrain_on_ray
+    from julnet.version import code_version
+
+    metrics, weights = pretrain_on_ray(cfg, data, steps)
+    tracker = RunTracker(resolve_tracking_uri(cfg.tracking.uri), cfg.tracking.experiment, name)
+    tracker.start(params=cfg.flat(), tags={"julnet.kind": "syncnet", "julnet.data": data, "julnet.code_version": code_version()})
+    log_pretraining(tracker, steps, metrics, weights)
+    accuracy = metrics["eval"]["sync_accuracy"]
+    version = register_artifacts(tracker, model_name, "syncnet", {"heldout_sync_accuracy": f"{accuracy:.4f}", "heldout": metrics["heldout"]})
+    tracker.end()
+    return {"model": f"models:/{model_name}/{version}", "heldout": metrics["heldout"], "sync_accuracy": accuracy, "run_id": tracker.run_id}
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from julnet.training.sweep import check_sweep_inputs, format_table, run_sweep
+
+    cfg = load_config(args.config, args.overrides)
+    check_sweep_inputs(cfg, args.data)  # bad config, data or weights fail here, before Ray starts
+    connect_ray()
+    outcome = run_sweep(cfg, args.data, args.storage, args.name)
+    print(format_table(outcome))
+    print(json.dumps({key: outcome.get(key) for key in ("parent_run_id", "best_trial", "best_run_id", "best_model_uri", "best_metric")}))
+    if not outcome.get("best_run_id"):
+        print("julnet tune: error: no trial finished; see the table and the parent MLflow run", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _preprocess(args: argparse.Namespace) -> int:
@@ -62,7 +128,10 @@ def _preprocess(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     mapper = map
-    if args.workers > 1:
+    if args.ray:
+        connect_ray()
+        mapper = ray_mapper(args.cpus_per_task)
+    elif args.workers > 1:
         from concurrent.futures import ProcessPoolExecutor
 
         pool = ProcessPoolExecutor(args.workers)
@@ -77,6 +146,24 @@ def _preprocess(args: argparse.Namespace) -> int:
         print("julnet preprocess: error: no usable video came out (see report.json)", file=sys.stderr)
         return 1
     return 0
+
+
+def ray_mapper(num_cpus: float) -> Callable[[Callable[[Any], T], Sequence[Any]], Iterator[T]]:
+    """A `map` that runs each call as a Ray task (retried twice), yielding results as they finish (any order)."""
+    import ray
+
+    def mapper(fn: Callable[[Any], T], items: Sequence[Any]) -> Iterator[T]:
+        task = ray.remote(_call).options(num_cpus=num_cpus, max_retries=2)
+        pending = [task.remote(fn, item) for item in items]
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            yield ray.get(done[0])
+
+    return mapper
+
+
+def _call(fn: Callable[[Any], T], item: Any) -> T:
+    return fn(item)
 
 
 def _generate(args: argparse.Namespace) -> None:
@@ -141,11 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     info = sub.add_parser("info", help="parameter counts and GFLOPs per module, as JSON")
-    _config_args(info)
+    add_config_args(info)
     info.set_defaults(handler=_info)
 
-    train = sub.add_parser("train", help="train one stage in this process")
-    _config_args(train)
+    train = sub.add_parser("train", help="train one stage in this process (the whole curriculum on Ray Train workers: ray_jobs/train.py)")
+    add_config_args(train)
     train.add_argument("--out", required=True, help="run directory (checkpoints, metrics); resumed if it has a checkpoint")
     train.add_argument("--data", default=None, help="dataset manifest URI (from julnet preprocess)")
     train.add_argument("--synthetic", action="store_true", help="train on generated faces (no data needed)")
@@ -154,22 +241,44 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--init", default=None, help="warm-start the networks from this checkpoint")
     train.set_defaults(handler=_train)
 
-    sync = sub.add_parser("train-syncnet", help="pre-train the SyncNet of the sync loss (eq. 13) on in-sync and shifted pairs")
-    _config_args(sync)
-    sync.add_argument("--out", required=True, help="output directory (syncnet.pt, metrics.json)")
-    sync.add_argument("--synthetic", action="store_true", help="train on generated faces (no data needed)")
+    sync = sub.add_parser(
+        "train-syncnet", help="pre-train the SyncNet of the sync loss (eq. 13) on in-sync and shifted pairs",
+        description="Pre-train the SyncNet. --out trains in this process into a folder; --name trains in a Ray task "
+        "(RAY_ADDRESS's cluster, else a local one), logs the MLflow run NAME and registers the weights as --model-name.",
+    )
+    add_config_args(sync)
+    where = sync.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", default=None, help="train in this process; output directory (syncnet.pt, metrics.json)")
+    where.add_argument("--name", default=None, help="train in a Ray task, as the MLflow run NAME, and register the weights")
+    sync.add_argument("--synthetic", action="store_true", help="train on generated faces (no data needed; with --out)")
     sync.add_argument("--data", default=None, metavar="MANIFEST_URI", help="dataset manifest.json (path, file:// or s3://)")
     sync.add_argument("--steps", type=int, required=True, help="training steps")
+    sync.add_argument("--model-name", default="julnet-syncnet", help="registered model name (with --name)")
     sync.set_defaults(handler=_train_syncnet)
 
-    pre = sub.add_parser("preprocess", help="turn raw videos into training shards, a manifest and a report")
-    _config_args(pre)
+    tune = sub.add_parser(
+        "tune", help="sweep loss weights and histogram settings with Ray Tune (ASHA + Optuna), tracked in MLflow",
+        description="Sweep the config's `sweep` section with Ray Tune. Always on Ray: the cluster RAY_ADDRESS names "
+        "(or the job's), else a local one. Rerunning the same --name and --storage resumes the sweep.",
+    )
+    add_config_args(tune)
+    add_run_args(tune, "sweep")
+    tune.set_defaults(handler=_tune)
+
+    pre = sub.add_parser(
+        "preprocess", help="turn raw videos into training shards, a manifest and a report",
+        description="Preprocess videos into shards; a re-run resumes. Shards run in --workers local processes, or with "
+        "--ray as Ray tasks on the cluster RAY_ADDRESS names (else a local one); ray_jobs/preprocess.py is --ray.",
+    )
+    add_config_args(pre)
     pre.add_argument("--input", required=True, help="folder, s3:// prefix, or .jsonl listing of videos")
     pre.add_argument("--output", required=True, help="dataset folder or s3:// prefix (manifest.json, shards/, report.json)")
-    pre.add_argument("--workers", type=int, default=1, help="local worker processes")
+    pre.add_argument("--workers", type=int, default=1, help="local worker processes (without --ray)")
+    pre.add_argument("--ray", action="store_true", help="run each shard as a Ray task instead of in local processes")
+    pre.add_argument("--cpus-per-task", type=float, default=1.0, help="CPUs of each shard's Ray task (with --ray)")
     pre.set_defaults(handler=_preprocess)
 
-    gen = sub.add_parser("generate", help="dub a video with a speech clip, with a per-frame confidence report")
+    gen = sub.add_parser("generate", help="dub a video with a speech clip in this process, with a per-frame confidence report (a manifest of pairs on Ray Data: ray_jobs/generate.py)")
     gen.add_argument("--video", required=True, help="video of the person (anything PyAV decodes)")
     gen.add_argument("--audio", required=True, help="speech: an audio file or a video with an audio track")
     gen.add_argument("--model", required=True, help="models:/name@alias or models:/name/N, runs:/ID/model, s3:// or local checkpoint, run directory or state.pt")
@@ -184,13 +293,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(handler=_generate)
 
     reg = sub.add_parser("register", help="register a training run's model as a new version (with its lineage) and alias it")
-    _config_args(reg)
+    add_config_args(reg)
     reg.add_argument("--run", required=True, help="MLflow run id of the training run")
     reg.add_argument("--alias", default="challenger", help="alias to point at the new version ('' for none)")
     reg.set_defaults(handler=_register)
 
     pro = sub.add_parser("promote", help="evaluate challenger and champion on held-out data; move @champion if the policy says so")
-    _config_args(pro)
+    add_config_args(pro)
     which = pro.add_mutually_exclusive_group()
     which.add_argument("--run", default=None, help="register this training run first and make it the challenger")
     which.add_argument("--version", default=None, help="the challenger's version (default: the @challenger alias)")
@@ -199,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     pro.add_argument("--out", default=None, help="also write the decision as JSON here")
     pro.set_defaults(handler=_promote)
 
-    ev = sub.add_parser("evaluate", help="measure a model on a dataset's held-out split: PSNR, LPIPS, FID, LSE, calibration")
+    ev = sub.add_parser("evaluate", help="measure a model on a dataset's held-out split in this process: PSNR, LPIPS, FID, LSE, calibration (in a Ray task: ray_jobs/evaluate.py)")
     ev.add_argument("--model", required=True, help="run directory, checkpoint directory or state.pt (or a models:/ or runs:/ URI)")
     ev.add_argument("--data", required=True, metavar="MANIFEST_URI", help="dataset manifest.json (path, file:// or s3://)")
     ev.add_argument("--config", default=None, help="preset or YAML for the evaluation settings (default: the model's own config)")
@@ -216,8 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one `julnet` sub-command; 2 with a one-line error for bad input."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    setup_logging(logging.INFO)
     try:
         return args.handler(args) or 0
     except (ConfigError, MissingWeightsError, FileNotFoundError, ValueError, GenerateError, RegistryError) as exc:

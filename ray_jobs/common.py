@@ -1,33 +1,26 @@
-"""What the run-shaped Ray jobs (train, tune) share on their command line."""
+"""What the Ray jobs share: the `julnet` command's flags and Ray connection (julnet.cli), one way to report."""
 
 from __future__ import annotations
 
-import argparse
-import logging
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
 
-import ray
-
-from julnet import progress
-
-
-def run_parser(doc: str | None, what: str) -> argparse.ArgumentParser:
-    """--config, --set, --data, --storage and --name: a `what` (run, sweep) that the same name and storage resume."""
-    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="paper", help="preset name or YAML path")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--data", required=True, help="dataset manifest URI (from preprocess)")
-    parser.add_argument("--storage", required=True, help=f"where the {what} keeps its state and checkpoints: a folder or s3:// prefix")
-    parser.add_argument("--name", required=True, help=f"{what} name; the same name and storage resume the {what}")
-    return parser
+from julnet import cli
 
 
-def setup_logging() -> None:
-    """INFO lines in one format on stderr; Ray Data's progress bars off unless stderr is a terminal (julnet.progress)."""
-    progress.setup_logging(logging.INFO)
+def run_command(command: str, argv: Sequence[str] | None) -> int:
+    """`julnet <command> ARGV` in this driver: the job is the CLI's sub-command, with its flags and defaults."""
+    return cli.main([command, *(sys.argv[1:] if argv is None else argv)])
 
 
-def connect_ray() -> None:
-    """Join the cluster this job was submitted to (or start a local one), with julnet's logging in the workers and
-    Ray Data's progress bars off when the job's output is not a terminal."""
-    if not ray.is_initialized():
-        ray.init(runtime_env=progress.ray_runtime_env())
+def run_job(name: str, work: Callable[[], dict[str, Any]], errors: tuple[type[BaseException], ...]) -> int:
+    """Run `work`; print its result as one JSON line and return 0, or print `<name>: error: ...` and return 2."""
+    try:
+        result = work()
+    except errors as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result))
+    return 0

@@ -50,14 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     from mlflow.tracking import MlflowClient
 
+    from julnet.cli import pretrain_and_register, ray_mapper
     from julnet.config import load_config
     from julnet.data.preprocess import run as preprocess
     from julnet.evaluation.result import EvaluationResult, format_table
     from julnet.inference import dub, load_model
     from julnet.promotion import EVAL_TAG_PREFIX, format_decision, run_promotion
     from julnet.training.distributed import train_run
-    from ray_jobs.preprocess import ray_mapper
-    from ray_jobs.train_syncnet import pretrain_and_register
 
     start = time.perf_counter()
     # The dashboard's API server (on 127.0.0.1) stays on: Ray Train's placement-group cleaner asks it every

@@ -20,14 +20,15 @@ if not __package__:  # run as `python ray_jobs/evaluate.py` from a checkout: mak
 
 import ray
 
+from julnet.cli import connect_ray
 from julnet.config import Config, ConfigError, load_config
 from julnet.data.manifest import read_manifest
 from julnet.errors import GenerateError, MissingWeightsError
 from julnet.evaluation.publish import log_to_mlflow, save_result
 from julnet.evaluation.result import EvaluationResult, format_table
 from julnet.evaluation.suite import evaluate_with_config
+from julnet.progress import setup_logging
 from julnet.tracking import resolve_tracking_uri
-from ray_jobs.common import connect_ray, setup_logging
 
 
 @ray.remote

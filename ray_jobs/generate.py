@@ -19,7 +19,7 @@ if not __package__:  # run as `python ray_jobs/generate.py` from a checkout: mak
 from julnet.batch import ManifestError, format_table, run_batch
 from julnet.config import ConfigError
 from julnet.errors import GenerateError
-from ray_jobs.common import setup_logging
+from julnet.progress import setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:

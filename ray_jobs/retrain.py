@@ -34,11 +34,13 @@ if not __package__:  # run as `python ray_jobs/retrain.py` from a checkout: make
 from mlflow import MlflowClient
 
 from julnet import freshness
+from julnet.cli import add_config_args
 from julnet.config import RESUMABLE_KEYS, Config, ConfigError, load_config
 from julnet.errors import RegistryError
 from julnet.registry import register_run
 from julnet.tracking import RUN_NAME_TAG, resolve_tracking_uri
-from ray_jobs.common import setup_logging
+from julnet.progress import setup_logging
+from ray_jobs.common import run_job
 
 SYNCNET_MODEL = "julnet-syncnet"
 
@@ -266,8 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", required=True, help="where the preprocessed dataset goes (folder or s3:// prefix)")
     parser.add_argument("--storage", required=True, help="where training runs keep checkpoints and evaluations")
     parser.add_argument("--name", required=True, help="run name prefix; the same name on the same data and config resumes")
-    parser.add_argument("--config", default="paper", help="preset name or YAML path")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    add_config_args(parser)
     parser.add_argument("--promotion-set", dest="promotion", action="append", default=[], metavar="promotion.KEY=VALUE",
                         help="promotion policy override (e.g. promotion.margin=0.1), for the promote step only")
     parser.add_argument("--syncnet-steps", type=int, default=0, help="pre-train a SyncNet this many steps first (0: use the config's)")
@@ -277,17 +278,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The whole chain; its result line as JSON, or a one-line error (2)."""
     args = build_parser().parse_args(argv)
     setup_logging()
-    try:
+
+    def work() -> dict[str, Any]:
         plan = Plan(args.raw, args.dataset, args.storage, args.name, args.config, tuple(args.overrides), tuple(args.promotion),
                     args.syncnet_steps, args.eval_gpus)
-        result = retrain(plan, args.force)
-    except (ConfigError, FileNotFoundError, RegistryError, StepError) as exc:
-        print(f"retrain: error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(result))
-    return 0
+        return retrain(plan, args.force)
+
+    return run_job("retrain", work, (ConfigError, FileNotFoundError, RegistryError, StepError))
 
 
 if __name__ == "__main__":

@@ -151,7 +151,7 @@ def test_syncnet_job_registers_weights_that_configs_load_by_uri(ray_local, grid_
     from julnet.config import PretrainedWeights
     from julnet.models.syncnet import SyncNet
     from julnet.pretrained import load_into
-    from ray_jobs.train_syncnet import pretrain_and_register
+    from julnet.cli import pretrain_and_register
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
     monkeypatch.setenv("JULNET_CACHE", str(tmp_path / "cache"))

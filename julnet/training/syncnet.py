@@ -11,6 +11,7 @@ import io
 import itertools
 import json
 import logging
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ from julnet.data.manifest import read_manifest
 from julnet.data.synthetic import SyntheticFaces
 from julnet.losses.sync import mouth_clip, sync_score_bce
 from julnet.models.syncnet import SyncNet
+from julnet.tracking import RunTracker
 from julnet.training.build import resolve_device
 from julnet.training.loop import Progress
 
@@ -198,3 +200,30 @@ def _batches(examples: Iterator[dict[str, Any]], size: int) -> Iterator[Batch]:
     while chunk := list(itertools.islice(examples, size)):
         if len(chunk) >= MIN_BATCH:
             yield collate(chunk)
+
+
+def pretrain_on_ray(cfg: Config, manifest_uri: str, steps: int) -> tuple[dict[str, Any], bytes]:
+    """Train in one Ray task (on a GPU worker when train.use_gpu), from the manifest's shards; (metrics, weights)."""
+    import ray
+
+    resources = {"num_cpus": cfg.train.cpus_per_worker, "num_gpus": 1 if cfg.train.use_gpu else 0}
+    return ray.get(ray.remote(_pretrain_task).options(**resources).remote(cfg.to_dict(), manifest_uri, steps))
+
+
+def _pretrain_task(config: dict[str, Any], manifest_uri: str, steps: int) -> tuple[dict[str, Any], bytes]:
+    """The body of pretrain_on_ray's task: train into a scratch folder, return the metrics and the weights' bytes."""
+    cfg = Config.model_validate(config)
+    train_batches, eval_batches, heldout = manifest_sources(cfg, clip_stage(cfg), manifest_uri)
+    with tempfile.TemporaryDirectory() as out:
+        metrics = train_syncnet(cfg, train_batches, eval_batches, steps, Path(out), cfg.train.log_every, heldout)
+        return metrics, (Path(out) / WEIGHTS_FILE).read_bytes()
+
+
+def log_pretraining(tracker: RunTracker, steps: int, metrics: dict[str, Any], weights: bytes) -> None:
+    """Log a pre-training onto a started MLflow run: sync_* curves, heldout_* metrics, the weights under syncnet/."""
+    tracker.log_metrics([(row["step"], {f"sync_{k}": v for k, v in row.items() if k != "step"}) for row in metrics["train"]])
+    tracker.log_metrics([(steps, {f"heldout_{k}": v for k, v in metrics["eval"].items()})])
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / WEIGHTS_FILE).write_bytes(weights)
+        tracker.log_artifacts(folder, "syncnet")
+    tracker.log_dict({k: v for k, v in metrics.items() if k != "weights"}, "syncnet/metrics.json")
