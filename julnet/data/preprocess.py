@@ -48,7 +48,6 @@ from julnet.data.shards import ProcessedVideo, shard_schema, write_shard
 from julnet.data.sync import SyncScorer
 from julnet.data.track import SubjectTrack, track_frames
 from julnet.data.video import VideoError, VideoInfo, iter_frames, probe, read_audio
-from julnet.evaluation.unavailable import Unavailable
 from julnet.progress import Progress
 from julnet.version import code_version
 
@@ -81,7 +80,7 @@ class ShardPlan(BaseModel):
     sources: list[Source]
 
 
-def settings(cfg: Config) -> dict[str, Any]:
+def settings(cfg: Config, scorer: SyncScorer | None = None) -> dict[str, Any]:
     """What the shards' content depends on, recorded in the manifest (the loader reads sizes from it)."""
     p = cfg.preprocess
     return {
@@ -89,7 +88,7 @@ def settings(cfg: Config) -> dict[str, Any]:
         "audio_features": cfg.audio.features,
         "audio_dim": cfg.audio.dim,
         "audio_window": cfg.audio.window,
-        "av_sync": sync.describe(cfg),
+        "av_sync": sync.describe(cfg, scorer),
     }
 
 
@@ -172,10 +171,10 @@ def _from_listing(listing_uri: str) -> list[Source]:
     return sources
 
 
-def plan_shards(sources: list[Source], cfg: Config) -> list[ShardPlan]:
+def plan_shards(sources: list[Source], cfg: Config, scorer: SyncScorer | None = None) -> list[ShardPlan]:
     """Group videos (sorted by id) into shards of about preprocess.shard_target_mb; names hash the content."""
     target = cfg.preprocess.shard_target_mb * 1e6 / OUTPUT_PER_INPUT_BYTE
-    digest = json.dumps(settings(cfg), sort_keys=True)
+    digest = json.dumps(settings(cfg, scorer), sort_keys=True)
     groups: list[list[Source]] = [[]]
     total = 0
     for source in sorted(sources, key=lambda s: s.video_id):
@@ -194,8 +193,8 @@ def plan_shards(sources: list[Source], cfg: Config) -> list[ShardPlan]:
 # ---- 2. process ----------------------------------------------------------------------------------------
 
 
-def process_shard(plan: ShardPlan, cfg: Config, output_uri: str) -> ShardResult:
-    """Process one shard's videos, write the shard (atomically) and then its result file."""
+def process_shard(plan: ShardPlan, cfg: Config, output_uri: str, scorer: SyncScorer | None = None) -> ShardResult:
+    """Process one shard's videos, write the shard (atomically) and then its result file; `scorer` checks AV sync."""
     result_uri = storage.join(output_uri, "shards", f"{plan.name}.json")
     if storage.exists(result_uri):
         return ShardResult.model_validate_json(storage.read_text(result_uri))
@@ -207,7 +206,7 @@ def process_shard(plan: ShardPlan, cfg: Config, output_uri: str) -> ShardResult:
     rejected: list[Rejection] = []
     progress = ShardProgress(plan)
     with tempfile.TemporaryDirectory(prefix="julnet-preprocess-") as tmp:
-        accepted = _accepted(plan.sources, cfg, Path(tmp), stats, rejected, progress, sync.load_scorer(cfg))
+        accepted = _accepted(plan.sources, cfg, Path(tmp), stats, rejected, progress, sync.active(cfg, scorer))
         schema = shard_schema(cfg.audio.dim, cfg.audio.window)
         groups = write_shard(shard_uri, accepted, schema, cfg.preprocess.chunk_frames)
     progress.close(len(stats), len(rejected))
@@ -230,7 +229,7 @@ def _accepted(
     stats: list[VideoStats],
     rejected: list[Rejection],
     progress: ShardProgress,
-    scorer: SyncScorer | Unavailable,
+    scorer: SyncScorer | None,
 ) -> Iterator[ProcessedVideo]:
     """Process videos one at a time (only one is in memory), recording stats and rejections as it goes."""
     for index, source in enumerate(sources):
@@ -300,15 +299,14 @@ class ShardProgress:
 
 
 def process_video(
-    source: Source, cfg: Config, tmp: Path, progress: ShardProgress | None = None, scorer: SyncScorer | Unavailable | None = None
+    source: Source, cfg: Config, tmp: Path, progress: ShardProgress | None = None, scorer: SyncScorer | None = None
 ) -> tuple[ProcessedVideo, VideoStats]:
     """Decode, track the face, crop, encode, compute audio features and check sync for one video, or raise VideoError.
 
-    `progress` (the shard's) counts the frames of the landmark pass; `scorer` is the shard's SyncNet (loaded once
-    per shard; None loads it here).
+    `progress` (the shard's) counts the frames of the landmark pass; `scorer` checks AV sync (None: skipped).
     """
     p = cfg.preprocess
-    scorer = sync.load_scorer(cfg) if scorer is None else scorer
+    scorer = sync.active(cfg, scorer)
     local = _local(source.uri, tmp)
     info = probe(local, require_audio=cfg.audio.features == "logmel", min_side=p.min_side, max_side=p.max_side)
     if progress is not None:
@@ -334,15 +332,15 @@ def process_video(
     jpegs, kept = [], []
     for crop, crop_points in zip(crop_frames(iter_frames(local, p.fps), boxes, p.crop_height, p.crop_width), points):
         jpegs.append(cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), quality)[1].tobytes())
-        if not isinstance(scorer, Unavailable):
+        if scorer is not None:
             kept.append(scorer.keep(crop, crop_points))
     if len(jpegs) != k:
         raise VideoError("corrupt", f"decoding gave {k} frames, then {len(jpegs)}")
-    needs_samples = info.has_audio and (cfg.audio.features == "logmel" or isinstance(scorer, sync.ExpertScorer))
+    needs_samples = info.has_audio and (cfg.audio.features == "logmel" or scorer is not None and scorer.needs_samples)
     samples = read_audio(local, p.sample_rate, start=info.start_time) if needs_samples else None
     rows = _audio_rows(samples, source, k, cfg, tmp)
     offset = confidence = None
-    if not isinstance(scorer, Unavailable):
+    if scorer is not None:
         rows, offset, confidence = _synced(scorer, np.stack(kept), samples, rows, p.max_av_offset)
     fixes = [
         name
@@ -393,7 +391,7 @@ def _synced(
 ) -> tuple[np.ndarray, int, float]:
     """The audio rows shifted by the SyncNet's offset, the offset and the confidence; VideoError when out of sync."""
     try:
-        result = sync.measure(scorer, kept, samples, rows, max_offset)
+        result = scorer.score(kept, samples, rows, max_offset)
     except ValueError as exc:
         raise VideoError("out_of_sync", str(exc)) from None
     if result.confidence < scorer.min_confidence:
@@ -474,7 +472,9 @@ def _audio_rows(samples: np.ndarray | None, source: Source, k: int, cfg: Config,
 # ---- 3. finalize ---------------------------------------------------------------------------------------
 
 
-def finalize(results: list[ShardResult], extra_rejections: list[Rejection], cfg: Config, output_uri: str) -> tuple[Manifest, Report]:
+def finalize(
+    results: list[ShardResult], extra_rejections: list[Rejection], cfg: Config, output_uri: str, scorer: SyncScorer | None = None
+) -> tuple[Manifest, Report]:
     """Assign splits, then write the report and, last, the manifest (only where their content changed)."""
     p = cfg.preprocess
     shard_of = {v.id: r.name for r in results for v in r.videos}
@@ -495,7 +495,7 @@ def finalize(results: list[ShardResult], extra_rejections: list[Rejection], cfg:
         for r in sorted(results, key=lambda r: r.name)
         if r.videos
     ]
-    manifest = Manifest(code_version=code_version(), settings=settings(cfg), videos=entries, shards=shards)
+    manifest = Manifest(code_version=code_version(), settings=settings(cfg, scorer), videos=entries, shards=shards)
     rejected = sorted([*extra_rejections, *(x for r in results for x in r.rejected)], key=lambda x: x.source)
     report = Report(accepted=len(entries), rejected=rejected)
     _write_if_changed(storage.join(output_uri, REPORT_NAME), report.model_dump_json(indent=1))
@@ -508,12 +508,18 @@ def _write_if_changed(uri: str, text: str) -> None:
         storage.write_text(uri, text)
 
 
-def run(input_uri: str, output_uri: str, cfg: Config, mapper: Mapper = map) -> tuple[Manifest, Report]:
-    """The whole preprocessing job; `mapper(fn, plans)` runs shard tasks (in any order, any parallelism)."""
+def run(
+    input_uri: str, output_uri: str, cfg: Config, mapper: Mapper = map, scorer: SyncScorer | None = None
+) -> tuple[Manifest, Report]:
+    """The whole preprocessing job; `mapper(fn, plans)` runs shard tasks (in any order, any parallelism).
+
+    `scorer` (picklable, it travels to the shard tasks) checks and fixes AV sync; None skips that step, and the
+    manifest's settings.av_sync says so.
+    """
     sources, orphans = discover(input_uri)
-    plans = plan_shards(sources, cfg)
+    plans = plan_shards(sources, cfg, scorer)
     log.info("preprocess: %d videos in %d shards -> %s", len(sources), len(plans), output_uri)
-    task = functools.partial(process_shard, cfg=cfg, output_uri=output_uri)
+    task = functools.partial(process_shard, cfg=cfg, output_uri=output_uri, scorer=scorer)
     results: list[ShardResult] = []
     progress = Progress("[preprocess]", len(sources), "videos", logger=log)
     accepted = rejected = 0
@@ -523,4 +529,4 @@ def run(input_uri: str, output_uri: str, cfg: Config, mapper: Mapper = map) -> t
         progress.update(advance=len(result.videos) + len(result.rejected),
                         note=f"shard {len(results)}/{len(plans)} {result.name}: {accepted} accepted, {rejected} rejected so far")
     progress.close(f"{len(plans)} shards: {accepted} accepted, {rejected} rejected")
-    return finalize(results, orphans, cfg, output_uri)
+    return finalize(results, orphans, cfg, output_uri, scorer)
