@@ -12,6 +12,7 @@ from torch import Tensor
 
 from julnet import progress
 from julnet.config import Config, ConfigError, StageConfig, resumable_key
+from julnet.losses.total import LOSS_TERMS
 from julnet.training.build import build_models, build_optimizers, resolve_device
 from julnet.training.checkpoint import (
     latest_checkpoint,
@@ -118,5 +119,5 @@ class Progress:
         self._lines = progress.Progress(f"[{name}]", total, "steps", done=start, rate_unit="it", per="s", logger=log)
 
     def report(self, step: int, metrics: dict[str, float]) -> None:
-        shown = " ".join(f"{k}={metrics[k]:.4g}" for k in ("total", "un", "pe", "ad", "sync", "mouth_l1") if k in metrics)
+        shown = " ".join(f"{k}={metrics[k]:.4g}" for k in ("total", *LOSS_TERMS, "mouth_l1") if k in metrics)
         self._lines.update(step, note=shown, force=True)
