@@ -35,9 +35,9 @@ def fetch(uri: str, local_dir: Path, tracking_uri: str | None = None) -> Path:
 
 def model_version_source(uri: str, tracking_uri: str) -> str:
     """Where `models:/name/N` or `models:/name@alias` is stored, asked of this registry."""
-    from mlflow import MlflowClient
+    from julnet.tracking import client as mlflow_client
 
-    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    client = mlflow_client(tracking_uri)
     spec = uri.removeprefix("models:/").strip("/")
     if "@" in spec:
         name, alias = spec.split("@", 1)

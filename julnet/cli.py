@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from julnet.config import Config, ConfigError, load_config
 from julnet.errors import GenerateError, MissingWeightsError, RegistryError
+from julnet import storage
 from julnet.progress import ray_runtime_env, setup_logging
 
 T = TypeVar("T")
@@ -185,14 +186,11 @@ def _generate(args: argparse.Namespace) -> None:
 
 
 def _register(args: argparse.Namespace) -> None:
-    from mlflow import MlflowClient
-
     from julnet.registry import register_run
-    from julnet.tracking import resolve_tracking_uri
+    from julnet.tracking import client, resolve_tracking_uri
 
     cfg = load_config(args.config, args.overrides)
-    uri = resolve_tracking_uri(cfg.tracking.uri)
-    version = register_run(MlflowClient(uri, registry_uri=uri), args.run, cfg.promotion.model_name, args.alias or None)
+    version = register_run(client(resolve_tracking_uri(cfg.tracking.uri)), args.run, cfg.promotion.model_name, args.alias or None)
     print(json.dumps({"model": f"models:/{version.name}/{version.version}", "alias": args.alias or None, "tags": version.tags}, indent=1))
 
 
@@ -203,7 +201,7 @@ def _promote(args: argparse.Namespace) -> int:
     decision = run_promotion(cfg, args.data, args.version, args.run, args.device)
     print(format_decision(decision))
     if args.out:
-        Path(args.out).write_text(json.dumps(decision.to_dict(), indent=1))
+        storage.write_text(args.out, json.dumps(decision.to_dict(), indent=1))
     return 0
 
 

@@ -9,6 +9,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from julnet.redact import redact_tree
+
 PRESETS_DIR = Path(__file__).parent / "presets"
 
 
@@ -352,7 +354,12 @@ class Config(Section):
         return self
 
     def to_dict(self) -> dict[str, Any]:
+        """Every value as this process uses it, credentials included: never write this out (see `public_dict`)."""
         return self.model_dump(mode="json")
+
+    def public_dict(self) -> dict[str, Any]:
+        """`to_dict` as it may be written or shown: credentials in URIs and secret-named values redacted."""
+        return redact_tree(self.to_dict())
 
     def with_values(self, values: dict[str, Any]) -> Config:
         """A validated copy with dotted keys (as `--set` names them) set to the given values."""
@@ -362,11 +369,12 @@ class Config(Section):
         return _validated(data, ())
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        """The config file as written beside runs and checkpoints (redacted, like `public_dict`)."""
+        return yaml.safe_dump(self.public_dict(), sort_keys=False)
 
     def flat(self) -> dict[str, Any]:
-        """Dotted keys to scalar values, e.g. for MLflow params."""
-        return flatten_keys(self.to_dict())
+        """Dotted keys to scalar values as shown outside the process (redacted), e.g. for MLflow params."""
+        return flatten_keys(self.public_dict())
 
 
 # Keys that may change between a checkpoint and its resumption: how long and how we log, and the sections that

@@ -77,6 +77,7 @@ from julnet.data.video import FPS, SAMPLE_RATE, VideoError, iter_frames, probe, 
 from julnet.face import mask_mouth, mouth_box
 from julnet.models.generator import Generator
 from julnet.models.uncertainty import UncertaintyModule
+from julnet.redact import redact_tree
 from julnet.training.trained import load_model, model_resolution
 
 log = logging.getLogger(__name__)
@@ -463,7 +464,7 @@ def dub(
             report_tmp = Path(tmp)
             _default_mode(tmp)
             with os.fdopen(fd, "w") as f:
-                json.dump(result, f, indent=1)
+                json.dump(redact_tree(result), f, indent=1)
         for w in writers[1:]:
             os.replace(w.tmp, w.final)
         if report_tmp is not None:

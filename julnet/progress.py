@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from julnet.redact import redact_output
+
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 EVERY_S_ENV = "JULNET_PROGRESS_EVERY_S"
 DEFAULT_EVERY_S = 10.0
@@ -210,8 +212,10 @@ def keep_progress_bar_settings(make: Callable[[], Any]) -> Callable[[], Any]:
 def setup_logging(level: int = logging.INFO, *, others: int | None = None, stream: TextIO | None = None) -> bool:
     """Log lines in one format on stderr: julnet's at `level`, other libraries' at `others` (default: `level`).
 
-    Also quiet_ray(): Ray's progress bars off unless stderr is a terminal. Returns whether it is one.
+    Also quiet_ray(): Ray's progress bars off unless stderr is a terminal (returns whether it is one), and
+    redact_output(): no credential reaches the terminal or a job's log.
     """
+    redact_output()
     _log_format(level, others, stream)
     return quiet_ray(stream)
 
@@ -235,6 +239,7 @@ def setup_ray_worker() -> None:
     """
     import ray
 
+    redact_output()
     _log_format(logging.INFO, logging.WARNING, None)
     if ray.is_initialized():
         os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)

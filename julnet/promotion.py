@@ -24,6 +24,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
 from julnet.config import Config, PromotionConfig
+from julnet import storage, tracking
 from julnet.tracking import experiment_id, resolve_tracking_uri
 from julnet.evaluation.result import METRIC_DIRECTIONS, EvaluationResult
 from julnet.errors import RegistryError
@@ -244,7 +245,7 @@ def run_promotion(settings: Config, data_uri: str | None = None, version: str | 
     from julnet.inference import load_model
 
     tracking_uri = resolve_tracking_uri(settings.tracking.uri)
-    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    client = tracking.client(tracking_uri)
     name = settings.promotion.model_name
     if run_id:
         version = register_run(client, run_id, name, CHALLENGER).version
@@ -284,8 +285,7 @@ def log_decision(client: MlflowClient, experiment: str, decision: Decision) -> s
                 client.log_metric(run_id, f"{who}.{check.metric}", value)
     with tempfile.TemporaryDirectory() as tmp:
         path = f"{tmp}/decision.json"
-        with open(path, "w") as f:
-            json.dump(decision.to_dict(), f, indent=1)
+        storage.write_text(path, json.dumps(decision.to_dict(), indent=1))
         client.log_artifact(run_id, path)
     client.set_terminated(run_id)
     return run_id

@@ -35,6 +35,7 @@ from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 
 from julnet.config import ConfigError
+from julnet.redact import redact
 
 TEMP_PREFIX = ".julnet-tmp-"
 """Name prefix of in-progress local writes; `list_files` never returns such files."""
@@ -236,8 +237,9 @@ def write_bytes(uri: str, data: bytes) -> None:
 
 
 def write_text(uri: str, text: str) -> None:
-    """Atomically create or replace the file at `uri` with `text` as UTF-8."""
-    write_bytes(uri, text.encode("utf-8"))
+    """Atomically create or replace the file at `uri` with `text` as UTF-8, redacted (julnet.redact): reports,
+    manifests and configs never carry credentials."""
+    write_bytes(uri, redact(text).encode("utf-8"))
 
 
 @contextlib.contextmanager

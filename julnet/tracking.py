@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import numpy as np
 from mlflow.entities import Metric, Param, RunTag
@@ -22,6 +23,7 @@ from mlflow.tracking import MlflowClient
 
 from julnet import storage
 from julnet.config import resumable_key
+from julnet.redact import redact, redact_tree
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,69 @@ def resolve_tracking_uri(configured: str | None) -> str:
     return uri
 
 
+def client(uri: str) -> MlflowClient:
+    """The one way julnet talks to MLflow: a client for `uri` (tracking and registry) that redacts what it sends.
+
+    Credentials in an http(s) URI move to MLFLOW_TRACKING_USERNAME/PASSWORD in this process's environment, where
+    MLflow reads them, so the URI MLflow keeps and prints ("View run ... at") carries none.
+    """
+    uri = credentials_to_environment(uri)
+    return RedactingClient(tracking_uri=uri, registry_uri=uri)
+
+
+def credentials_to_environment(uri: str) -> str:
+    """`uri` without the user:password of an http(s) URI, which go to MLFLOW_TRACKING_USERNAME/PASSWORD instead."""
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or parts.username is None:
+        return uri
+    os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(parts.username)
+    if parts.password is not None:
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = unquote(parts.password)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+class RedactingClient(MlflowClient):
+    """An MlflowClient whose params, tags, descriptions and text artifacts go through julnet.redact first."""
+
+    def create_run(self, experiment_id: str, start_time: int | None = None, tags: dict[str, Any] | None = None,
+                   run_name: str | None = None) -> Any:
+        return super().create_run(experiment_id, start_time, redact_tree(tags), run_name)
+
+    def log_param(self, run_id: str, key: str, value: Any, synchronous: bool | None = None) -> Any:
+        return super().log_param(run_id, key, redact_tree({key: str(value)})[key], synchronous)
+
+    def set_tag(self, run_id: str, key: str, value: Any, synchronous: bool | None = None) -> Any:
+        return super().set_tag(run_id, key, redact_tree({key: str(value)})[key], synchronous)
+
+    def log_batch(self, run_id: str, metrics: Sequence[Metric] = (), params: Sequence[Param] = (),
+                  tags: Sequence[RunTag] = (), synchronous: bool | None = None) -> Any:
+        params = [Param(p.key, redact_tree({p.key: p.value})[p.key]) for p in params]
+        tags = [RunTag(t.key, redact_tree({t.key: t.value})[t.key]) for t in tags]
+        return super().log_batch(run_id, metrics, params, tags, synchronous)
+
+    def log_dict(self, run_id: str, dictionary: dict[str, Any], artifact_file: str) -> None:
+        super().log_dict(run_id, redact_tree(dictionary), artifact_file)
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        super().log_text(run_id, redact(text), artifact_file)
+
+    def create_registered_model(self, name: str, tags: dict[str, Any] | None = None, description: str | None = None,
+                                **kwargs: Any) -> Any:
+        return super().create_registered_model(name, redact_tree(tags), description and redact(description), **kwargs)
+
+    def create_model_version(self, name: str, source: str, run_id: str | None = None, tags: dict[str, Any] | None = None,
+                             run_link: str | None = None, description: str | None = None, **kwargs: Any) -> Any:
+        return super().create_model_version(name, redact(source), run_id, redact_tree(tags), run_link,
+                                            description and redact(description), **kwargs)
+
+    def set_model_version_tag(self, name: str, version: str | None = None, key: str | None = None, value: Any = None,
+                              **kwargs: Any) -> None:
+        super().set_model_version_tag(name, version, key, redact_tree({key: str(value)})[key], **kwargs)
+
+    def set_registered_model_tag(self, name: str, key: str, value: Any) -> None:
+        super().set_registered_model_tag(name, key, redact_tree({key: str(value)})[key])
+
+
 class RunTracker:
     """One MLflow run of one training job, identified by `run_name` within `experiment`."""
 
@@ -58,18 +123,18 @@ class RunTracker:
         if not run_name or "'" in run_name:
             raise ValueError(f"run name must be non-empty and free of single quotes: {run_name!r}")
         self.uri, self.experiment, self.run_name = uri, experiment, run_name
-        self.client = MlflowClient(tracking_uri=uri)
+        self.client = client(uri)
         self._run_id: str | None = None
 
     @classmethod
     def existing(cls, uri: str, run_id: str) -> RunTracker:
         """A tracker for a run that already exists (e.g. a training run that gets evaluation results)."""
-        client = MlflowClient(tracking_uri=uri)
+        mlflow = client(uri)
         try:
-            run = client.get_run(run_id)
+            run = mlflow.get_run(run_id)
         except MlflowException:
             raise ValueError(f"no MLflow run {run_id} at {uri}") from None
-        tracker = cls(uri, client.get_experiment(run.info.experiment_id).name, run.data.tags.get(RUN_NAME_TAG, run.info.run_name or run_id))
+        tracker = cls(uri, mlflow.get_experiment(run.info.experiment_id).name, run.data.tags.get(RUN_NAME_TAG, run.info.run_name or run_id))
         tracker._run_id = run_id
         return tracker
 
@@ -171,13 +236,13 @@ def _check_same_params(logged: dict[str, str], wanted: dict[str, str], run_id: s
             )
 
 
-def experiment_id(client: MlflowClient, name: str) -> str:
+def experiment_id(mlflow: MlflowClient, name: str) -> str:
     """The id of experiment `name`, created (artifacts beside a sqlite database, never in ./mlruns) or restored if needed."""
-    experiment = client.get_experiment_by_name(name)
+    experiment = mlflow.get_experiment_by_name(name)
     if experiment is None:
-        return client.create_experiment(name, artifact_location=_artifact_location(client.tracking_uri))
+        return mlflow.create_experiment(name, artifact_location=_artifact_location(mlflow.tracking_uri))
     if experiment.lifecycle_stage == "deleted":
-        client.restore_experiment(experiment.experiment_id)
+        mlflow.restore_experiment(experiment.experiment_id)
     return experiment.experiment_id
 
 

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     # julnet's progress lines, other libraries' warnings only; Ray Data's progress bars off unless on a terminal
     setup_logging(logging.INFO, others=logging.WARNING)
     import ray
-    from mlflow.tracking import MlflowClient
+    from julnet import tracking
 
     from julnet.cli import pretrain_and_register, ray_mapper
     from julnet.config import load_config
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     ])
     result = train_run(train_cfg, data, str(OUT / "runs"), f"demo-tiny-syncnet{version}")
 
-    client = MlflowClient(result["tracking_uri"])
+    client = tracking.client(result["tracking_uri"])
     history = client.get_metric_history(result["run_id"], "mouth_l1")
     first, last = history[0].value, history[-1].value
     artifacts = client.get_run(result["run_id"]).info.artifact_uri

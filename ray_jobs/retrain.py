@@ -33,7 +33,7 @@ if not __package__:  # run as `python ray_jobs/retrain.py` from a checkout: make
 
 from mlflow import MlflowClient
 
-from julnet import freshness
+from julnet import freshness, tracking
 from julnet.cli import add_config_args
 from julnet.config import RESUMABLE_KEYS, Config, ConfigError, load_config
 from julnet.errors import RegistryError
@@ -196,8 +196,7 @@ class Plan:
 
 def client_for(tracking_uri: str | None = None) -> MlflowClient:
     """An MLflow client for tracking and registry at the configured URI (else $MLFLOW_TRACKING_URI)."""
-    uri = resolve_tracking_uri(tracking_uri)
-    return MlflowClient(uri, registry_uri=uri)
+    return tracking.client(resolve_tracking_uri(tracking_uri))
 
 
 def registered_syncnet(client: MlflowClient, experiment: str, run_name: str) -> str:

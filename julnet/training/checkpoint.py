@@ -59,7 +59,7 @@ def training_state(
         "format_version": FORMAT_VERSION,
         "step": step,
         "stage": stage,
-        "config": cfg.to_dict(),
+        "config": cfg.public_dict(),  # credentials in URIs stay in the process that trains
         "models": {name: module.state_dict() for name, module in models.trained().items()},
         "optimizers": {name: opt.state_dict() for name, opt in optimizers.all().items()},
         "scaler": scaler.state_dict(),
