@@ -1,10 +1,10 @@
 """Inference: dub a video with a speech clip, and say per frame how far to trust the result.
 
 `dub(video, audio, model, out)` reuses preprocessing's decode (julnet.data.video.iter_frames at 25 fps),
-landmarks (julnet.data.landmarks.video_landmarks: the same dlib pass) and crop boxes (crop_boxes smoothing, crop_frame),
+face tracking (julnet.data.track.track_video: the same dlib pass and subject tracking) and crop boxes (crop_boxes smoothing, crop_frame),
 so a face is cropped exactly the way training data was made. Three streaming passes over the video:
 
-1. landmarks for every source frame (68 points each: small), then smoothed crop boxes;
+1. the tracked subject's landmarks for every source frame (68 points each: small), then smoothed crop boxes;
 2. the reference frames (chosen once per video), cropped like training;
 3. generation: output frame j shows source frame pingpong(j) (0, 1, .., n-1, n-2, .., 1, 0, 1, ..) when
    the video is shorter than the audio, else frame j (the video is cut to the audio). Frames go through
@@ -31,9 +31,10 @@ Report (JSON), per frame, over the mouth region (face.mouth_box) of the crop:
 - `confidence` = exp(-error_pred_mean / generate.error_scale), in (0, 1]; 1 means no error expected;
 - `low_confidence`: confidence < generate.confidence_threshold;
 - `face_found`: False for pass-through frames (their statistics are null, confidence 0, flagged low);
+- `tracking_lost`: the tracked subject was not found in the source frame (lost, or no face at all);
 - `source_frame`: the source frame shown; `box`: the crop box (x0, y0, x1, y1) in source pixels, end-exclusive.
 Top level: `video`, `audio`, `output`, `settings` (the generate section used), `summary`, `frames`.
-Summary: frame counts, frames without a face, low-confidence count and fraction (no-face frames count as
+Summary: frame counts, frames without a face, frames where tracking was lost, low-confidence count and fraction (no-face frames count as
 low-confidence), mean/min/max/p10/p90 of each statistic over the frames with a face, and `source_size` and
 `output_size` ([height, width]): videos are written as yuv420p, which needs even sides, so an odd side is padded
 by repeating its last row/column (every source pixel is kept; cropping would drop one).
@@ -71,8 +72,8 @@ from julnet.errors import (
 )
 from julnet.data import audio as features
 from julnet.data.crop import crop_boxes, crop_frame, pixel_box
-from julnet.data.landmarks import video_landmarks
 from julnet.data.references import reference_indices
+from julnet.data.track import track_video
 from julnet.data.video import FPS, SAMPLE_RATE, VideoError, iter_frames, probe, read_audio
 from julnet.face import mask_mouth, mouth_box
 from julnet.models.generator import Generator
@@ -359,11 +360,12 @@ def dub(
     if total < 1:
         raise BadAudioError(f"audio in {audio_path} is shorter than one frame ({len(samples) / SAMPLE_RATE:.3f} s)")
 
-    # Pass 1: landmarks of every source frame (the same pass as preprocessing), then smoothed crop boxes.
+    # Pass 1: the tracked subject in every source frame (the same pass as preprocessing), then smoothed crop boxes.
     try:
-        landmarks = video_landmarks(video_path, FPS)
+        track = track_video(video_path, FPS, cfg.preprocess)
     except VideoError as exc:
         raise BadVideoError(f"unreadable video {video_path} ({exc})") from None
+    landmarks, lost = track.landmarks, track.lost
     n = len(landmarks)
     found = [pts is not None for pts in landmarks]
     if not any(found):
@@ -415,7 +417,7 @@ def dub(
                 for r, k in enumerate(faces):
                     results[k] = (images[r], sigma[r], err[r])
             for k, (j, i, frame) in enumerate(batch):
-                entry: dict[str, Any] = {"frame": j, "source_frame": i, "face_found": found[i], "box": list(pixel_box(boxes[i]))}
+                entry: dict[str, Any] = {"frame": j, "source_frame": i, "face_found": found[i], "tracking_lost": bool(lost[i]), "box": list(pixel_box(boxes[i]))}
                 if k in results:
                     image, sigma, err = results[k]
                     out = paste(frame, image, boxes[i], settings.feather)
@@ -498,6 +500,7 @@ def _summary(entries: list[dict[str, Any]], n: int, total: int, codecs: tuple[st
         "source_frames": n,
         "looped": total > n,
         "frames_without_face": sum(not e["face_found"] for e in entries),
+        "tracking_lost_frames": sum(e["tracking_lost"] for e in entries),
         "low_confidence_frames": low,
         "low_confidence_fraction": low / max(total, 1),
         "confidence": stats("confidence"),

@@ -111,6 +111,21 @@ def test_short_video_ping_pongs_and_audio_is_resampled(model, tmp_path: Path) ->
     assert result["summary"]["looped"]
 
 
+def test_frames_where_tracking_was_lost_are_flagged_in_the_report(model, tmp_path: Path) -> None:
+    frames = np.stack([f.copy() for _, f in zip(range(8), iter_frames(VIDEO))])
+    frames[3:5] = 128  # two flat grey frames: the subject is lost there, and found again after them
+    clip = tmp_path / "gap.mp4"
+    _write_video(clip, frames)
+    speech = tmp_path / "speech.wav"
+    _write_wav(speech, read_audio(SPEECH)[: 16000 * 2 // 5], 16000)  # 0.4 s = 10 frames
+    result = dub(clip, speech, model, tmp_path / "out.mp4")
+    entries = result["frames"]
+    assert [e["source_frame"] for e in entries] == [pingpong(j, 8) for j in range(10)]
+    assert [e["tracking_lost"] for e in entries] == [e["source_frame"] in (3, 4) for e in entries]
+    assert all(e["face_found"] != e["tracking_lost"] and (e["sigma_mean"] is None) == e["tracking_lost"] for e in entries)
+    assert result["summary"]["tracking_lost_frames"] == result["summary"]["frames_without_face"] == 2
+
+
 def test_bad_inputs_each_give_their_own_error_and_no_output(model, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")  # an empty registry
     out = tmp_path / "out" / "dubbed.mp4"
