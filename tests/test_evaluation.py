@@ -28,6 +28,7 @@ from julnet.evaluation import (
     sparsification,
     spearman,
 )
+from julnet.evaluation.heldout import reference_table
 from julnet.face import mouth_box
 
 # ---------------------------------------------------------------- PSNR
@@ -246,3 +247,23 @@ def test_sparsification_is_zero_for_a_perfect_ranking_and_positive_for_random():
     assert result.curve[0] == pytest.approx(float(error.mean())) and result.oracle[0] == pytest.approx(float(error.mean()))
     assert result.ause > 0.1
     assert bool(np.all(np.diff(result.oracle) <= 1e-12))  # removing the largest errors first only lowers the mean
+
+
+# ---------------------------------------------------------------- held-out references
+
+
+@pytest.mark.parametrize("strategy", ["random", "even", "first"])
+def test_heldout_references_are_never_faceless_frames(strategy: str):
+    usable = np.ones(12, dtype=bool)
+    usable[[0, 3, 4, 5, 11]] = False  # "even" over all frames would pick 0 and 11; "first" would pick 0
+    table = reference_table(usable, 12, 5, strategy, seed=0)
+    assert table.shape == (12, 5)
+    assert usable[table].all(), table
+    if strategy == "random":
+        assert all(i not in row for i, row in enumerate(table)), "a reference is never the target"
+
+
+def test_heldout_chunk_without_a_face_to_reference_fails_with_one_line():
+    for strategy in ("random", "even"):
+        with pytest.raises(ValueError, match="no frame with a face"):
+            reference_table(np.zeros(6, dtype=bool), 6, 5, strategy, seed=0)

@@ -2,8 +2,9 @@
 
 Each frame becomes the loader's example (target, source with the mouth zeroed, references from the same
 chunk, the audio window centred on it), so a model is measured on the inputs it was trained on. References
-are drawn as in training (`random`: other frames of the chunk, never the target, seeded per chunk) or fixed
-per chunk as `julnet generate` picks them (`even`, `first`).
+are drawn as in training (`random`: other frames of the chunk with a face, never the target, seeded per chunk)
+or fixed per chunk as `julnet generate` picks them (`even`, `first`, among the frames with a face): like
+training, evaluation never takes a faceless frame as a reference.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from torch import Tensor
 
 from julnet.config import EvaluationConfig
 from julnet.data.examples import draw_references
-from julnet.data.loader import Unit, plan_units, read_unit
+from julnet.data.loader import Unit, plan_units, read_chunk
 from julnet.data.manifest import read_manifest
 from julnet.data.references import reference_indices
 from julnet.face import mask_mouth
@@ -65,9 +66,9 @@ def video_batches(plan: VideoPlan, settings: EvaluationConfig, size: tuple[int, 
     for unit in plan.units:
         if done >= plan.frames:
             return
-        frames, audio = read_unit(unit, *size)
+        frames, audio, usable = read_chunk(unit, *size)
         count = min(len(frames), plan.frames - done)
-        refs = _reference_table(len(frames), count, num_references, settings.references, unit.seed)
+        refs = reference_table(usable, count, num_references, settings.references, unit.seed)
         chw = torch.from_numpy(np.ascontiguousarray(np.moveaxis(frames, -1, -3)))
         for start in range(0, count, settings.batch_size):
             rows = slice(start, min(start + settings.batch_size, count))
@@ -82,10 +83,13 @@ def video_batches(plan: VideoPlan, settings: EvaluationConfig, size: tuple[int, 
         done += count
 
 
-def _reference_table(k: int, count: int, num_references: int, strategy: str, seed: int) -> np.ndarray:
-    """(count, R) reference frame indices within a chunk of k frames, for its first `count` frames."""
+def reference_table(usable: np.ndarray, count: int, num_references: int, strategy: str, seed: int) -> np.ndarray:
+    """(count, R) reference frame indices for the first `count` frames of a chunk, only frames with a face
+    (`usable`, (K,) bool, as the loader reads it); ValueError when the chunk has no such frame to use."""
     if strategy == "random":
         rng = np.random.default_rng(seed)
-        return np.stack([draw_references(rng, num_references, range(i, i + 1), k) for i in range(count)])
-    fixed = reference_indices([True] * k, num_references, strategy)
+        return np.stack([draw_references(rng, num_references, range(i, i + 1), len(usable), usable) for i in range(count)])
+    if not usable.any():
+        raise ValueError(f"a chunk of {len(usable)} frames has no frame with a face to use as a reference")
+    fixed = reference_indices(usable.tolist(), num_references, strategy)
     return np.tile(np.asarray(fixed), (count, 1))
