@@ -126,8 +126,13 @@ def _tune(args: argparse.Namespace) -> int:
 
 def _preprocess(args: argparse.Namespace) -> int:
     from julnet.data.preprocess import run
+    from julnet.evaluation.av_sync import load_scorer
+    from julnet.evaluation.unavailable import Unavailable
 
     cfg = load_config(args.config, args.overrides)
+    scorer = load_scorer(cfg)  # the expert SyncNet, else the project's own, else why AV sync is skipped
+    if isinstance(scorer, Unavailable):
+        print(f"julnet preprocess: AV sync skipped: {scorer.reason}", file=sys.stderr)
     mapper = map
     if args.ray:
         connect_ray()
@@ -137,7 +142,7 @@ def _preprocess(args: argparse.Namespace) -> int:
 
         pool = ProcessPoolExecutor(args.workers)
         mapper = pool.map
-    manifest, report = run(args.input, args.output, cfg, mapper)
+    manifest, report = run(args.input, args.output, cfg, mapper, None if isinstance(scorer, Unavailable) else scorer)
     reasons: dict[str, int] = {}
     for rejection in report.rejected:
         reasons[rejection.reason] = reasons.get(rejection.reason, 0) + 1

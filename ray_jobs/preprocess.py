@@ -3,6 +3,8 @@
     ray job submit --working-dir . -- python ray_jobs/preprocess.py --config paper --input s3://raw/hdtf --output s3://data/hdtf
 
 The same flags and defaults as `julnet preprocess` (see its --help), with --ray always on (--cpus-per-task each).
+Like it, the job loads the AV-sync SyncNet (julnet.evaluation.av_sync.load_scorer: the expert one, else the project's
+own from syncnet.weights) once in the driver and hands it to every shard task; with neither, the manifest says skipped.
 """
 
 from __future__ import annotations

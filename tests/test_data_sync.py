@@ -11,16 +11,22 @@ step is skipped. It does not prove that a SyncNet's own embeddings find offsets 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 import torch
 
 from julnet.config import load_config
 from julnet.data.preprocess import run
 from julnet.data.sync import SyncResult
 from julnet.evaluation.sync import lse
+from julnet.training.syncnet import clip_stage, manifest_sources, train_syncnet
+from tests.conftest import GRID_CLIPS, run_cli
 from tests.test_data_tracking import grid_clip, write_clip
 
 DELAY = 3  # frames the audio is made late by
@@ -83,3 +89,58 @@ def test_low_confidence_is_rejected_and_no_scorer_is_said_skipped(tmp_path):
     off, _ = _dataset(tmp_path, "off", samples, frames, LipLoudness(), "preprocess.av_sync=false")
     assert off.settings["av_sync"] == "skipped: preprocess.av_sync=false" and off.videos[0].av_offset is None
     assert json.loads((tmp_path / "none" / "out" / "manifest.json").read_text())["settings"]["av_sync"].startswith("skipped")
+
+
+# ---------------------------------------------------------------- the real scorer, through `julnet preprocess`
+
+SYNCNET_STEPS = 20  # a brief pre-training: enough to score, not to find offsets reliably
+
+
+@pytest.fixture(scope="module")
+def own_syncnet(grid_dataset: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The tiny preset's own SyncNet pre-trained briefly on the two GRID clips; returns its weights file."""
+    cfg = load_config("tiny", ["train.device=cpu"])
+    stage = clip_stage(cfg)
+    train, heldout, name = manifest_sources(cfg, stage, grid_dataset)
+    metrics = train_syncnet(cfg, train, heldout, SYNCNET_STEPS, tmp_path_factory.mktemp("syncnet"), log_every=SYNCNET_STEPS, heldout=name)
+    return metrics["weights"]
+
+
+def _preprocess_cli(tmp_path: Path, name: str, *overrides: str) -> subprocess.CompletedProcess[str]:
+    raw = tmp_path / "raw"
+    if not raw.exists():
+        raw.mkdir()
+        for clip in GRID_CLIPS:
+            shutil.copy(clip, raw / clip.name)
+    sets = ["preprocess.val_fraction=0", "preprocess.test_fraction=0", *overrides]
+    args = ["preprocess", "--config", "tiny", "--input", str(raw), "--output", str(tmp_path / name)]
+    return run_cli(*args, *(arg for key in sets for arg in ("--set", key)), check=False)
+
+
+def test_julnet_preprocess_checks_sync_with_the_configured_own_syncnet(own_syncnet: str, tmp_path: Path):
+    proc = _preprocess_cli(tmp_path, "scored", f"syncnet.weights.path={own_syncnet}", "preprocess.min_sync_confidence_own=0")
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((tmp_path / "scored" / "manifest.json").read_text())
+    assert manifest["settings"]["av_sync"] == f"own SyncNet ({own_syncnet}), max offset 5 frames, min LSE-C 0.0"
+    assert len(manifest["videos"]) == 2
+    for video in manifest["videos"]:
+        assert isinstance(video["av_offset"], int) and abs(video["av_offset"]) <= 5, video
+        assert video["sync_confidence"] >= 0 and ("av_shifted" in video["fixes"]) == (video["av_offset"] != 0), video
+    # the scorer's confidence is what rejects: above any LSE-C, every video is out of sync
+    strict = _preprocess_cli(tmp_path, "strict", f"syncnet.weights.path={own_syncnet}", "preprocess.min_sync_confidence_own=1e6")
+    assert strict.returncode == 1
+    report = json.loads((tmp_path / "strict" / "report.json").read_text())
+    assert sorted(r["reason"] for r in report["rejected"]) == ["out_of_sync", "out_of_sync"], report["rejected"]
+
+
+def test_julnet_preprocess_without_a_syncnet_says_the_step_was_skipped(tmp_path: Path):
+    proc = _preprocess_cli(tmp_path, "none")
+    assert proc.returncode == 0, proc.stderr
+    assert "AV sync skipped: " in proc.stderr and "set syncnet.weights.path" in proc.stderr
+    manifest = json.loads((tmp_path / "none" / "manifest.json").read_text())
+    assert manifest["settings"]["av_sync"].startswith("skipped: ")
+    assert all(v["av_offset"] is None and v["sync_confidence"] is None for v in manifest["videos"])
+    missing = _preprocess_cli(tmp_path, "missing", f"syncnet.weights.path={tmp_path / 'nowhere.pt'}")
+    assert missing.returncode != 0 and not (tmp_path / "missing" / "manifest.json").exists()
+    last = missing.stderr.strip().splitlines()[-1]
+    assert last == f"julnet preprocess: error: SyncNet weights not found at syncnet.weights.path={tmp_path / 'nowhere.pt'}", missing.stderr
