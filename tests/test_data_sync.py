@@ -24,6 +24,8 @@ import torch
 from julnet.config import load_config
 from julnet.data.preprocess import run
 from julnet.data.sync import SyncResult
+from julnet.evaluation.av_sync import ExpertScorer
+from julnet.evaluation.expert_syncnet import ExpertSyncNet
 from julnet.evaluation.sync import lse
 from julnet.training.syncnet import clip_stage, manifest_sources, train_syncnet
 from tests.conftest import GRID_CLIPS, run_cli
@@ -144,3 +146,17 @@ def test_julnet_preprocess_without_a_syncnet_says_the_step_was_skipped(tmp_path:
     assert missing.returncode != 0 and not (tmp_path / "missing" / "manifest.json").exists()
     last = missing.stderr.strip().splitlines()[-1]
     assert last == f"julnet preprocess: error: SyncNet weights not found at syncnet.weights.path={tmp_path / 'nowhere.pt'}", missing.stderr
+
+
+def test_expert_scorer_scores_syncnet_python_clips_and_says_when_it_cannot():
+    torch.manual_seed(0)
+    scorer = ExpertScorer(ExpertSyncNet().eval(), "test-only random weights", 3.0)
+    frames, samples = grid_clip(0, 12)
+    kept = np.stack([scorer.keep(f[:128, :128], np.full((68, 2), np.nan)) for f in frames])
+    assert kept.shape == (12, 3, 224, 224) and kept.dtype == np.uint8
+    result = scorer.score(kept, samples, np.zeros((12, 80)), 2)
+    assert abs(result.offset) <= 2 and result.confidence >= 0 and result.distance > 0
+    with pytest.raises(ValueError, match="needs the video's audio samples"):
+        scorer.score(kept, None, np.zeros((12, 80)), 2)
+    with pytest.raises(ValueError, match="5 frames are too few"):
+        scorer.score(kept[:5], samples, np.zeros((5, 80)), 2)
