@@ -6,7 +6,10 @@ process-wide registry, whatever registry was asked for, so a version's source is
 
 from __future__ import annotations
 
+import pickle
+import re
 from pathlib import Path
+from typing import Any
 
 from julnet import storage
 
@@ -46,3 +49,19 @@ def model_version_source(uri: str, tracking_uri: str) -> str:
     if not version.isdigit():
         raise FileNotFoundError(f"{uri}: expected models:/<name>/<version> or models:/<name>@<alias>")
     return client.get_model_version(name, version).source
+
+
+def read_state(path: Path) -> Any:
+    """The torch state file at `path`, on CPU, with weights_only=True: tensors and plain data, never code.
+
+    The one reader of checkpoints and weights. A file holding anything else (a pickled object or callable, as a
+    malicious checkpoint would) is refused with a one-line ValueError naming what it tried to load.
+    """
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"unsupported (GLOBAL \S+)|(Unsupported global: GLOBAL \S+)", str(exc))
+        what = (found.group(1) or found.group(2)) if found else str(exc).splitlines()[0][:200]
+        raise ValueError(f"{path}: refused to load: it holds pickled objects, not plain weights ({what})") from None

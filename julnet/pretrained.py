@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from julnet import artifacts
+from julnet.artifacts import read_state
 from julnet.config import Config, PretrainedWeights
 from julnet.errors import MissingWeightsError
 
@@ -49,7 +50,7 @@ def read_state_dict(weights: PretrainedWeights, what: str, key: str, tracking_ur
     path = _local_file(weights.path, what, key, tracking_uri)
     if weights.sha256 and sha256_of(path) != weights.sha256.lower():
         raise MissingWeightsError(f"{what} weights at {path} do not match {key}.sha256")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_state(path)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from julnet.artifacts import read_state
 from julnet.config import PretrainedWeights
 from julnet.evaluation.unavailable import Unavailable
 from julnet.models.vgg import VGG16_LAYOUT, VGG16_TAPS, VGGTrunk
@@ -43,7 +44,7 @@ class LPIPS(nn.Module):
 
     def load_heads(self, path: Path) -> None:
         """Load the linear heads from the lpips release file (keys `lin{k}.model.1.weight`)."""
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = read_state(path)
         for k, lin in enumerate(self.lins):
             lin.weight.copy_(state[f"lin{k}.model.1.weight"])
 

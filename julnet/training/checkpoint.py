@@ -179,7 +179,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     takes what `--model` takes), loaded on CPU with weights_only=True."""
     found = locate_checkpoint(path)
     file = found / STATE_FILE if found.is_dir() else found
-    state = torch.load(file, map_location="cpu", weights_only=True)
-    if state.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{file}: checkpoint format {state.get('format_version')} is not {FORMAT_VERSION}")
+    state = artifacts.read_state(file)
+    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+        version = state.get("format_version") if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"{file}: checkpoint format {version} is not {FORMAT_VERSION}")
     return state

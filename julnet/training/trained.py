@@ -18,7 +18,7 @@ from julnet.errors import ModelNotFoundError, UnsupportedModelError
 from julnet.models.generator import Generator
 from julnet.models.uncertainty import UncertaintyModule
 from julnet.training.build import build_uncertainty
-from julnet.training.checkpoint import STATE_FILE, fetch_checkpoint
+from julnet.training.checkpoint import fetch_checkpoint, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +46,8 @@ def load_model(
             shown = scheme in ("s3", "models", "runs") or Path(text.removeprefix("file://")).exists()
             detail = f" ({str(exc).splitlines()[0]})" if shown else ""
             raise ModelNotFoundError(f"model not found: {text}{detail}") from None
-        file = found if found.is_file() else found / STATE_FILE
         try:
-            state = torch.load(file, map_location="cpu", weights_only=True)
+            state = load_checkpoint(found)
             cfg = Config.model_validate(state["config"])
             generator = Generator(cfg)
             uncertainty = build_uncertainty(cfg, generator.feature_channels)
