@@ -112,11 +112,12 @@ def _s3_settings(endpoint_url: str | None = None) -> _S3Settings:
 
 @functools.cache
 def _s3_filesystem(settings: _S3Settings) -> pafs.S3FileSystem:
-    """One pyarrow S3 filesystem per endpoint, region and credentials (pyarrow ignores AWS_ENDPOINT_URL)."""
+    """One pyarrow S3 filesystem per endpoint, region and credentials (pyarrow ignores AWS_ENDPOINT_URL).
+
+    The credentials are not passed in: pyarrow reads them from the AWS environment itself, so the filesystem
+    carries none when Ray Tune pickles it into its experiment state (tuner.pkl, search_gen_state-*.json).
+    """
     return pafs.S3FileSystem(
-        access_key=settings.access_key,
-        secret_key=settings.secret_key,
-        session_token=settings.session_token,
         region=settings.region,
         endpoint_override=settings.endpoint,
     )
