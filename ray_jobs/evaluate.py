@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     connect_ray()
     device = "cuda" if args.num_gpus > 0 else "cpu"
     # The task resolves runs:/ and models:/ where this driver does (a task sees the job's environment, not ours).
-    tracking = {k: os.environ[k] for k in ("MLFLOW_TRACKING_URI",) if k in os.environ}
+    mlflow_env = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+    tracking = {k: os.environ[k] for k in mlflow_env if k in os.environ}
     task = _evaluate.options(num_cpus=args.num_cpus, num_gpus=args.num_gpus, runtime_env={"env_vars": tracking})
     try:
         settings, result = ray.get(task.remote(args.model, args.data, args.config, args.overrides, device))

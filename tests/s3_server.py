@@ -7,6 +7,7 @@ afterwards) and stops the process at teardown; nothing depends on a server start
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import socket
 import subprocess
@@ -23,7 +24,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 REGION = "us-east-1"
 ACCESS_KEY = "testing"
-SECRET_KEY = "testing"
+# Canaries: made-up credentials that no output of julnet may ever contain (tests/test_docs.py searches for them).
+SECRET_KEY = f"canary-aws-secret-{secrets.token_hex(8)}"
+SESSION_TOKEN = f"canary-aws-session-{secrets.token_hex(8)}"
 STARTUP_TIMEOUT_S = 30.0
 
 
@@ -38,6 +41,7 @@ class S3Server:
             region_name=REGION,
             aws_access_key_id=ACCESS_KEY,
             aws_secret_access_key=SECRET_KEY,
+            aws_session_token=SESSION_TOKEN,
             config=Config(connect_timeout=1, read_timeout=10, retries={"max_attempts": 1}),
         )
 
@@ -112,7 +116,8 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
                 env.setenv(name, REGION)
             env.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
             env.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-            for name in ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE"):
+            env.setenv("AWS_SESSION_TOKEN", SESSION_TOKEN)
+            for name in ("AWS_SECURITY_TOKEN", "AWS_PROFILE"):
                 env.delenv(name, raising=False)
             # Keep ~/.aws files and the EC2 metadata service out of the tests.
             env.setenv("AWS_CONFIG_FILE", str(log.parent / "no-aws-config"))

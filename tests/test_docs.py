@@ -7,6 +7,12 @@ services this test session started on 127.0.0.1: a Ray head with token auth (RAY
 its own (MLFLOW_TRACKING_URI) and an S3 server (AWS_*) whose bucket `raw` holds the GRID sample clips under
 `s3://raw/grid/`; the buckets the guides write to exist and are empty.
 
+Every credential in that shell is a canary: the Ray token, the AWS secret key and session token, an MLflow
+password in the environment and another in the tracking URI (`http://julnet:PASSWORD@...`, so every
+`--set tracking.uri=$MLFLOW_TRACKING_URI` carries one too). After the last block, the final test searches
+everything the commands wrote (the working copy and its runs, each block's stdout and stderr, the MLflow
+server's database and artifacts, every S3 object, every Ray job's log) for them: none may appear.
+
 An HTML comment on the line before a block, `<!-- test: {JSON} -->`, says how it runs here, in plain sight of
 whoever edits the guide:
   "replace": {"old": "new"}  scale a cluster-sized command down (the paper preset to tiny, 20000 steps to a few)
@@ -22,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -29,9 +36,11 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
+from tests import s3_server as s3_secrets
 from tests.conftest import REPO
 from tests.mlflow_server import running_mlflow_server
 
@@ -52,6 +61,8 @@ BUCKETS = ("raw", "data", "runs", "sweeps", "evals", "models", "jobs", "dubbed")
 FENCE = re.compile(r"^```(\S*)\s*$")
 DIRECTIVE = re.compile(r"^<!--\s*test:\s*(\{.*\})\s*-->\s*$")
 KEYS = {"replace", "rc", "timeout", "skip"}
+URI_PASSWORD = f"canary-uri-password-{secrets.token_hex(8)}"
+ENV_PASSWORD = f"canary-env-password-{secrets.token_hex(8)}"
 
 
 @dataclass(frozen=True)
@@ -149,17 +160,20 @@ def docs_shell(ray_cluster, s3_server, tmp_path_factory: pytest.TempPathFactory)
         s3_server.client.upload_file(str(clip), "raw", f"grid/{clip.name}")
     (root / "mlflow").mkdir()
     with running_mlflow_server(root / "mlflow") as mlflow:
+        tracking_uri = mlflow.uri.replace("http://", f"http://julnet:{URI_PASSWORD}@", 1)  # the server ignores it
         env = {
             **os.environ,
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
             "RAY_ADDRESS": ray_cluster.dashboard,
-            "MLFLOW_TRACKING_URI": mlflow.uri,
+            "MLFLOW_TRACKING_URI": tracking_uri,
+            "MLFLOW_TRACKING_USERNAME": "julnet",
+            "MLFLOW_TRACKING_PASSWORD": ENV_PASSWORD,
             "HOME": str(root),  # nothing of the user running the tests (e.g. ~/.ray) leaks in
             "VENV": str(Path(sys.executable).parent.parent),  # `make demo` uses the installed environment
         }
         env.pop("PYTHONPATH", None)
         env.pop("RAY_AUTH_MODE", None)  # the guides must say to set it
-        yield Shell(checkout, env, {"dashboard": ray_cluster.dashboard, "mlflow": mlflow.uri})
+        yield Shell(checkout, env, {"dashboard": ray_cluster.dashboard, "mlflow": tracking_uri})
 
 
 def prepared(block: Block, shell: Shell) -> str:
@@ -198,3 +212,41 @@ def test_documented_commands_run_as_written(block: Block, docs_shell: Shell) -> 
         env.update(line.split("=", 1) for line in exported.read_text().split("\0") if "=" in line)
     expected = block.directive.get("rc", 0)
     assert proc.returncode == expected, f"{block.id} exited {proc.returncode}, not {expected}:\n{script}\n---\n{log.read_text()[-6000:]}"
+
+
+def canaries() -> list[str]:
+    """The made-up credentials of the docs' shell and of the services behind it."""
+    return [URI_PASSWORD, ENV_PASSWORD, s3_secrets.SECRET_KEY, s3_secrets.SESSION_TOKEN, os.environ["RAY_AUTH_TOKEN"]]
+
+
+def canary_hits(name: str, data: bytes, found: list[str]) -> None:
+    """Record in `found` each canary that `data` (of the thing called `name`) holds, plain or URL-encoded."""
+    for canary in canaries():
+        if canary.encode() in data or quote(canary, safe="").encode() in data:
+            found.append(f"{name}: {canary[:24]}...")
+
+
+@pytest.mark.slow
+def test_no_credential_in_anything_the_commands_wrote(docs_shell: Shell, s3_server, ray_cluster) -> None:
+    """Runs after every block: no canary in files, outputs, MLflow, S3 objects or Ray job logs (issue: secrets)."""
+    root = docs_shell.cwd.parent
+    if not list(root.glob("*.log")):
+        pytest.skip("no documented command ran in this session")
+    found: list[str] = []
+    for path in sorted(root.rglob("*")):  # working copy, runs/, each block's output (*.log), MLflow's db and artifacts
+        if path.is_file() and path.suffix != ".env":  # *.env: the shell's own environment, which this test keeps
+            canary_hits(str(path.relative_to(root)), path.read_bytes(), found)
+    for bucket in s3_server.client.list_buckets()["Buckets"]:
+        for page in s3_server.client.get_paginator("list_objects_v2").paginate(Bucket=bucket["Name"]):
+            for item in page.get("Contents", []):
+                body = s3_server.client.get_object(Bucket=bucket["Name"], Key=item["Key"])["Body"].read()
+                canary_hits(f"s3://{bucket['Name']}/{item['Key']}", body, found)
+    from ray.job_submission import JobSubmissionClient  # after the Ray plugin set the session's token auth
+
+    jobs = JobSubmissionClient(ray_cluster.dashboard)
+    listed = jobs.list_jobs()
+    assert listed, "the documents submitted no Ray job"
+    for job in listed:
+        if job.submission_id:
+            canary_hits(f"ray job {job.submission_id}", jobs.get_job_logs(job.submission_id).encode(), found)
+    assert not found, "credentials leaked into:\n" + "\n".join(found)
