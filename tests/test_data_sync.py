@@ -87,7 +87,7 @@ def test_low_confidence_is_rejected_and_no_scorer_is_said_skipped(tmp_path):
     assert report.accepted == 0 and [r.reason for r in report.rejected] == ["out_of_sync"]
     manifest, report = _dataset(tmp_path, "none", samples, frames, None)
     assert report.accepted == 1 and manifest.videos[0].av_offset is None and manifest.videos[0].sync_confidence is None
-    assert manifest.settings["av_sync"].startswith("skipped: no SyncNet scorer was given")
+    assert manifest.settings["av_sync"].startswith("skipped: no SyncNet configured")
     off, _ = _dataset(tmp_path, "off", samples, frames, LipLoudness(), "preprocess.av_sync=false")
     assert off.settings["av_sync"] == "skipped: preprocess.av_sync=false" and off.videos[0].av_offset is None
     assert json.loads((tmp_path / "none" / "out" / "manifest.json").read_text())["settings"]["av_sync"].startswith("skipped")

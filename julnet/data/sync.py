@@ -16,7 +16,7 @@ import numpy as np
 
 from julnet.config import Config
 
-NO_SCORER = "no SyncNet scorer was given to preprocessing (julnet.data.preprocess.run(..., scorer=...))"
+NO_SCORER = "no SyncNet configured (set evaluation.expert_syncnet.path for the expert, or syncnet.weights.path for the project's own)"
 
 
 @dataclass(frozen=True)
