@@ -36,7 +36,7 @@ def redact(text: str) -> str:
 def redact_tree(value: Any) -> Any:
     """A copy of nested dicts/lists/strings with every string redacted and the values of secret-named keys masked."""
     if isinstance(value, dict):
-        return {key: _masked(key, item) for key, item in value.items()}
+        return {key: redact_item(key, item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [redact_tree(item) for item in value]
     if isinstance(value, str):
@@ -72,7 +72,8 @@ def redact_output() -> None:
             setattr(sys, name, RedactingStream(stream))
 
 
-def _masked(key: Any, item: Any) -> Any:
+def redact_item(key: Any, item: Any) -> Any:
+    """The value of `key` as it may be shown: *** when the key names a secret, else `redact_tree(item)`."""
     if isinstance(key, str) and secret_key(key) and item not in (None, ""):
         return MASK
     return redact_tree(item)

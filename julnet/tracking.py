@@ -23,7 +23,7 @@ from mlflow.tracking import MlflowClient
 
 from julnet import storage
 from julnet.config import resumable_key
-from julnet.redact import redact, redact_tree
+from julnet.redact import redact, redact_item, redact_tree
 
 log = logging.getLogger(__name__)
 
@@ -82,15 +82,15 @@ class RedactingClient(MlflowClient):
         return super().create_run(experiment_id, start_time, redact_tree(tags), run_name)
 
     def log_param(self, run_id: str, key: str, value: Any, synchronous: bool | None = None) -> Any:
-        return super().log_param(run_id, key, redact_tree({key: str(value)})[key], synchronous)
+        return super().log_param(run_id, key, redact_item(key, str(value)), synchronous)
 
     def set_tag(self, run_id: str, key: str, value: Any, synchronous: bool | None = None) -> Any:
-        return super().set_tag(run_id, key, redact_tree({key: str(value)})[key], synchronous)
+        return super().set_tag(run_id, key, redact_item(key, str(value)), synchronous)
 
     def log_batch(self, run_id: str, metrics: Sequence[Metric] = (), params: Sequence[Param] = (),
                   tags: Sequence[RunTag] = (), synchronous: bool | None = None) -> Any:
-        params = [Param(p.key, redact_tree({p.key: p.value})[p.key]) for p in params]
-        tags = [RunTag(t.key, redact_tree({t.key: t.value})[t.key]) for t in tags]
+        params = [Param(p.key, redact_item(p.key, str(p.value))) for p in params]
+        tags = [RunTag(t.key, redact_item(t.key, str(t.value))) for t in tags]
         return super().log_batch(run_id, metrics, params, tags, synchronous)
 
     def log_dict(self, run_id: str, dictionary: dict[str, Any], artifact_file: str) -> None:
@@ -110,10 +110,10 @@ class RedactingClient(MlflowClient):
 
     def set_model_version_tag(self, name: str, version: str | None = None, key: str | None = None, value: Any = None,
                               **kwargs: Any) -> None:
-        super().set_model_version_tag(name, version, key, redact_tree({key: str(value)})[key], **kwargs)
+        super().set_model_version_tag(name, version, key, redact_item(key, str(value)), **kwargs)
 
     def set_registered_model_tag(self, name: str, key: str, value: Any) -> None:
-        super().set_registered_model_tag(name, key, redact_tree({key: str(value)})[key])
+        super().set_registered_model_tag(name, key, redact_item(key, str(value)))
 
 
 class RunTracker:

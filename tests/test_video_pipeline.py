@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from julnet.data import audio, crop, landmarks, video
+from julnet.data.track import track_frames
 from julnet.data.video import VideoError
 from julnet.face import mouth_box
 
@@ -84,7 +85,7 @@ def grid() -> dict[Path, dict]:
     out = {}
     for path in CLIPS:
         clip = video.read_clip(path)
-        points = landmarks.detect_all(backend, clip.frames)
+        points = track_frames(clip.frames, backend=backend).landmarks
         out[path] = {"clip": clip, "landmarks": points, "track": crop.crop_boxes(points)}
     return out
 

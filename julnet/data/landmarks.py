@@ -6,7 +6,6 @@ import csv
 import functools
 import importlib.util
 import os
-from collections.abc import Iterable
 from types import ModuleType
 from typing import Any, Protocol
 
@@ -96,20 +95,6 @@ class DlibBackend:
 def shared_dlib() -> DlibBackend:
     """One dlib landmark model per process (loading it takes about a second)."""
     return DlibBackend()
-
-
-def video_landmarks(path: str | os.PathLike[str], fps: int) -> list[np.ndarray | None]:
-    """The tracked subject's landmarks in every frame of a video decoded at `fps` (julnet.data.track.track_video)."""
-    from julnet.data.track import track_video
-
-    return track_video(path, fps).landmarks
-
-
-def detect_all(backend: LandmarkBackend, frames: Iterable[np.ndarray]) -> list[np.ndarray | None]:
-    """The tracked subject's landmarks (or None) in each of an iterable of RGB frames (julnet.data.track)."""
-    from julnet.data.track import track_frames
-
-    return track_frames(frames, backend=backend).landmarks
 
 
 def read_openface_csv(path: str | os.PathLike[str], n_frames: int | None = None) -> list[np.ndarray | None]:
