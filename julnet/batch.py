@@ -38,6 +38,7 @@ from julnet import storage
 from julnet.config import override_config
 from julnet.errors import GenerateError
 from julnet.progress import Progress, quiet_ray, rate_text
+from julnet.table import aligned
 
 log = logging.getLogger(__name__)
 
@@ -262,7 +263,6 @@ def format_table(result: BatchResult) -> str:
         (r["name"], r["status"], str(r["frames"]), f"{r['generate_fps']:.1f}" if r["status"] == "done" else "-", r["message"] or "-")
         for r in result.rows
     ]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
-    text = "\n".join("  ".join([*(cell.ljust(w) for cell, w in zip(line, widths)), line[-1]]).rstrip() for line in lines)
+    text = aligned(lines)
     done = sum(r["status"] == "done" for r in result.rows)
     return f"{text}\n{done} done, {len(result.failed)} failed, {len(result.skipped)} skipped (already done)"

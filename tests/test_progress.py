@@ -213,3 +213,11 @@ def test_no_progress_bar_redraws_in_a_log_file(ray_cluster, tmp_path: Path, mode
         assert re.search(r"Progress bars disabled", text), "the split coordinator ran with the driver's setting"
     else:
         assert redraws > 0, "Ray Data draws its bars here by default; without them this test would prove nothing"
+
+
+def test_one_table_layout_for_every_command():
+    """Columns two spaces apart; a row's last cell (free text) neither padded nor widening the columns."""
+    from julnet.table import aligned
+
+    text = aligned([("metric", "value", "better"), ("psnr", "12.3456", "higher"), ("lpips", "unavailable: no VGG-16 weights")], right=(1,))
+    assert text.splitlines() == ["metric    value  better", "psnr    12.3456  higher", "lpips   unavailable: no VGG-16 weights"]

@@ -11,6 +11,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from julnet.table import aligned
+
 Direction = Literal["higher", "lower"]
 
 METRIC_DIRECTIONS: dict[str, Direction] = {
@@ -81,11 +83,10 @@ def format_table(result: EvaluationResult) -> str:
         "",
     ]
     names = [k for k in METRIC_DIRECTIONS if k in result.metrics or k in result.unavailable]
-    width = max(len(k) for k in names)
-    rows = [f"{'metric':<{width}}  {'value':>10}  better"]
+    rows = [("metric", "value", "better")]
     for key in names:
         if key in result.metrics:
-            rows.append(f"{key:<{width}}  {result.metrics[key]:>10.4f}  {METRIC_DIRECTIONS[key]}")
+            rows.append((key, f"{result.metrics[key]:.4f}", METRIC_DIRECTIONS[key]))
         else:
-            rows.append(f"{key:<{width}}  unavailable: {result.unavailable[key]}")
-    return "\n".join(head + rows)
+            rows.append((key, f"unavailable: {result.unavailable[key]}"))
+    return "\n".join(head) + "\n" + aligned(rows, right=(1,))

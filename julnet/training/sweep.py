@@ -33,6 +33,7 @@ from julnet.data.loader import examples_per_epoch
 from julnet.data.manifest import read_manifest
 from julnet.pretrained import check_configured
 from julnet.progress import Progress
+from julnet.table import aligned
 from julnet.tracking import RunTracker, resolve_tracking_uri
 from julnet.training.distributed import train_run
 from julnet.version import code_version
@@ -358,8 +359,7 @@ def format_table(outcome: dict[str, Any]) -> str:
         star = " *" if row["trial"] == outcome.get("best_trial") else ""
         lines.append([row["trial"] + star, row["status"], str(row["steps"]), f"{row['metric']:.4g}",
                       *(_short(row["params"].get(key, "")) for key in keys), row["run_id"]])
-    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip() for line in lines)
+    return aligned(lines)
 
 
 def _short(value: Any) -> str:
