@@ -21,6 +21,7 @@ from julnet.progress import ray_runtime_env, setup_logging
 
 T = TypeVar("T")
 DEFAULT_CONFIG = "tiny"  # the preset every command and Ray job uses without --config
+BESIDE = ""  # --uncertainty-video without a path: next to the output
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -51,10 +52,16 @@ def _info(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
+    """--out: one stage in this process; --name: the whole curriculum on Ray Train workers (ray_jobs/train.py)."""
+    if args.name:
+        _train_on_ray(args)
+        return
     from julnet.data.loader import StepBatches
     from julnet.data.synthetic import SyntheticFaces
     from julnet.training.loop import train_stage
 
+    if args.storage or args.stages:
+        raise ConfigError("--storage and --stages train on Ray Train workers: use them with --name, not --out")
     overrides = list(args.overrides)
     cfg = load_config(args.config, overrides)
     stage = cfg.train.stage(args.stage)
@@ -70,6 +77,22 @@ def _train(args: argparse.Namespace) -> None:
         batches = SyntheticFaces(cfg, stage, seed=cfg.train.seed).batch
     result = train_stage(cfg, Path(args.out), batches, stage, init=Path(args.init) if args.init else None)
     print(json.dumps({"step": result.step, "checkpoint": str(result.checkpoint), "metrics": result.metrics}))
+
+
+def _train_on_ray(args: argparse.Namespace) -> None:
+    from julnet.data.manifest import read_manifest
+    from julnet.pretrained import check_configured
+    from julnet.training.distributed import train_run
+
+    if not (args.data and args.storage):
+        raise ConfigError("--name trains on Ray Train workers: it needs --data MANIFEST_URI and --storage")
+    if args.synthetic or args.stage or args.steps is not None:
+        raise ConfigError("--synthetic, --stage and --steps train one stage in this process: use them with --out, not --name")
+    cfg = load_config(args.config, args.overrides)
+    read_manifest(args.data)  # bad config, data or weights fail here, before Ray or any worker starts
+    check_configured(cfg)
+    connect_ray()
+    print(json.dumps(train_run(cfg, args.data, args.storage, args.name, args.stages.split(",") if args.stages else None, args.init)))
 
 
 def _train_syncnet(args: argparse.Namespace) -> None:
@@ -168,26 +191,47 @@ def ray_mapper(num_cpus: float) -> Callable[[Callable[[Any], T], Sequence[Any]],
     return mapper
 
 
-def _call(fn: Callable[[Any], T], item: Any) -> T:
-    return fn(item)
+def _call(fn: Callable[..., T], *args: Any) -> T:
+    return fn(*args)
 
 
-def _generate(args: argparse.Namespace) -> None:
+def _generate(args: argparse.Namespace) -> int:
+    """--video/--audio: one video in this process; --manifest: every pair of a manifest on Ray Data actors."""
+    if args.manifest:
+        return _generate_batch(args)
     from julnet.inference import dub
 
-    result = dub(
-        args.video,
-        args.audio,
-        args.model,
-        args.out,
-        uncertainty_video=args.uncertainty_video,
-        report=args.report,
-        device=args.device,
-        overrides=args.overrides,
-    )
+    if not (args.video and args.audio):
+        raise ConfigError("pass --video and --audio (one video, in this process) or --manifest (pairs, on Ray Data)")
+    if (args.workers, args.cpus_per_worker, args.gpus_per_worker) != (None, None, None):
+        raise ConfigError("--workers, --cpus-per-worker and --gpus-per-worker size the Ray Data actors of --manifest")
+    sigma = args.uncertainty_video
+    if sigma == BESIDE:
+        sigma = str(Path(args.out).with_suffix("")) + ".sigma.mp4"
+    result = dub(args.video, args.audio, args.model, args.out, uncertainty_video=sigma, report=args.report, device=args.device,
+                 overrides=args.overrides)
     summary = result["summary"]
     keys = ("frames", "frames_without_face", "low_confidence_frames", "codecs", "generate_fps")
-    print(json.dumps({"output": args.out, "uncertainty_video": args.uncertainty_video, "report": args.report, **{k: summary[k] for k in keys}}))
+    print(json.dumps({"output": args.out, "uncertainty_video": sigma, "report": args.report, **{k: summary[k] for k in keys}}))
+    return 0
+
+
+def _generate_batch(args: argparse.Namespace) -> int:
+    from julnet.batch import format_table, run_batch
+
+    if args.video or args.audio or args.report:
+        raise ConfigError("--manifest lists the pairs and writes <out>/<name>/report.json: drop --video, --audio and --report")
+    if args.uncertainty_video not in (None, BESIDE):
+        raise ConfigError("with --manifest, --uncertainty-video takes no path: sigma.mp4 goes beside each pair's dubbed.mp4")
+    workers, cpus, gpus = args.workers or 1, args.cpus_per_worker or 1.0, args.gpus_per_worker or 0.0
+    if workers < 1 or cpus <= 0 or gpus < 0:
+        raise ConfigError("--workers must be at least 1, --cpus-per-worker positive and --gpus-per-worker not negative")
+    if args.device == "cuda" and gpus == 0:
+        raise ConfigError("--device cuda needs --gpus-per-worker > 0")
+    result = run_batch(args.manifest, args.out, args.model, overrides=args.overrides, uncertainty_video=args.uncertainty_video is not None,
+                       workers=workers, cpus_per_worker=cpus, gpus_per_worker=gpus, device=args.device)
+    print(format_table(result))
+    return 1 if result.failed else 0
 
 
 def _register(args: argparse.Namespace) -> None:
@@ -211,19 +255,45 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
+    """In this process, or with --ray in one Ray task (ray_jobs/evaluate.py); the table, then a JSON summary line."""
     from julnet.evaluation.publish import log_to_mlflow, save_result
     from julnet.evaluation.result import format_table
     from julnet.evaluation.suite import evaluate_with_config
     from julnet.tracking import resolve_tracking_uri
 
-    settings, result = evaluate_with_config(args.model, args.data, args.config, args.overrides, args.device)
+    work = (args.model, args.data, args.config, args.overrides, args.device)
+    if args.ray:
+        from julnet.data.manifest import read_manifest
+
+        if args.config:
+            load_config(args.config, args.overrides)
+        read_manifest(args.data)  # bad settings or data fail here, before Ray starts
+        connect_ray()
+        settings, result = ray_task(evaluate_with_config, work, args.cpus_per_task, 1.0 if args.device == "cuda" else 0.0)
+    else:
+        settings, result = evaluate_with_config(*work)
     print(format_table(result))
+    summary: dict[str, Any] = {"result": args.out, "metrics": result.metrics}
     if args.out:
-        plot = save_result(result, args.out)
-        print(f"\nresult: {args.out}\nplot:   {plot}")
+        summary["plot"] = save_result(result, args.out)
     if args.tracking_run or args.log:
-        run_id = log_to_mlflow(result, resolve_tracking_uri(settings.tracking.uri), run_id=args.tracking_run, experiment=settings.tracking.experiment)
-        print(f"mlflow run: {run_id}")
+        uri = resolve_tracking_uri(settings.tracking.uri)
+        summary["mlflow_run"] = log_to_mlflow(result, uri, run_id=args.tracking_run, experiment=settings.tracking.experiment)
+    print(json.dumps(summary))
+
+
+def ray_task(fn: Callable[..., T], args: Sequence[Any], num_cpus: float, num_gpus: float) -> T:
+    """`fn(*args)` as one Ray task; the task sees this driver's MLflow settings, and its error comes back as raised."""
+    import os
+
+    import ray
+
+    env = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_TRACKING_")}  # it resolves runs:/ and models:/ as we do
+    task = ray.remote(_call).options(num_cpus=num_cpus, num_gpus=num_gpus, runtime_env={"env_vars": env})
+    try:
+        return ray.get(task.remote(fn, *args))
+    except ray.exceptions.RayTaskError as exc:
+        raise (exc.cause if isinstance(exc.cause, Exception) else exc) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -234,14 +304,23 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(info)
     info.set_defaults(handler=_info)
 
-    train = sub.add_parser("train", help="train one stage in this process (the whole curriculum on Ray Train workers: ray_jobs/train.py)")
+    train = sub.add_parser(
+        "train", help="train one stage in this process (--out), or the whole curriculum on Ray Train workers (--name)",
+        description="--out trains one stage in this process into a folder. --name trains the curriculum in train.stages on "
+        "Ray Train workers (the cluster RAY_ADDRESS names, else a local one), tracked in MLflow; the same --name and "
+        "--storage resume. ray_jobs/train.py is this command with --name.",
+    )
     add_config_args(train)
-    train.add_argument("--out", required=True, help="run directory (checkpoints, metrics); resumed if it has a checkpoint")
-    train.add_argument("--data", default=None, help="dataset manifest URI (from julnet preprocess)")
-    train.add_argument("--synthetic", action="store_true", help="train on generated faces (no data needed)")
-    train.add_argument("--stage", default=None, help="stage name from train.stages (default: the first)")
-    train.add_argument("--steps", type=int, default=None, help="override the stage's step count")
-    train.add_argument("--init", default=None, help="warm-start the networks from this checkpoint")
+    where = train.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", default=None, help="train in this process: run directory (checkpoints, metrics), resumed if it has one")
+    where.add_argument("--name", default=None, help="train on Ray Train workers: the run's name (and MLflow run name)")
+    train.add_argument("--data", default=None, metavar="MANIFEST_URI", help="dataset manifest URI (from julnet preprocess)")
+    train.add_argument("--storage", default=None, help="with --name: where the run keeps its checkpoints, a folder or s3:// prefix")
+    train.add_argument("--stages", default=None, help="with --name: comma-separated stage names (default: all, in order)")
+    train.add_argument("--synthetic", action="store_true", help="with --out: train on generated faces (no data needed)")
+    train.add_argument("--stage", default=None, help="with --out: stage name from train.stages (default: the first)")
+    train.add_argument("--steps", type=int, default=None, help="with --out: override the stage's step count")
+    train.add_argument("--init", default=None, help="warm-start the networks from this checkpoint (with --name also s3://, runs:/, models:/)")
     train.set_defaults(handler=_train)
 
     sync = sub.add_parser(
@@ -281,18 +360,30 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--cpus-per-task", type=float, default=1.0, help="CPUs of each shard's Ray task (with --ray)")
     pre.set_defaults(handler=_preprocess)
 
-    gen = sub.add_parser("generate", help="dub a video with a speech clip in this process, with a per-frame confidence report (a manifest of pairs on Ray Data: ray_jobs/generate.py)")
-    gen.add_argument("--video", required=True, help="video of the person (anything PyAV decodes)")
-    gen.add_argument("--audio", required=True, help="speech: an audio file or a video with an audio track")
+    gen = sub.add_parser(
+        "generate", help="dub a video with a speech clip in this process (--video), or a manifest of pairs on Ray Data (--manifest)",
+        description="--video and --audio dub one video in this process, with a per-frame confidence report. --manifest dubs "
+        "every pair of a JSON Lines manifest on Ray Data actors (the cluster RAY_ADDRESS names, else a local one) into "
+        "<out>/<name>/; re-running resumes. ray_jobs/generate.py is this command.",
+    )
+    gen.add_argument("--video", default=None, help="video of the person (anything PyAV decodes)")
+    gen.add_argument("--audio", default=None, help="speech: an audio file or a video with an audio track")
+    gen.add_argument("--manifest", default=None, help="JSON Lines of pairs {video, audio, name?}: path, file:// or s3:// URI")
     gen.add_argument("--model", required=True, help="models:/name@alias or models:/name/N, runs:/ID/model, s3:// or local checkpoint, run directory or state.pt")
-    gen.add_argument("--out", required=True, help="output MP4 (25 fps, the source's size, the new audio)")
-    gen.add_argument("--uncertainty-video", default=None, help="also write the sigma map as a heat map over the frames")
-    gen.add_argument("--report", default=None, help="per-frame confidence report (JSON)")
+    gen.add_argument("--out", required=True, help="output MP4 (25 fps, the source's size, the new audio); with --manifest a folder or s3:// prefix")
+    gen.add_argument(
+        "--uncertainty-video", nargs="?", const=BESIDE, default=None, metavar="PATH",
+        help="also write the sigma map as a heat map over the frames (without PATH: beside the output)",
+    )
+    gen.add_argument("--report", default=None, help="per-frame confidence report (JSON); with --manifest always <out>/<name>/report.json")
     gen.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the networks run")
     gen.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="generate.KEY=VALUE",
         help="override a setting of the model config's generate section, e.g. generate.batch_frames=8",
     )
+    gen.add_argument("--workers", type=int, default=None, help="with --manifest: Ray Data actors, each holding the model once (default 1)")
+    gen.add_argument("--cpus-per-worker", type=float, default=None, help="with --manifest: CPUs of each actor (default 1)")
+    gen.add_argument("--gpus-per-worker", type=float, default=None, help="with --manifest: GPUs of each actor (default 0)")
     gen.set_defaults(handler=_generate)
 
     reg = sub.add_parser("register", help="register a training run's model as a new version (with its lineage) and alias it")
@@ -311,7 +402,11 @@ def build_parser() -> argparse.ArgumentParser:
     pro.add_argument("--out", default=None, help="also write the decision as JSON here")
     pro.set_defaults(handler=_promote)
 
-    ev = sub.add_parser("evaluate", help="measure a model on a dataset's held-out split in this process: PSNR, LPIPS, FID, LSE, calibration (in a Ray task: ray_jobs/evaluate.py)")
+    ev = sub.add_parser(
+        "evaluate", help="measure a model on a dataset's held-out split: PSNR, LPIPS, FID, LSE, calibration",
+        description="Evaluate in this process, or with --ray in one Ray task (the cluster RAY_ADDRESS names, else a local "
+        "one; with --device cuda the task takes a GPU). ray_jobs/evaluate.py is this command with --ray.",
+    )
     ev.add_argument("--model", required=True, help="run directory, checkpoint directory or state.pt (or a models:/ or runs:/ URI)")
     ev.add_argument("--data", required=True, metavar="MANIFEST_URI", help="dataset manifest.json (path, file:// or s3://)")
     ev.add_argument("--config", default=None, help="preset or YAML for the evaluation settings (default: the model's own config)")
@@ -320,6 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--out", default=None, metavar="URI", help="write the result as JSON here (its sparsification plot goes beside it)")
     ev.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where the networks run")
+    ev.add_argument("--ray", action="store_true", help="run the evaluation as one Ray task instead of in this process")
+    ev.add_argument("--cpus-per-task", type=float, default=1.0, help="CPUs of the Ray task (with --ray)")
     tracking = ev.add_mutually_exclusive_group()
     tracking.add_argument("--tracking-run", default=None, metavar="RUN_ID", help="log the metrics (eval_*) and artifacts onto this MLflow run")
     tracking.add_argument("--log", action="store_true", help="log to a linked MLflow evaluation run")
@@ -333,7 +430,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(logging.INFO)
     try:
         return args.handler(args) or 0
-    except (ConfigError, MissingWeightsError, FileNotFoundError, ValueError, GenerateError, RegistryError) as exc:
+    except (ConfigError, MissingWeightsError, FileNotFoundError, ValueError, GenerateError, RegistryError, FloatingPointError) as exc:
+        # FloatingPointError: training.step.NonFiniteLossError, a loss went NaN and the last good checkpoint is kept
         print(f"julnet {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

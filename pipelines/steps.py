@@ -90,7 +90,7 @@ def train(context: dict[str, Any], manifest: str, syncnet_model: str) -> str:
 def evaluate(context: dict[str, Any], run_id: str) -> tuple[str, str]:
     """Evaluate the trained model on the held-out split (ray_jobs/evaluate.py); (result URI, Markdown table)."""
     ctx = Context.from_dict(context)
-    result = ctx.submit(ctx.plan.evaluate(ctx.run, run_id), ctx.plan.eval_gpus)
+    result = ctx.submit(ctx.plan.evaluate(ctx.run, run_id))  # the driver needs no GPU: its Ray task takes one with --device cuda
     return result.get("result", ctx.plan.evaluation_output(ctx.run)), metrics_markdown(result.get("metrics", {}))
 
 

@@ -185,13 +185,16 @@ class Plan:
 
     def evaluate(self, run: str, run_id: str) -> Step:
         return Step("evaluate", "ray_jobs.evaluate", ("--model", f"runs:/{run_id}/model", "--data", self.manifest, *self._config_args(),
-                                                      "--output", self.evaluation_output(run), "--tracking-run", run_id,
-                                                      "--num-gpus", str(self.eval_gpus)))
+                                                      "--out", self.evaluation_output(run), "--tracking-run", run_id,
+                                                      "--device", self.eval_device))
 
     def promote(self, version: str) -> Step:
-        device = "cuda" if self.eval_gpus > 0 else "cpu"
         return Step("promote", "julnet.cli", ("promote", *self._config_args(*self.promotion), "--version", version, "--data", self.manifest,
-                                          "--device", device))
+                                          "--device", self.eval_device))
+
+    @property
+    def eval_device(self) -> str:
+        return "cuda" if self.eval_gpus > 0 else "cpu"
 
 
 def client_for(tracking_uri: str | None = None) -> MlflowClient:

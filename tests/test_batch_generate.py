@@ -53,7 +53,7 @@ def test_manifest_of_pairs_in_s3_dubbed_across_workers_and_resumed(
         json.dumps({"video": "notes.mp4", "audio": SPEECH.name, "name": "bad"}),
     ]) + "\n")
     out = f"{s3_bucket}/out"
-    argv = ["--manifest", manifest, "--output", out, "--model", f"{s3_bucket}/model/state.pt",
+    argv = ["--manifest", manifest, "--out", out, "--model", f"{s3_bucket}/model/state.pt",
             "--workers", "2", "--cpus-per-worker", "1", "--uncertainty-video", "--set", "generate.batch_frames=8"]
 
     assert main(argv) == 1  # one pair failed
@@ -122,11 +122,12 @@ def test_job_rejects_bad_arguments_before_any_work(tmp_path: Path, capsys: pytes
     manifest = tmp_path / "pairs.jsonl"
     manifest.write_text(json.dumps({"video": str(VIDEO), "audio": str(SPEECH)}) + "\n")
     out = tmp_path / "out"
-    assert main(["--manifest", str(tmp_path / "missing.jsonl"), "--output", str(out), "--model", str(tmp_path)]) == 2
-    assert capsys.readouterr().err.strip() == f"generate: error: manifest not found: {tmp_path / 'missing.jsonl'}"
-    assert main(["--manifest", str(manifest), "--output", str(out), "--model", str(tmp_path / "no-model")]) == 2
-    assert capsys.readouterr().err.strip() == f"generate: error: model not found: {tmp_path / 'no-model'}"
-    with pytest.raises(SystemExit) as info:
-        main(["--manifest", str(manifest), "--output", str(out), "--model", str(tmp_path), "--device", "cuda"])
-    assert info.value.code == 2 and "--device cuda needs --gpus-per-worker" in capsys.readouterr().err
+    assert main(["--manifest", str(tmp_path / "missing.jsonl"), "--out", str(out), "--model", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == f"julnet generate: error: manifest not found: {tmp_path / 'missing.jsonl'}"
+    assert main(["--manifest", str(manifest), "--out", str(out), "--model", str(tmp_path / "no-model")]) == 2
+    assert capsys.readouterr().err.strip() == f"julnet generate: error: model not found: {tmp_path / 'no-model'}"
+    assert main(["--manifest", str(manifest), "--out", str(out), "--model", str(tmp_path), "--device", "cuda"]) == 2
+    assert "--device cuda needs --gpus-per-worker" in capsys.readouterr().err
+    assert main(["--manifest", str(manifest), "--video", str(VIDEO), "--out", str(out), "--model", str(tmp_path)]) == 2
+    assert "drop --video, --audio and --report" in capsys.readouterr().err
     assert not out.exists()

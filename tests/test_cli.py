@@ -58,3 +58,22 @@ def test_run_options_never_replace_the_sub_commands_handler():
     for argv, handler in ((["promote", "--run", "abc"], _promote), (["register", "--run", "abc"], _register)):
         args = build_parser().parse_args(argv)
         assert args.handler is handler and args.run == "abc"
+
+
+def test_the_flag_that_says_where_a_stage_runs_rejects_the_other_doors_flags(tmp_path, capsys):
+    """--out/--video run here, --name/--manifest/--ray on Ray: a flag of the other door fails in one line, before any work."""
+    from julnet.cli import main
+
+    cases = [
+        (["train", "--out", str(tmp_path / "a"), "--synthetic", "--storage", str(tmp_path)], "use them with --name, not --out"),
+        (["train", "--name", "r", "--data", str(tmp_path / "m.json")], "needs --data MANIFEST_URI and --storage"),
+        (["train", "--name", "r", "--data", "m", "--storage", str(tmp_path), "--steps", "2"], "use them with --out, not --name"),
+        (["generate", "--model", "m", "--out", str(tmp_path / "o.mp4")], "pass --video and --audio"),
+        (["generate", "--video", "v", "--audio", "a", "--model", "m", "--out", "o.mp4", "--workers", "2"], "size the Ray Data actors"),
+        (["generate", "--manifest", "p.jsonl", "--model", "m", "--out", "o", "--uncertainty-video", "s.mp4"], "takes no path"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], (argv, err)
+    assert list(tmp_path.iterdir()) == []

@@ -220,7 +220,9 @@ def test_cli_prints_the_table_and_writes_json_and_plot(cli_result, heldout: str)
     assert "VGG-16" in result["unavailable"]["lpips"] and "Inception" in result["unavailable"]["fid"]
     assert f"{result['metrics']['psnr']:.4f}  higher" in table and "lpips" in table and "unavailable: LPIPS needs" in table
     plot = out.with_name("result.sparsification.png")
-    assert plot.read_bytes().startswith(b"\x89PNG") and f"plot:   {plot}" in table
+    summary = json.loads(table.strip().splitlines()[-1])
+    assert plot.read_bytes().startswith(b"\x89PNG") and summary["plot"] == str(plot) and summary["result"] == str(out)
+    assert summary["metrics"] == result["metrics"], "the JSON line repeats the metrics for scripts"
     assert sorted(p.name for p in out.parent.iterdir()) == ["result.json", "result.sparsification.png"], "no temporary file left"
 
 
@@ -268,13 +270,13 @@ def test_ray_job_evaluates_in_a_task_and_writes_to_s3(
     root = manifest_root(heldout)
     for uri in storage.list_files(root):
         storage.upload_file(uri, f"{s3_bucket}/grid/{uri[len(root) + 1:]}")
-    args = ["--model", str(model_dir), "--data", f"{s3_bucket}/grid/manifest.json", "--num-cpus", "1"]
+    args = ["--model", str(model_dir), "--data", f"{s3_bucket}/grid/manifest.json", "--cpus-per-task", "1"]
     sets = ["--set", f"syncnet.weights.path={syncnet_file}", "--set", f"tracking.uri={mlflow_server.uri}"]
-    assert main([*args, *sets, "--output", f"{s3_bucket}/eval/result.json", "--log"]) == 0
+    assert main([*args, *sets, "--out", f"{s3_bucket}/eval/result.json", "--log"]) == 0
     result = json.loads(storage.read_text(f"{s3_bucket}/eval/result.json"))
     assert storage.exists(f"{s3_bucket}/eval/result.sparsification.png")
     local = cli_result[0]
     assert result["data_sha256"] == local["data_sha256"] and result["model_sha256"] == local["model_sha256"]
     assert result["metrics"] == pytest.approx(local["metrics"], rel=1e-4), "the same evaluation as the CLI (float sums differ with thread count)"
-    bad = ["--model", str(model_dir / "missing"), "--data", f"{s3_bucket}/grid/manifest.json", "--output", f"{s3_bucket}/bad/result.json"]
+    bad = ["--model", str(model_dir / "missing"), "--data", f"{s3_bucket}/grid/manifest.json", "--out", f"{s3_bucket}/bad/result.json"]
     assert main(bad) == 2 and not storage.exists(f"{s3_bucket}/bad/result.json")

@@ -118,4 +118,4 @@ def test_a_failing_ray_job_fails_its_step_with_the_jobs_error(local_kfp, ray_clu
     with pytest.raises(RuntimeError, match="finished with status .*FAILURE"):
         train(context=context.to_dict(), manifest=s3_grid, syncnet_model="")
     out = capfd.readouterr().out
-    assert "JobFailed: Ray job julnet-train-" in out and "FAILED: train: error: VGG-19 weights are not configured" in out
+    assert "JobFailed: Ray job julnet-train-" in out and "FAILED: julnet train: error: VGG-19 weights are not configured" in out
