@@ -178,7 +178,16 @@ class StageConfig(Section):
 class TrainConfig(Section):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: bool = False
+    # Mixed precision of the training step (julnet.training.step.select_precision). auto: bf16 autocast on CUDA
+    # GPUs that support it (no GradScaler), fp16 autocast + GradScaler on older ones, fp32 on the CPU. bf16 also
+    # runs on the CPU; fp16 needs CUDA. The old `amp: true|false` is read as auto|fp32.
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    # CUDA only (the CPU step is unchanged by these): networks and inputs in channels_last memory format, fused Adam.
+    channels_last: bool = True
+    fused_adam: bool = True
+    # torch.compile the networks (nn.Module.compile, in place); if the first compiled step fails, one log line says
+    # why and training goes on eagerly.
+    compile: bool = False
     log_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(100, ge=1)
     keep_last: int = Field(3, ge=1)
@@ -187,6 +196,18 @@ class TrainConfig(Section):
     cpus_per_worker: float = Field(1.0, gt=0)
     max_failures: int = Field(2, ge=-1)
     stages: list[StageConfig] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_amp(cls, data: Any) -> Any:
+        """`amp` (before `precision`): true meant fp16 + GradScaler on CUDA and fp32 elsewhere, now `auto`."""
+        if isinstance(data, dict) and "amp" in data:
+            data = dict(data)
+            amp = data.pop("amp")
+            if not isinstance(amp, bool):
+                raise ValueError(f"amp must be true or false (it is now precision: auto | bf16 | fp16 | fp32), got {amp!r}")
+            data.setdefault("precision", "auto" if amp else "fp32")
+        return data
 
     def stage(self, name: str | None) -> StageConfig:
         """The stage called `name`, or the first one."""
@@ -380,6 +401,7 @@ class Config(Section):
 # Keys that may change between a checkpoint and its resumption: how long and how we log, and the sections that
 # only matter after training (evaluation, promotion, inference, sweeps), not what we train.
 RESUMABLE_KEYS = ("train.log_every", "train.checkpoint_every", "train.keep_last", "train.device",
+                  "train.precision", "train.channels_last", "train.fused_adam", "train.compile",
                   "tracking.", "evaluation.", "promotion.", "generate.", "sweep.")
 
 
@@ -438,7 +460,10 @@ def _apply_override(data: dict[str, Any], assignment: str) -> None:
     key, sep, raw = assignment.partition("=")
     if not sep or not key:
         raise ConfigError(f"--set {assignment!r}: expected key.sub=value")
-    _set_key(data, key, yaml.safe_load(raw) if raw else "")
+    value = yaml.safe_load(raw) if raw else ""
+    if key == "train.amp" and isinstance(value, bool):  # the old name of train.precision (see TrainConfig)
+        key, value = "train.precision", "auto" if value else "fp32"
+    _set_key(data, key, value)
 
 
 def _set_key(data: dict[str, Any], key: str, value: Any) -> None:

@@ -17,8 +17,8 @@ from julnet.inference import dub, load_model, pingpong
 from tests.conftest import GRID_CLIPS, run_cli
 
 VIDEO, SPEECH = GRID_CLIPS  # bbaf2n.mpg dubbed with the audio of id2_vcd_swwp2s.mpg
-# Outside the crop box plus this margin (feathering stays inside the box; H.264 blocks and its deblocking
-# filter reach a little past it), the output must match the decoded source up to codec error.
+# Outside the repainted mouth region plus this margin (feathering stays inside it; H.264 blocks and its deblocking
+# filter reach a little past it), the output must match the decoded source up to codec error, eyes included.
 MARGIN = 16
 MEAN_TOL, P99_TOL = 3.0, 16.0  # 8-bit levels; libx264 at crf 18 with 4:2:0 chroma
 
@@ -82,15 +82,18 @@ def test_grid_clip_dubbed_with_another_clips_audio(model, tmp_path: Path) -> Non
     changed = 0.0
     for e, got in zip(entries, frames):
         want = source[e["source_frame"]].astype(np.int16)
-        x0, y0, x1, y1 = e["box"]
+        x0, y0, x1, y1 = e["mouth_box"]
+        bx0, by0, bx1, by1 = e["box"]
+        assert bx0 < x0 < x1 < bx1 and by0 < y0 < y1 < by1, "the mouth region lies inside the crop box"
         outside = np.ones(got.shape[:2], bool)
         outside[max(0, y0 - MARGIN) : y1 + MARGIN, max(0, x0 - MARGIN) : x1 + MARGIN] = False
         diffs.append(np.abs(got.astype(np.int16) - want)[outside])
-        inside = np.abs(got.astype(np.int16) - want)[y0 + 20 : y1 - 20, x0 + 20 : x1 - 20]
+        inside = np.abs(got.astype(np.int16) - want)[y0 + 12 : y1 - 12, x0 + 12 : x1 - 12]
         changed = max(changed, float(inside.mean()))
     d = np.concatenate(diffs)
+    # An untrained model's crop differs from the source everywhere; none of it outside the mouth region is pasted.
     assert d.mean() < MEAN_TOL and np.percentile(d, 99) < P99_TOL, (d.mean(), np.percentile(d, 99))
-    assert changed > 2 * MEAN_TOL  # the face itself was repainted (a 1-step model paints it badly)
+    assert changed > 2 * MEAN_TOL  # the mouth itself was repainted (a 1-step model paints it badly)
     assert len(read_frames(heat)) == len(frames)
 
 

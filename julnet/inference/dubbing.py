@@ -1,0 +1,261 @@
+"""`dub`: the three passes of `julnet generate` over a video (see the package docstring), and its report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from julnet.config import Config, GenerateConfig, override_config
+from julnet.data import audio as features
+from julnet.data.crop import crop_boxes, crop_frame, pixel_box
+from julnet.data.references import reference_indices
+from julnet.data.track import track_video
+from julnet.data.video import FPS, SAMPLE_RATE, VideoError, iter_frames, probe, read_audio
+from julnet.errors import BadAudioError, BadVideoError, GenerateError, NoFaceError, UnsupportedModelError
+from julnet.face import mask_mouth, mouth_box
+from julnet.inference.composite import heat_map, mouth_rect, paste
+from julnet.inference.media import OUT_AUDIO_RATE, VideoWriter, choose_codecs, default_mode, even_size, prepare_outputs, read_speech, source_frames
+from julnet.models.generator import Generator
+from julnet.models.uncertainty import UncertaintyModule
+from julnet.progress import Progress
+from julnet.redact import redact_tree
+from julnet.training.trained import load_model, model_resolution
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Faces:
+    """Pass 1's result: per source frame the crop box, whether a face was found and whether tracking was lost."""
+
+    boxes: np.ndarray
+    found: list[bool]
+    lost: list[bool]
+
+
+@dataclass
+class _Model:
+    """What generation needs per batch: the networks, the fixed references and audio windows, the crop size."""
+
+    generator: Generator
+    uncertainty: UncertaintyModule
+    references: torch.Tensor  # (1, 3R, h, w)
+    windows: torch.Tensor  # (total, window, n_mels)
+    height: int
+    width: int
+    device: torch.device
+
+
+def dub(
+    video_path: str | os.PathLike[str],
+    audio_path: str | os.PathLike[str],
+    model: str | os.PathLike[str] | tuple[Config, Generator, UncertaintyModule],
+    out_path: str | os.PathLike[str],
+    *,
+    uncertainty_video: str | os.PathLike[str] | None = None,
+    report: str | os.PathLike[str] | None = None,
+    device: str | torch.device = "cpu",
+    overrides: Sequence[str] = (),
+    resolution: tuple[int, int] | None = None,
+) -> dict[str, Any]:
+    """Dub `video_path` with the speech of `audio_path`; returns the report (also written to `report`).
+
+    Settings: the model config's `generate` section with `overrides` (`generate.key=value`) applied.
+    Output: `out_path` (MP4, the source's size padded to even, yuv420p, 25 fps, the new audio), optionally the
+    σ heat-map video and the JSON report, each renamed into place only once everything succeeded; their missing
+    folders are created first of all. Raises GenerateError subclasses (one-line messages) for bad input or output
+    paths, and ConfigError for bad overrides, before any output file is created.
+    """
+    t_start = time.perf_counter()
+    video_path, audio_path, out_path = Path(video_path), Path(audio_path), Path(out_path)
+    prepare_outputs({"output video": out_path, "uncertainty video": uncertainty_video, "report": report})
+    torch_device = torch.device(device)
+    if torch_device.type == "cuda" and not torch.cuda.is_available():
+        raise GenerateError("--device cuda but no CUDA device is available")
+    cfg, generator, uncertainty = model if isinstance(model, tuple) else load_model(model, torch_device)
+    settings = override_config(cfg, overrides, sections=("generate",)).generate
+    if cfg.audio.features != "logmel":
+        raise UnsupportedModelError("this model takes DeepSpeech audio features (audio.features=deepspeech); generate supports log-mel models only")
+    height, width = resolution or model_resolution(cfg, getattr(generator, "trained_stage", None))
+    try:
+        info = probe(video_path, min_side=1, max_side=1 << 30)
+    except VideoError as exc:
+        raise BadVideoError(f"unreadable video {video_path} ({exc})") from None
+    samples = read_speech(audio_path, SAMPLE_RATE, settings)
+    total = round(len(samples) / SAMPLE_RATE * FPS)
+    if total < 1:
+        raise BadAudioError(f"audio in {audio_path} is shorter than one frame ({len(samples) / SAMPLE_RATE:.3f} s)")
+
+    faces = _track(video_path, cfg)
+    n = len(faces.found)
+    t_landmarks = time.perf_counter()
+    log.info("generate: landmarks of %d source frames (%d with a face) in %.1f s; %d frames to generate", n, sum(faces.found), t_landmarks - t_start, total)
+    refs = _references(video_path, faces, cfg.generator.num_references, settings.reference_strategy, height, width).to(torch_device)
+    windows = torch.from_numpy(features.frame_windows(features.frame_features(samples, SAMPLE_RATE, total, FPS, cfg.audio.n_mels), cfg.audio.window))
+    net = _Model(generator, uncertainty, refs, windows, height, width, torch_device)
+    mux_audio = read_audio(audio_path, OUT_AUDIO_RATE)
+    need = round(total / FPS * OUT_AUDIO_RATE)
+    mux_audio = np.pad(mux_audio, (0, max(0, need - len(mux_audio))))[:need]
+
+    codecs = choose_codecs()
+    if codecs[0] != "libx264" or codecs[1] != "aac":
+        log.warning("H.264 + AAC encoders unavailable in this PyAV build: writing %s + %s in MP4 instead", *codecs)
+    writers: list[VideoWriter] = []
+    report_tmp: Path | None = None
+    entries: list[dict[str, Any]] = []
+    try:
+        main = VideoWriter(out_path, info.width, info.height, codecs, settings.crf, mux_audio)
+        writers.append(main)
+        heat = None
+        if uncertainty_video is not None:
+            heat = VideoWriter(Path(uncertainty_video), info.width, info.height, codecs, settings.crf, mux_audio)
+            writers.append(heat)
+        progress = Progress("[generate]", total, "frames", logger=log)
+        batch: list[tuple[int, int, np.ndarray]] = []
+        for j, (i, frame) in enumerate(source_frames(video_path, n, total, settings.batch_frames)):
+            batch.append((j, i, frame))
+            if len(batch) == settings.batch_frames or j == total - 1:
+                for out, heat_frame, entry in _dub_batch(batch, faces, net, settings, heat is not None):
+                    main.write(out)
+                    if heat is not None:
+                        heat.write(heat_frame)
+                    entries.append(entry)
+                progress.update(len(entries))
+                batch = []
+        if len(entries) != total:
+            raise BadVideoError(f"{video_path}: decoding gave {n} frames first, then fewer")
+        progress.close()
+        t_end = time.perf_counter()
+        summary = _summary(entries, n, total, codecs, height, width, t_end - t_start, t_end - t_landmarks)
+        out_width, out_height = even_size(info.width, info.height)
+        summary.update(source_size=[info.height, info.width], output_size=[out_height, out_width])
+        result = {
+            "video": str(video_path), "audio": str(audio_path), "output": str(out_path),
+            "settings": settings.model_dump(), "summary": summary, "frames": entries,
+        }
+        for w in writers:
+            w.finish()
+        if report is not None:
+            report_tmp = _write_report_tmp(Path(report), result)
+        for w in writers[1:]:
+            os.replace(w.tmp, w.final)
+        if report_tmp is not None:
+            os.replace(report_tmp, report)
+        os.replace(main.tmp, main.final)
+    except BaseException:
+        for w in writers:
+            w.discard()
+        if report_tmp is not None:
+            report_tmp.unlink(missing_ok=True)
+        raise
+    log.info(
+        "generate: %d frames (%d source frames, %d without a face, %d low-confidence) at %.1f frames/s -> %s",
+        total, n, summary["frames_without_face"], summary["low_confidence_frames"], summary["generate_fps"], out_path,
+    )
+    return result
+
+
+def _track(video_path: Path, cfg: Config) -> _Faces:
+    """Pass 1: the tracked subject in every source frame (the same pass as preprocessing), then smoothed crop boxes."""
+    try:
+        track = track_video(video_path, FPS, cfg.preprocess)
+    except VideoError as exc:
+        raise BadVideoError(f"unreadable video {video_path} ({exc})") from None
+    found = [pts is not None for pts in track.landmarks]
+    if not any(found):
+        raise NoFaceError(f"no face found in any of the {len(found)} frames of {video_path}")
+    return _Faces(crop_boxes(track.landmarks, max_missing=1.0).boxes, found, [bool(x) for x in track.lost])
+
+
+def _references(video_path: Path, faces: _Faces, count: int, strategy: str, height: int, width: int) -> torch.Tensor:
+    """Pass 2: the reference crops (1, 3R, h, w) in [0, 1], chosen once per video among frames with a face, each read from a seek."""
+    ref_idx = reference_indices(faces.found, count, strategy)
+    crops = {i: crop_frame(next(iter_frames(video_path, FPS, start=i)), faces.boxes[i], height, width) for i in set(ref_idx)}
+    refs = np.concatenate([crops[i] for i in ref_idx], axis=2)  # (h, w, 3R) in reference order
+    return torch.from_numpy(refs).permute(2, 0, 1)[None].float().div(255)
+
+
+def _dub_batch(
+    batch: list[tuple[int, int, np.ndarray]], faces: _Faces, net: _Model, settings: GenerateConfig, heat: bool
+) -> list[tuple[np.ndarray, np.ndarray | None, dict[str, Any]]]:
+    """Pass 3 for a batch of (output index, source index, frame): (output frame, heat-map frame, report entry) each.
+
+    The frames with a face go through the generator and the uncertainty module together; the statistics and the
+    heat map cover the mouth region, the only part pasted back. Frames without a face pass through, flagged."""
+    with_face = [k for k, (_, i, _) in enumerate(batch) if faces.found[i]]
+    results: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    if with_face:
+        crops = np.stack([crop_frame(batch[k][2], faces.boxes[batch[k][1]], net.height, net.width) for k in with_face])
+        target = torch.from_numpy(crops).permute(0, 3, 1, 2).float().div(255).to(net.device)
+        audio = net.windows[[batch[k][0] for k in with_face]].to(net.device)
+        with torch.inference_mode():
+            gen = net.generator(mask_mouth(target), net.references.expand(len(with_face), -1, -1, -1), audio)
+            unc = net.uncertainty(gen.image, gen.features)
+        images = (gen.image.permute(0, 2, 3, 1) * 255).cpu().numpy()
+        sigma, err = unc.log_sigma[:, 0].exp().cpu().numpy(), unc.error_pred[:, 0].cpu().numpy()
+        results = {k: (images[r], sigma[r], err[r]) for r, k in enumerate(with_face)}
+    top, left, side = mouth_box(net.height, net.width)
+    out: list[tuple[np.ndarray, np.ndarray | None, dict[str, Any]]] = []
+    for k, (j, i, frame) in enumerate(batch):
+        entry: dict[str, Any] = {"frame": j, "source_frame": i, "face_found": faces.found[i], "tracking_lost": faces.lost[i],
+                                 "box": list(pixel_box(faces.boxes[i])), "mouth_box": list(mouth_rect(faces.boxes[i], net.height, net.width))}
+        if k not in results:
+            entry.update(sigma_mean=None, error_pred_mean=None, confidence=0.0, low_confidence=True)
+            out.append((frame, frame if heat else None, entry))
+            continue
+        image, sigma, err = results[k]
+        s = float(sigma[top : top + side, left : left + side].mean())
+        e = float(err[top : top + side, left : left + side].mean())
+        conf = math.exp(-e / settings.error_scale)
+        entry.update(sigma_mean=s, error_pred_mean=e, confidence=conf, low_confidence=conf < settings.confidence_threshold)
+        heat_frame = paste(frame, 0.5 * heat_map(sigma, settings.heat_sigma_max) + 0.5 * image, faces.boxes[i], settings.feather) if heat else None
+        out.append((paste(frame, image, faces.boxes[i], settings.feather), heat_frame, entry))
+    return out
+
+
+def _write_report_tmp(report: Path, result: dict[str, Any]) -> Path:
+    """The report (redacted) under a temporary name beside `report`, for the caller to rename into place."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{report.name}.", suffix=".partial", dir=report.parent)
+    default_mode(tmp)
+    with os.fdopen(fd, "w") as f:
+        json.dump(redact_tree(result), f, indent=1)
+    return Path(tmp)
+
+
+def _summary(entries: list[dict[str, Any]], n: int, total: int, codecs: tuple[str, str], h: int, w: int, seconds: float, gen_seconds: float) -> dict[str, Any]:
+    def stats(key: str) -> dict[str, float] | None:
+        values = np.array([e[key] for e in entries if e["face_found"]], dtype=np.float64)
+        if values.size == 0:
+            return None
+        return {"mean": float(values.mean()), "min": float(values.min()), "max": float(values.max()), "p10": float(np.percentile(values, 10)), "p90": float(np.percentile(values, 90))}
+
+    low = sum(e["low_confidence"] for e in entries)
+    return {
+        "frames": total,
+        "fps": FPS,
+        "duration_s": total / FPS,
+        "source_frames": n,
+        "looped": total > n,
+        "frames_without_face": sum(not e["face_found"] for e in entries),
+        "tracking_lost_frames": sum(e["tracking_lost"] for e in entries),
+        "low_confidence_frames": low,
+        "low_confidence_fraction": low / max(total, 1),
+        "confidence": stats("confidence"),
+        "sigma_mean": stats("sigma_mean"),
+        "error_pred_mean": stats("error_pred_mean"),
+        "crop_size": [h, w],
+        "codecs": list(codecs),
+        "seconds": seconds,
+        "generate_fps": total / max(gen_seconds, 1e-9),
+    }
