@@ -179,8 +179,8 @@ class TrainConfig(Section):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # Mixed precision of the training step (julnet.training.step.select_precision). auto: bf16 autocast on CUDA
-    # GPUs that support it (no GradScaler), fp16 autocast + GradScaler on older ones, fp32 on the CPU. bf16 also
-    # runs on the CPU; fp16 needs CUDA. The old `amp: true|false` is read as auto|fp32.
+    # GPUs that support it (no GradScaler), fp16 autocast + GradScaler on older ones, fp32 on the CPU. bf16 and
+    # fp16 need CUDA. The old `amp: true|false` is read as auto|fp32.
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     # CUDA only (the CPU step is unchanged by these): networks and inputs in channels_last memory format, fused Adam.
     channels_last: bool = True

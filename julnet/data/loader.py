@@ -109,8 +109,12 @@ class StepBatches:
     """`batches(step)` for the single-process loop: epochs in order, batch k of an epoch always the same,
     so a run resumed at any step sees exactly the batches an unbroken run would."""
 
-    def __init__(self, manifest_uri: str, stage: StageConfig, num_references: int, window: int, seed: int = 0):
+    def __init__(
+        self, manifest_uri: str, stage: StageConfig, num_references: int, window: int, seed: int = 0, pin_memory: bool = False
+    ):
+        """`pin_memory`: batches in page-locked memory, for asynchronous copies to a CUDA device."""
         self.manifest_uri, self.stage, self.num_references, self.seed = manifest_uri, stage, num_references, seed
+        self.pin_memory = pin_memory
         self.per_epoch = examples_per_epoch(manifest_uri, stage, window) // stage.batch_size
         if self.per_epoch == 0:
             raise ValueError(f"{manifest_uri}: one epoch holds fewer examples than a batch of {stage.batch_size}")
@@ -128,12 +132,23 @@ class StepBatches:
     def _epoch(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
         examples = iter_examples(self.manifest_uri, self.stage, self.num_references, seed=self.seed, epoch=epoch)
         for _ in range(self.per_epoch):
-            yield collate([next(examples) for _ in range(self.stage.batch_size)])
+            yield collate([next(examples) for _ in range(self.stage.batch_size)], self.pin_memory)
 
 
-def collate(examples: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
-    """Stack examples into a batch of tensors."""
+def collate(examples: list[dict[str, np.ndarray]], pin_memory: bool = False) -> dict[str, torch.Tensor]:
+    """Stack examples into a batch of tensors; with `pin_memory`, stacked straight into page-locked memory."""
+    if pin_memory:
+        return {k: _stack_into_new([e[k] for e in examples], pin_memory=True) for k in TORCH_DTYPES}
     return {k: torch.from_numpy(np.stack([e[k] for e in examples])) for k in TORCH_DTYPES}
+
+
+def _stack_into_new(arrays: list[np.ndarray], pin_memory: bool) -> torch.Tensor:
+    """np.stack written straight into a new tensor (page-locked with `pin_memory`, which needs CUDA)."""
+    first = np.asarray(arrays[0])
+    dtype = torch.from_numpy(first.reshape(-1)[:0]).dtype
+    out = torch.empty((len(arrays), *first.shape), dtype=dtype, pin_memory=pin_memory)
+    np.stack(arrays, out=out.numpy())
+    return out
 
 
 def examples_dataset(

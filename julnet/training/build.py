@@ -84,9 +84,12 @@ def build_models(cfg: Config, device: torch.device | str = "cpu", pretrained: bo
 
 def build_optimizers(cfg: Config, models: Models) -> Optimizers:
     o = cfg.optim
+    # Fused Adam on CUDA (train.fused_adam): one kernel per step, and it can skip a step on the device (found_inf),
+    # which TrainStep's deferred finite check relies on. The CPU keeps torch's default Adam.
+    fused = cfg.train.fused_adam and next(bare(models.generator).parameters()).device.type == "cuda"
 
     def adam(params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
-        return torch.optim.Adam(params, lr=lr, betas=o.betas)
+        return torch.optim.Adam(params, lr=lr, betas=o.betas, **({"fused": True} if fused else {}))
 
     return Optimizers(
         generator=adam([*models.generator.parameters(), *models.uncertainty.parameters()], o.lr),

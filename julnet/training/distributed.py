@@ -44,7 +44,7 @@ from julnet.training.checkpoint import (
     write_checkpoint_files,
 )
 from julnet.training.heldout import heldout_batch, heldout_metrics
-from julnet.training.step import NonFiniteLossError, TrainStep
+from julnet.training.step import NonFiniteLossError, StepMetrics, TrainStep
 from julnet.version import code_version
 from julnet.visualize import loss_curves, sample_grid, write_png
 
@@ -94,19 +94,21 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     models = build_models(cfg, device)
     optimizers = build_optimizers(cfg, models)
+    # Before the DDP wrap: TrainStep puts the networks in their memory format (and compiles them) in place.
+    step_fn = TrainStep(cfg, models, optimizers, device, **(_agreement() if world > 1 else {}))
     if world > 1:
         _wrap_ddp(models, device)
-    step_fn = TrainStep(cfg, models, optimizers, device, all_finite=_all_ranks_finite if world > 1 else lambda ok: ok)
     start = _restore(run, models, optimizers, step_fn)
     tracker = _tracker(run) if rank == 0 else None
     heldout = _heldout(run) if rank == 0 and run.eval_split else None
     logged = max(tracker.logged_steps("total"), default=0) if tracker else 0
-    window: list[dict[str, float]] = []
+    window: list[StepMetrics] = []  # read once per log_every steps: no host-device sync inside a step
+    done: list[dict[str, float]] = []  # read, not yet logged (a checkpoint step reads before a log step)
     pending: list[tuple[int, dict[str, float]]] = []
     if start and tracker:
         pending.append((run.step_offset + start + 1, {"resumed_from_step": float(start)}))
     batches = ray.train.get_dataset_shard("train").iter_torch_batches(
-        batch_size=stage.batch_size, dtypes=TORCH_DTYPES, drop_last=True
+        batch_size=stage.batch_size, dtypes=TORCH_DTYPES, drop_last=True, pin_memory=device.type == "cuda"
     )
     models.train()
     t_last, step_last, step = time.perf_counter(), start, start
@@ -115,14 +117,20 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         if _drill(run, rank, step) == "nan":
             batch = {**batch, "target": torch.full(batch["target"].shape, float("nan"))}
         try:
-            window.append(step_fn(batch, stage.kind))
-        except NonFiniteLossError as exc:
+            window.append(step_fn.run(batch, stage.kind))
+            read = step % cfg.train.log_every == 0 or step == stage.steps or step % cfg.train.checkpoint_every == 0
+            rows = step_fn.read(window) if read else []
+        except NonFiniteLossError as exc:  # raised at the bad step (CPU) or when its window is read (CUDA)
+            bad_step = step - len(window) + 1 + exc.index if read else step
             if rank == 0:
-                storage.write_text(storage.join(run.stage_uri, NONFINITE_FILE), json.dumps({"step": step, "error": str(exc)}))
+                storage.write_text(storage.join(run.stage_uri, NONFINITE_FILE), json.dumps({"step": bad_step, "error": str(exc)}))
             return
-        if step % cfg.train.log_every == 0 or step == stage.steps:
-            metrics = _mean(window)
+        if read:
             window.clear()
+            done.extend(rows)
+        if step % cfg.train.log_every == 0 or step == stage.steps:
+            metrics = _mean(done)
+            done.clear()
             now = time.perf_counter()
             metrics["samples_per_s"] = world * stage.batch_size * (step - step_last) / (now - t_last)
             metrics.update(_memory(device))
@@ -150,15 +158,30 @@ def train_worker(loop_config: dict[str, Any]) -> None:
 
 
 def _wrap_ddp(models: Models, device: torch.device) -> None:
+    """DDP around each trained network. Gradients are views into DDP's all-reduce buckets (no copy, no second
+    gradient-sized buffer); the buckets take the parameters' strides, so channels_last networks keep their layout."""
     ids = [device.index] if device.type == "cuda" else None
     for name in Models.TRAINED:
-        setattr(models, name, nn.parallel.DistributedDataParallel(getattr(models, name), device_ids=ids))
+        module = nn.parallel.DistributedDataParallel(getattr(models, name), device_ids=ids, gradient_as_bucket_view=True)
+        setattr(models, name, module)
+
+
+def _agreement() -> dict[str, Any]:
+    """How the ranks agree that a loss is finite: on the host (CPU) or with a flag all-reduced on the device."""
+    return {"all_finite": _all_ranks_finite, "any_rank": _any_rank_flag}
 
 
 def _all_ranks_finite(ok: bool) -> bool:
     flag = torch.tensor([1.0 if ok else 0.0])
     dist.all_reduce(flag, op=dist.ReduceOp.MIN)
     return bool(flag.item())
+
+
+def _any_rank_flag(flag: torch.Tensor) -> torch.Tensor:
+    """1 on every rank if it is 1 on any (the deferred finite check's flag; stays on the device)."""
+    flag = flag.clone()
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return flag
 
 
 def _restore(run: StageRun, models: Models, optimizers, step_fn: TrainStep) -> int:

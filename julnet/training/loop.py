@@ -12,6 +12,7 @@ from torch import Tensor
 
 from julnet import progress
 from julnet.config import Config, ConfigError, StageConfig, resumable_key
+from julnet.data.loader import StepBatches
 from julnet.losses.total import LOSS_TERMS
 from julnet.training.build import build_models, build_optimizers, resolve_device
 from julnet.training.checkpoint import (
@@ -22,7 +23,7 @@ from julnet.training.checkpoint import (
     save_checkpoint,
     training_state,
 )
-from julnet.training.step import TrainStep
+from julnet.training.step import NonFiniteLossError, StepMetrics, TrainStep
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ def train_stage(
     `init` warm-starts the networks from another checkpoint (the previous stage) on a fresh run.
     """
     device = resolve_device(cfg.train.device)
+    if device.type == "cuda" and isinstance(batches, StepBatches):
+        batches.pin_memory = True  # page-locked batches: TrainStep's host-to-device copies are asynchronous
     models = build_models(cfg, device)
     optimizers = build_optimizers(cfg, models)
     step_fn = TrainStep(cfg, models, optimizers, device)
@@ -75,14 +78,42 @@ def train_stage(
     progress = Progress(stage.name, start, stage.steps)
     metrics: dict[str, float] = {}
     checkpoint = latest
+    # Each step's metrics stay on the device until a log or checkpoint step reads them all at once (one
+    # host-device sync per log_every steps); every step still gets its own line, with its own values.
+    unread: list[tuple[int, StepMetrics]] = []
+
+    def write_unread(sink) -> None:
+        steps = [s for s, _ in unread]
+        try:
+            rows = step_fn.read([row for _, row in unread])
+        except NonFiniteLossError as exc:
+            write_rows(sink, steps, exc.good)
+            raise NonFiniteLossError(f"step {steps[exc.index]}: {exc}") from None
+        finally:
+            unread.clear()
+        write_rows(sink, steps, rows)
+        nonlocal metrics
+        metrics = rows[-1] if rows else metrics
+
+    def write_rows(sink, steps: list[int], rows: list[dict[str, float]]) -> None:
+        for step, row in zip(steps, rows):
+            sink.write(json.dumps({"step": step, "stage": stage.name, **row}) + "\n")
+        sink.flush()
+
     with metrics_log.open("a") as sink:
         for step in range(start + 1, stage.steps + 1):
-            metrics = step_fn(batches(step), stage.kind)
-            sink.write(json.dumps({"step": step, "stage": stage.name, **metrics}) + "\n")
-            if step % cfg.train.log_every == 0 or step == stage.steps:
-                sink.flush()
+            try:
+                unread.append((step, step_fn.run(batches(step), stage.kind)))
+            except NonFiniteLossError:  # the host-side check (CPU) stops at the bad step: keep the steps before it
+                write_unread(sink)
+                raise
+            log_now = step % cfg.train.log_every == 0 or step == stage.steps
+            checkpoint_now = step % cfg.train.checkpoint_every == 0 or step == stage.steps
+            if log_now or checkpoint_now:
+                write_unread(sink)
+            if log_now:
                 progress.report(step, metrics)
-            if step % cfg.train.checkpoint_every == 0 or step == stage.steps:
+            if checkpoint_now:
                 state = training_state(cfg, models, optimizers, step_fn.scaler, step, stage.name)
                 checkpoint = save_checkpoint(ckpt_root, state, cfg.train.keep_last)
     if checkpoint is None:

@@ -152,7 +152,7 @@ class TrainStep:
                     parts["ad"] = parts["ad"] + parts["clip_ad_g"]
                     assert frames.clip_audio is not None
                     parts["sync"] = sync_loss(m.syncnet, frames.clip_audio, frames.clips(image))
-                parts["pe"] = perceptual_loss(m.vgg, image, frames.target, cfg.perceptual.scales)
+                parts["pe"] = perceptual_loss(m.vgg, image, frames.target, cfg.perceptual.scales, cfg.perceptual.reduction)
                 parts["total"] = total_loss(parts, cfg.loss)
             module = nn.ModuleList([m.generator, m.uncertainty])
             grad_norm = self._apply(parts["total"], module, self.optimizers.generator, "total", parts)
