@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -75,31 +76,54 @@ class SyncNetConfig(Section):
 
 
 class UncertaintyConfig(Section):
+    """The uncertainty module (paper 3.2) and the weights and gradient paths of L_un (eq. 9)."""
+
     hidden_channels: int = Field(64, ge=1)
-    use_features: bool = True
-    detach_features: bool = False
-    log_sigma_min: float = -10.0
+    use_features: bool = True  # also feed the generator's last decoder features to the module
+    detach_features: bool = False  # those features carry no gradient back into the generator
+    # The module's image input is cut from the generator: L_un then reaches the generator only through the error
+    # ε (L_un1's ε/σ, eq. 4), not by the generator changing its image to steer σ. Default false, like
+    # detach_features (SPEC 3.2: joint learning, features not detached); the ablation experiment revisits it.
+    detach_image: bool = False
+    # ε enters L_un2 (eq. 8 and its tail term) detached, so the histogram KL trains σ to match the errors and never
+    # reshapes the generator's errors toward σ. Default true: the paper makes the error histogram the KL's
+    # reference (3.3) and says L_un2 "matches the distribution of uncertainty with the error" (3.4.1); undetached,
+    # L_un2 pushed every pixel's error up at initialisation (issue 13). The generator still learns from L_un1.
+    detach_error_in_kl: bool = True
+    # σ at initialisation: the τ head's bias starts at log(init_sigma), a typical per-pixel error (|Î − I| in [0, 1]
+    # is about 0.03-0.05 on real face crops), so L_un1 and L_un2 both have a useful gradient from step 0 instead of
+    # σ ≈ 1 lying above every histogram bin (issue 13).
+    init_sigma: float = Field(0.05, gt=0)
+    log_sigma_min: float = -10.0  # τ = log σ is clamped to [log_sigma_min, log_sigma_max]
     log_sigma_max: float = 10.0
-    error_pred_weight: float = Field(1.0, ge=0)
-    un1_weight: float = Field(1.0, ge=0)
-    un2_weight: float = Field(1.0, ge=0)
+    error_pred_weight: float = Field(1.0, ge=0)  # |ε̂ − sg(ε)|, trains the error head used at inference
+    un1_weight: float = Field(1.0, ge=0)  # L_un1 (eq. 4); 0 for the paper's "w/o L_un1" ablation
+    un2_weight: float = Field(1.0, ge=0)  # L_un2 (eq. 8 + tail term); 0 for "w/o L_un2"
 
     @model_validator(mode="after")
     def _range(self) -> UncertaintyConfig:
         if self.log_sigma_min >= self.log_sigma_max:
             raise ValueError("log_sigma_min must be below log_sigma_max")
+        if not self.log_sigma_min <= math.log(self.init_sigma) <= self.log_sigma_max:
+            raise ValueError(f"init_sigma {self.init_sigma} is outside exp([log_sigma_min, log_sigma_max])")
         return self
 
 
 class HistogramConfig(Section):
-    bins: int = Field(11, ge=2)
-    alpha_max: float = Field(3.0, gt=0)
-    spacing: Literal["linear", "log"] = "linear"
-    assignment: Literal["normalized", "softmax"] = "normalized"
-    kernel_scale: float = Field(50.0, gt=0)
-    kernel_width: float = Field(1.0, gt=0)
-    detach_stats: bool = True
-    eps: float = Field(1e-6, gt=0)
+    """The differentiable histograms of eq. 6-7 and the KL of eq. 8 (L_un2); see julnet.losses.uncertainty."""
+
+    bins: int = Field(11, ge=2)  # B, the paper's best of 9..13
+    alpha_max: float = Field(3.0, gt=0)  # the last centre is mean(ε) + alpha_max · std(ε)
+    spacing: Literal["linear", "log"] = "linear"  # how α runs from 0 to alpha_max
+    assignment: Literal["normalized", "softmax"] = "normalized"  # w_j / Σ_k w_k, or eq. 7 literally
+    kernel_scale: float = Field(50.0, gt=0)  # k1 of eq. 6 (the softmax assignment only)
+    kernel_width: float = Field(1.0, gt=0)  # k2 of eq. 6, in units of the squared mean bin spacing
+    detach_stats: bool = True  # the centres' mean and std of ε carry no gradient
+    eps: float = Field(1e-6, gt=0)  # smoothing of both histograms before the KL
+    # Weight of L_un2's tail term: the squared mismatch between σ and ε in mean log-distance beyond the first and
+    # last bin centres, which the edge bins cannot see. It keeps a gradient on σ that lies out of the bins' range
+    # (where the KL's is 0) and is 0 when σ = ε; 0 gives eq. 8 alone.
+    tail_weight: float = Field(1.0, ge=0)
 
 
 class LossWeights(Section):
@@ -112,7 +136,12 @@ class LossWeights(Section):
 
 
 class PerceptualConfig(Section):
+    """L_pe (eq. 12): L1 between VGG-19 relu1_1 … relu5_1 features of the image and of `scales` halvings."""
+
     scales: int = Field(2, ge=1)
+    # How the layers × scales terms combine. mean (DINet's code divides the sum by their count) is what λ3 = 10,
+    # which JULNet reuses from DINet, was tuned for; sum (eq. 12 read literally) is that × 5·scales.
+    reduction: Literal["mean", "sum"] = "mean"
     vgg: PretrainedWeights = PretrainedWeights()
 
 

@@ -1,5 +1,7 @@
 """Uncertainty losses (paper 3.2-3.4.1): L_un = L_un1 + L_un2, plus the error-prediction term.
 
+L_un2 is eq. 8's histogram KL plus a tail term (`tail_mismatch`) that gives σ beyond the bins a gradient.
+
 The module only needs images, so it works with any generator.
 """
 
@@ -62,14 +64,58 @@ def histogram_kl(error: Tensor, sigma: Tensor, cfg: HistogramConfig) -> tuple[Te
     return (p * (p.log() - q.log())).sum(), h_err, h_sig
 
 
+# Values are floored here before taking logs in the tail term: far below one 8-bit step of ε (1/765 ≈ 1.3e-3),
+# so only exact zeros are moved, and log 0 never appears.
+_TAIL_FLOOR = 1e-4
+
+
+def tail_mismatch(error: Tensor, sigma: Tensor, centres: Tensor) -> Tensor:
+    """L_un2's tail term: Σ over both edges of (mean log-overshoot of σ − that of ε)² beyond the outer centres.
+
+    The edge bins absorb every value beyond them, so the KL cannot tell σ = 2·c_{B−1} from σ = 100·c_{B−1} and its
+    gradient there decays like exp(−distance²): σ out of the bins' range gets none, in either direction. This term
+    compares how far beyond each edge the two distributions reach, D⁺(x) = mean_i max(0, log x_i − log c_{B−1})
+    and D⁻(x) = mean_i max(0, log c_0 − log x_i). It is 0 when σ = ε (like the KL), and its gradient on each
+    out-of-range τ = log σ is 2(D(σ) − D(ε))/n, which does not vanish however far σ strayed and points toward
+    ε's own overshoot: toward the bins when σ overshoots more than ε does.
+    """
+    log_lo, log_hi = centres[0].clamp_min(_TAIL_FLOOR).log(), centres[-1].clamp_min(_TAIL_FLOOR).log()
+
+    def overshoot(x: Tensor) -> tuple[Tensor, Tensor]:
+        log_x = x.clamp_min(_TAIL_FLOOR).log()
+        return (log_x - log_hi).clamp_min(0).mean(), (log_lo - log_x).clamp_min(0).mean()
+
+    (err_hi, err_lo), (sig_hi, sig_lo) = overshoot(error), overshoot(sigma)
+    return (sig_hi - err_hi) ** 2 + (sig_lo - err_lo) ** 2
+
+
+def histogram_loss(error: Tensor, sigma: Tensor, cfg: HistogramConfig) -> tuple[Tensor, Tensor, Tensor]:
+    """L_un2 = eq. 8's KL + tail_weight · tail term, which keeps a gradient on σ beyond the bins; returns (L_un2, kl, tail)."""
+    kl, _, _ = histogram_kl(error, sigma, cfg)
+    tail = tail_mismatch(error, sigma, bin_centres(error, cfg)) if cfg.tail_weight else kl.new_zeros(())
+    return kl + cfg.tail_weight * tail, kl, tail
+
+
 def uncertainty_loss(
     generated: Tensor, target: Tensor, out: UncertaintyOutput, un: UncertaintyConfig, hist: HistogramConfig
 ) -> dict[str, Tensor]:
-    """Eq. 9 (L_un = L_un1 + L_un2) plus the L1 term that trains ε̂ to predict the true error."""
+    """Eq. 9 (L_un = L_un1 + L_un2) plus the L1 term that trains ε̂ to predict the true error.
+
+    With `un.detach_error_in_kl`, L_un2 sees ε detached: it trains σ only and leaves the generator to L_un1.
+    """
     error = error_map(generated.float(), target.float())
     log_sigma = out.log_sigma.float()
-    un1 = laplace_nll(error, log_sigma)
-    un2, _, _ = histogram_kl(error, torch.exp(log_sigma), hist)
+    sigma = torch.exp(log_sigma)
+    un1 = laplace_nll(error, log_sigma)  # eq. 4
+    un2, kl, tail = histogram_loss(error.detach() if un.detach_error_in_kl else error, sigma, hist)  # eq. 8 + tail
     error_pred = (out.error_pred.float() - error.detach()).abs().mean()
-    total = un.un1_weight * un1 + un.un2_weight * un2 + un.error_pred_weight * error_pred
-    return {"un": total, "un1": un1, "un2": un2, "error_pred": error_pred, "sigma_mean": torch.exp(log_sigma).mean().detach()}
+    total = un.un1_weight * un1 + un.un2_weight * un2 + un.error_pred_weight * error_pred  # eq. 9
+    return {
+        "un": total,
+        "un1": un1,
+        "un2": un2,
+        "un2_kl": kl,
+        "un2_tail": tail,
+        "error_pred": error_pred,
+        "sigma_mean": sigma.mean().detach(),
+    }

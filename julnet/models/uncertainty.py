@@ -6,11 +6,15 @@ It needs only an image and, optionally, a feature map, so it plugs into any gene
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+# σ at initialisation when none is given: the default of `un.init_sigma` (a typical pixel error, see julnet.config).
+DEFAULT_INIT_SIGMA = 0.05
 
 
 class UncertaintyOutput(NamedTuple):
@@ -19,7 +23,12 @@ class UncertaintyOutput(NamedTuple):
 
 
 class UncertaintyModule(nn.Module):
-    """A per-pixel MLP (1x1 convs with a little 3x3 context) with two heads, ε̂ and τ."""
+    """A per-pixel MLP (1x1 convs with a little 3x3 context) with two heads, ε̂ and τ.
+
+    The τ head's bias starts at log(init_sigma), so σ starts at a typical error, inside the histogram's bins,
+    rather than at σ ≈ 1 where L_un2 has no gradient. `detach_image` / `detach_features` cut the generator
+    off from the module's gradients through that input.
+    """
 
     def __init__(
         self,
@@ -27,10 +36,13 @@ class UncertaintyModule(nn.Module):
         hidden: int = 64,
         detach_features: bool = False,
         log_sigma_range: tuple[float, float] = (-10.0, 10.0),
+        init_sigma: float = DEFAULT_INIT_SIGMA,
+        detach_image: bool = False,
     ):
         super().__init__()
         self.feature_channels = feature_channels
         self.detach_features = detach_features
+        self.detach_image = detach_image
         self.log_sigma_range = log_sigma_range
         self.trunk = nn.Sequential(
             nn.Conv2d(3 + feature_channels, hidden, 1),
@@ -42,9 +54,11 @@ class UncertaintyModule(nn.Module):
         )
         self.error_head = nn.Conv2d(hidden, 1, 1)
         self.log_sigma_head = nn.Conv2d(hidden, 1, 1)
+        with torch.no_grad():
+            self.log_sigma_head.bias.fill_(math.log(init_sigma))
 
     def forward(self, image: Tensor, features: Tensor | None = None) -> UncertaintyOutput:
-        inputs = [image]
+        inputs = [image.detach() if self.detach_image else image]
         if self.feature_channels:
             if features is None:
                 raise ValueError(f"this uncertainty module was built for {self.feature_channels} feature channels; got none")

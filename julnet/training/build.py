@@ -53,12 +53,15 @@ class Optimizers:
 
 
 def build_uncertainty(cfg: Config, feature_channels: int) -> UncertaintyModule:
+    """The uncertainty module as `un` configures it: inputs, which of them carry gradient, σ at initialisation."""
     un = cfg.un
     return UncertaintyModule(
         feature_channels if un.use_features else 0,
         un.hidden_channels,
         un.detach_features,
         (un.log_sigma_min, un.log_sigma_max),
+        init_sigma=un.init_sigma,
+        detach_image=un.detach_image,
     )
 
 
