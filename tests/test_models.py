@@ -68,7 +68,8 @@ def test_generator_output_depends_on_audio_and_references(tiny: Config):
 
 def test_uncertainty_module_plugs_into_any_generator():
     """Image only (e.g. Wav2Lip's output): no feature map needed; heads have the right ranges."""
-    module = UncertaintyModule(feature_channels=0, hidden=8, log_sigma_range=(-3.0, 3.0))
+    # σ starts at 1 (τ = 0, mid-range) so the clamp to ±3 does not cut the gradient as the default log 0.05 ≈ −3 would.
+    module = UncertaintyModule(feature_channels=0, hidden=8, log_sigma_range=(-3.0, 3.0), init_sigma=1.0)
     image = torch.rand(2, 3, 24, 20, requires_grad=True)
     out = module(image)
     assert out.error_pred.shape == out.log_sigma.shape == (2, 1, 24, 20)
