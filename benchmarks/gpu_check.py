@@ -7,7 +7,7 @@ What it measures, on synthetic faces (julnet.data.synthetic) resident on the dev
 1. The machine: CPU model and cores, GPU name and memory, torch / CUDA / cuDNN versions.
 2. The training step exactly as training runs it: julnet.training.step.TrainStep (both discriminators' updates,
    then generator + uncertainty module with every loss and the optimiser steps, with whatever mixed precision
-   TrainStep uses on this device), at the preset's largest frame stage and largest clip stage. Batch 1, then
+   TrainStep uses on this device: train.precision, channels_last, fused Adam), at the preset's largest frame stage and largest clip stage. Batch 1, then
    doubling up to --max-batch until CUDA runs out of memory or the part's time share runs out; the largest that
    ran is timed. Seconds per step (median, min, max over the repeats after warm-up), samples/s (frames in the
    frame stage, clips in the clip stage) and frames/s; achieved TFLOP/s from torch's FlopCounterMode (it counts
@@ -182,10 +182,11 @@ class Trainer:
         finally:
             step_module.uncertainty_loss = saved
 
-    def __call__(self, batch: dict[str, Tensor], kind: str) -> dict[str, float]:
+    def __call__(self, batch: dict[str, Tensor], kind: str) -> dict[str, Any]:
+        """One step as the training loops run it: metrics left on the device (read once per log_every there)."""
         try:
             with self._patched():
-                return self.step(batch, kind)
+                return self.step.run(batch, kind)
         except torch.cuda.OutOfMemoryError as exc:
             raise OutOfMemory(str(exc).splitlines()[0]) from None
         except RuntimeError as exc:
@@ -194,7 +195,7 @@ class Trainer:
             raise OutOfMemory(str(exc).splitlines()[0]) from None
 
     def precision(self) -> str:
-        return "fp16 autocast + GradScaler" if self.step.amp else "fp32"
+        return self.step.precision
 
 
 def sync(device: torch.device) -> None:
@@ -288,6 +289,54 @@ def figures(
     return out
 
 
+def measure_step(
+    full: Trainer, off: Trainer, batch: dict[str, Tensor], kind: str, repeats: int, warmup: int, seconds: float, peak: float | None
+) -> dict[str, Any]:
+    """The full step and the no-uncertainty step, interleaved, with FLOP counts: one row of figures.
+
+    The one implementation of the training-step measurement (this script's parts and benchmarks/train_step.py)."""
+    device = full.device
+    batch_size = next(iter(batch.values())).shape[0]
+    clip_len = full.cfg.audio.window if kind == "clip" else 1
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t_full, t_off = interleaved(full, off, batch, kind, repeats, warmup, seconds)
+    flops_full = count_flops(full, batch, kind)
+    flops_off = count_flops(off, batch, kind)
+    row = {"batch": batch_size, "frames_per_step": batch_size * clip_len, **figures(t_full, batch_size, clip_len, flops_full, peak)}
+    row["no_uncertainty"] = figures(t_off, batch_size, clip_len, flops_off, peak)
+    row["un_overhead_ratio"] = row["s_per_step_median"] / row["no_uncertainty"]["s_per_step_median"]
+    row["un_flop_ratio"] = flops_full / flops_off
+    if device.type == "cuda":
+        row["max_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    return row
+
+
+def describe_step(row: dict[str, Any], kind: str) -> str:
+    sample = "clip" if kind == "clip" else "frame"
+    return (
+        f"  {kind} b={row['batch']}: {row['s_per_step_median'] * 1e3:.1f} ms/step "
+        f"[{row['s_per_step_min'] * 1e3:.1f}..{row['s_per_step_max'] * 1e3:.1f}, n={row['repeats']}], "
+        f"{row['samples_per_s']:.1f} {sample}s/s, {row['gflop_per_step']:.0f} GFLOP/step, "
+        f"{row['tflops']:.1f} TFLOP/s"
+        + (f", MFU {row['mfu'] * 100:.1f}%" if row.get("mfu") else "")
+        + f"; no-uncertainty {row['no_uncertainty']['s_per_step_median'] * 1e3:.1f} ms -> ratio {row['un_overhead_ratio']:.3f}"
+        + (f"; peak mem {row['max_memory_gib']:.1f} GiB" if "max_memory_gib" in row else "")
+    )
+
+
+def peak_tflops(device: torch.device, given: float | None) -> tuple[float | None, str | None]:
+    """The MFU peak: --peak-tflops, else the datasheet figure of a known GPU; none on the CPU."""
+    if given:
+        return given, "--peak-tflops"
+    if device.type == "cuda":
+        name = torch.cuda.get_device_properties(device).name
+        peak = next((v for k, v in DATASHEET_PEAK_TFLOPS.items() if k in name), None)
+        if peak:
+            return peak, "datasheet dense fp16/bf16 tensor-core peak (SXM)"
+    return None, None
+
+
 def train_part(
     kind: str,
     stage: StageConfig,
@@ -315,26 +364,8 @@ def train_part(
 
     def measure(batch_size: int, batch: dict[str, Tensor], share: float) -> dict[str, Any]:
         left = max(deadline - time.perf_counter(), 0.0)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        t_full, t_off = interleaved(full, off, batch, kind, args.repeats, args.warmup, left * share)
-        flops_full = count_flops(full, batch, kind)
-        flops_off = count_flops(off, batch, kind)
-        row = {"batch": batch_size, "frames_per_step": batch_size * clip_len, **figures(t_full, batch_size, clip_len, flops_full, peak)}
-        row["no_uncertainty"] = figures(t_off, batch_size, clip_len, flops_off, peak)
-        row["un_overhead_ratio"] = row["s_per_step_median"] / row["no_uncertainty"]["s_per_step_median"]
-        row["un_flop_ratio"] = flops_full / flops_off
-        if device.type == "cuda":
-            row["max_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
-        say(
-            f"  {kind} b={batch_size}: {row['s_per_step_median'] * 1e3:.1f} ms/step "
-            f"[{row['s_per_step_min'] * 1e3:.1f}..{row['s_per_step_max'] * 1e3:.1f}, n={row['repeats']}], "
-            f"{row['samples_per_s']:.1f} {part['sample']}s/s, {row['gflop_per_step']:.0f} GFLOP/step, "
-            f"{row['tflops']:.1f} TFLOP/s"
-            + (f", MFU {row['mfu'] * 100:.1f}%" if row.get("mfu") else "")
-            + f"; no-uncertainty {row['no_uncertainty']['s_per_step_median'] * 1e3:.1f} ms -> ratio {row['un_overhead_ratio']:.3f}"
-            + (f"; peak mem {row['max_memory_gib']:.1f} GiB" if "max_memory_gib" in row else "")
-        )
+        row = measure_step(full, off, batch, kind, args.repeats, args.warmup, left * share, peak)
+        say(describe_step(row, kind))
         return row
 
     say(f"{kind} stage {stage.name} ({stage.height}x{stage.width}, {clip_len} frame(s) per sample): batch 1")
@@ -577,9 +608,7 @@ def main(argv: list[str] | None = None) -> int:
     if report["forbidden_imports"]:
         say(f"WARNING: imported {report['forbidden_imports']}, which the GPU machine does not have")
 
-    peak = args.peak_tflops
-    if peak is None and device.type == "cuda":
-        peak = next((v for k, v in DATASHEET_PEAK_TFLOPS.items() if k in machine["gpu_name"]), None)
+    peak, peak_source = peak_tflops(device, args.peak_tflops)
     cfg = load_config(args.preset, [*RANDOM_WEIGHTS, *args.overrides])
     settings: dict[str, Any] = {
         "preset": cfg.name,
@@ -589,12 +618,15 @@ def main(argv: list[str] | None = None) -> int:
         "max_batch": args.max_batch,
         "budget_s": args.budget_s,
         "peak_tflops": peak,
-        "peak_source": "--peak-tflops" if args.peak_tflops else ("datasheet dense fp16/bf16 tensor-core peak (SXM)" if peak else None),
+        "peak_source": peak_source,
         "random_weights": "VGG-19 and SyncNet on random init (allow_random_init overrides); all networks random: timings are unaffected",
         "flops_counted": "torch FlopCounterMode over one whole step: matmuls and convolutions, forward and backward",
         "batch_on_device": "synthetic faces built once and kept on the device: no data loading or host->device copy is timed",
         "uncertainty_off": "uncertainty module replaced by a parameter-free stub and L_un dropped (uncertainty_loss patched to {} for that variant only)",
-        "train_amp_config": cfg.train.amp,
+        "train_precision_config": cfg.train.precision,
+        "channels_last": cfg.train.channels_last and device.type == "cuda",
+        "fused_adam": cfg.train.fused_adam and device.type == "cuda",
+        "compile": cfg.train.compile,
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
         "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
         "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
@@ -614,7 +646,7 @@ def main(argv: list[str] | None = None) -> int:
     off = Trainer(cfg, device, uncertainty=False)
     settings["precision"] = full.precision()
     settings["params"] = {name: sum(p.numel() for p in m.parameters()) for name, m in full.models.trained().items()}
-    say(f"  training step precision: {settings['precision']} (train.amp={cfg.train.amp}); cudnn.benchmark={settings['cudnn_benchmark']}")
+    say(f"  training step precision: {settings['precision']} (train.precision={cfg.train.precision}); cudnn.benchmark={settings['cudnn_benchmark']}")
     save()
 
     # Shares of the whole budget by which each part must end (a part inherits what earlier parts left).
@@ -706,7 +738,7 @@ def main(argv: list[str] | None = None) -> int:
             full.reset()
         save()
 
-    report["grad_scale_final"] = full.step.scaler.get_scale() if full.step.amp else None
+    report["grad_scale_final"] = full.step.scaler.get_scale() if full.step.scaler.is_enabled() else None
     for note in skipped:
         say(f"skipped: {note}")
     for error in errors:

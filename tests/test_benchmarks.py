@@ -54,3 +54,32 @@ def test_gpu_check_runs_on_cpu_and_writes_every_figure(tmp_path: Path):
     rows = {(r["batch"], r["precision"]) for r in report["inference"]["results"]}
     assert rows == {(1, "fp32"), (2, "fp32")}
     assert all(r["frames_per_s"] > 0 for r in report["inference"]["results"])
+
+
+@pytest.mark.slow
+def test_train_step_benchmark_runs_one_iteration_on_the_tiny_preset(tmp_path: Path):
+    out = tmp_path / "train_step.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "train_step.py"), "--config", "tiny", "--stage", "clip", "--batch", "1",
+         "--repeats", "1", "--warmup", "0", "--threads", "1", "--device", "cpu",
+         "--set=train.stages.1.height=48", "--set=train.stages.1.width=40", "--out", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "machine:" in proc.stdout and "no GPU" in proc.stdout and "ratio" in proc.stdout
+    report = json.loads(out.read_text())
+    assert report["machine"]["cpu_cores"] > 0 and report["machine"]["torch"] == torch_version()
+    settings = report["settings"]
+    assert (settings["config"], settings["kind"], settings["batch"], settings["precision"]) == ("tiny", "clip", 1, "fp32")
+    assert settings["channels_last"] is False and settings["fused_adam"] is False and settings["peak_tflops"] is None
+    row = report["result"]
+    assert row["batch"] == 1 and row["frames_per_step"] == 5 and row["repeats"] == 1
+    for key in ("s_per_step_median", "s_per_step_min", "s_per_step_max", "samples_per_s", "frames_per_s", "gflop_per_step", "tflops"):
+        assert row[key] > 0 and row["no_uncertainty"][key] > 0, key
+    assert row["un_overhead_ratio"] > 0 and row["un_flop_ratio"] > 1 and row["mfu"] is None
+
+
+def torch_version() -> str:
+    import torch
+
+    return torch.__version__
