@@ -116,12 +116,14 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     for step, batch in zip(range(start + 1, stage.steps + 1), batches):
         if _drill(run, rank, step) == "nan":
             batch = {**batch, "target": torch.full(batch["target"].shape, float("nan"))}
+        read = step % cfg.train.log_every == 0 or step == stage.steps or step % cfg.train.checkpoint_every == 0
+        ran = False
         try:
             window.append(step_fn.run(batch, stage.kind))
-            read = step % cfg.train.log_every == 0 or step == stage.steps or step % cfg.train.checkpoint_every == 0
+            ran = True
             rows = step_fn.read(window) if read else []
         except NonFiniteLossError as exc:  # raised at the bad step (CPU) or when its window is read (CUDA)
-            bad_step = step - len(window) + 1 + exc.index if read else step
+            bad_step = step - len(window) + 1 + exc.index if ran else step
             if rank == 0:
                 storage.write_text(storage.join(run.stage_uri, NONFINITE_FILE), json.dumps({"step": bad_step, "error": str(exc)}))
             return
