@@ -122,3 +122,25 @@ def test_faceless_frames_are_never_a_target_or_a_reference(tmp_path):
             used = [frame_of(t, crops) for t in targets]
             used += [frame_of(r, crops) for r in example["references"].reshape(-1, 3, stage.height, stage.width)]
             assert not set(used) & set(range(20, 28)), used
+
+
+def test_evaluation_never_scores_a_faceless_held_out_frame(tmp_path, model_dir):
+    """The gap's frames are generated (LSE needs consecutive frames) but never scored; LSE runs on the stretches
+    either side of the gap, each with its own clips."""
+    import torch
+
+    from julnet.evaluation.suite import evaluate
+    from julnet.models.syncnet import SyncNet
+    from julnet.training.trained import load_model
+
+    frames, samples = grid_clip(0)
+    frames = frames.copy()
+    frames[20:28] = 128
+    write_clip(tmp_path / "raw" / "gap.mp4", frames, samples)
+    run(str(tmp_path / "raw"), str(tmp_path / "out"), load_config("tiny", ["preprocess.test_fraction=0", "preprocess.val_fraction=0"]))
+    torch.manual_seed(7)
+    torch.save(SyncNet(load_config("tiny"), 5).state_dict(), tmp_path / "syncnet.pt")  # TEST ONLY: random weights as if trained
+    settings = load_config("tiny", ["evaluation.split=train", "evaluation.max_frames_per_video=40", f"syncnet.weights.path={tmp_path / 'syncnet.pt'}"])
+    result = evaluate(load_model(model_dir), str(tmp_path / "out" / "manifest.json"), settings)
+    assert result.counts["faceless_frames"] == 8 and result.counts["frames"] == result.counts["calibration_frames"] == 32
+    assert result.counts["lse_videos"] == 1 and "lse_d_own" in result.metrics

@@ -168,7 +168,7 @@ def test_suite_numbers_match_a_hand_computation_and_do_not_depend_on_batch_size(
     fid = np.sum((gen_f.mean(0) - real_f.mean(0)) ** 2) + np.trace(s1 + s2 - 2 * linalg.sqrtm(s1 @ s2).real)
 
     m = result.metrics
-    assert result.counts == {"videos": 1, "frames": 14, "lse_videos": 1, "calibration_frames": 14}
+    assert result.counts == {"videos": 1, "frames": 14, "faceless_frames": 0, "lse_videos": 1, "calibration_frames": 14}
     assert m["psnr"] == pytest.approx(np.mean(psnrs), rel=1e-6) and m["psnr_mouth"] == pytest.approx(np.mean(psnrs_mouth), rel=1e-6)
     assert m["spearman_sigma"] == pytest.approx(np.mean(ranks), rel=1e-6)  # float32 errors vs float64 here
     assert m["fid"] == pytest.approx(fid, rel=1e-6)

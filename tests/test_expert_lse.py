@@ -123,16 +123,21 @@ def test_streaming_expert_lse_equals_all_clips_at_once(tmp_path: Path):
     net = load_expert_syncnet(PretrainedWeights(path=_test_only_weights(tmp_path / "w.model")))
     generator = torch.Generator().manual_seed(0)
     faces, samples = torch.rand(12, 3, 104, 80, generator=generator), np.random.default_rng(0).uniform(-0.5, 0.5, 12 * 640 + 100)
-    streamed = _ExpertVideoSync(net, samples, 12)
+    mfcc = audio_mfcc(samples)
+    streamed = _ExpertVideoSync(net, mfcc, 0, clip_count(12, len(samples)))
+    later = _ExpertVideoSync(net, mfcc, 4, clip_count(12, len(samples)))  # a stretch from frame 4 (after a faceless frame)
     with torch.no_grad():
         for rows in (slice(0, 3), slice(3, 7), slice(7, 12)):
             streamed.add(faces[rows], torch.zeros(0))
+        later.add(faces[4:12], torch.zeros(0))
         frames = expert_frames(faces)
         video = net.embed_video(torch.stack([frames[i : i + 5] for i in range(7)]).transpose(1, 2))
-        sound = net.embed_audio(audio_windows(audio_mfcc(samples), 0, 7))
+        sound = net.embed_audio(audio_windows(mfcc, 0, 7))
     got, want = streamed.lse(15), lse(video, sound, 15)
     assert got["offset"] == want["offset"] and got["lse_d"] == pytest.approx(want["lse_d"], rel=1e-5)
     assert got["lse_c"] == pytest.approx(want["lse_c"], rel=1e-4, abs=1e-6)
+    # The stretch's clips 4..6 are the video's clips 4..6, each against its own audio rows.
+    assert later.lse(15)["lse_d"] == pytest.approx(lse(video[4:], sound[4:], 15)["lse_d"], rel=1e-5)
 
 
 # ---------------------------------------------------------------- the suite

@@ -35,11 +35,14 @@ class VideoPlan:
 
 @dataclass
 class FrameBatch:
-    """Consecutive frames of one video, as a loader batch: uint8 images and float32 audio windows."""
+    """Consecutive frames of one video, as a loader batch: uint8 images and float32 audio windows, and which
+    frames have the subject's landmarks (`usable`; the others are generated to keep the frames consecutive for LSE,
+    and not scored)."""
 
     video_id: str
     first_frame: int
     batch: dict[str, Tensor]
+    usable: Tensor  # (B,) bool
 
 
 def plan_videos(manifest_uri: str, settings: EvaluationConfig) -> list[VideoPlan]:
@@ -68,7 +71,8 @@ def video_batches(plan: VideoPlan, settings: EvaluationConfig, size: tuple[int, 
             return
         frames, audio, usable = read_chunk(unit, *size)
         count = min(len(frames), plan.frames - done)
-        refs = reference_table(usable, count, num_references, settings.references, unit.seed)
+        # A chunk without a face has nothing to reference or score: its frames are only counted (zeros as references).
+        refs = reference_table(usable, count, num_references, settings.references, unit.seed) if usable[:count].any() else np.zeros((count, num_references), int)
         chw = torch.from_numpy(np.ascontiguousarray(np.moveaxis(frames, -1, -3)))
         for start in range(0, count, settings.batch_size):
             rows = slice(start, min(start + settings.batch_size, count))
@@ -79,7 +83,7 @@ def video_batches(plan: VideoPlan, settings: EvaluationConfig, size: tuple[int, 
                 "references": chw[refs[rows]].flatten(1, 2),
                 "audio": torch.tensor(audio[rows]),
             }
-            yield FrameBatch(plan.video_id, done + start, batch)
+            yield FrameBatch(plan.video_id, done + start, batch, torch.from_numpy(usable[rows].copy()))
         done += count
 
 

@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -159,10 +160,14 @@ def evaluate(
         for plan in plans:
             meter.start_video(videos[plan.video_id], plan.frames)
             for chunk in video_batches(plan, ev, size, model_cfg.generator.num_references):
+                if not chunk.usable.any():  # nothing to score; a faceless frame ends the LSE stretch anyway
+                    meter.skip(len(chunk.usable))
+                    lines.update(meter.frames + meter.faceless_frames)
+                    continue
                 frames = flatten_batch(chunk.batch, "frame", torch_device)
                 image, sigma, error_pred = _predict(generator, uncertainty, frames)
-                meter.add(image, frames.target, sigma, error_pred, frames.audio)
-                lines.update(meter.frames)
+                meter.add(image, frames.target, sigma, error_pred, frames.audio, chunk.usable, chunk.first_frame)
+                lines.update(meter.frames + meter.faceless_frames)
             meter.end_video()
     lines.close()
     seconds = time.perf_counter() - t0
@@ -187,7 +192,8 @@ def evaluate(
         },
         metrics=metrics,
         unavailable=unavailable,
-        counts={"videos": len(plans), "frames": meter.frames, "lse_videos": meter.lse_videos, "calibration_frames": meter.calibration_frames},
+        counts={"videos": len(plans), "frames": meter.frames, "faceless_frames": meter.faceless_frames, "lse_videos": meter.lse_videos,
+                "calibration_frames": meter.calibration_frames},
         sparsification=curves,
         settings=ev.model_dump(mode="json"),
         seconds=seconds,
@@ -243,15 +249,14 @@ class _VideoSync:
 
 
 class _ExpertVideoSync:
-    """Expert LSE of one video as syncnet_python scores it (`julnet.evaluation.expert_syncnet`): clip i is generated
-    frames i..i+4 against MFCC rows 4i..4i+19 of the source's audio, for the first `clip_count` clips."""
+    """Expert LSE of one stretch of a video as syncnet_python scores it (`julnet.evaluation.expert_syncnet`): clip i
+    is generated frames i..i+4 against MFCC rows 4i..4i+19 of the source's audio (i counted from the video's start,
+    the stretch starting at frame `first`), for clips below `clips` (clip_count of the whole video)."""
 
-    def __init__(self, net: ExpertSyncNet, samples: np.ndarray, frames: int):
-        self.net = net
-        self.mfcc = audio_mfcc(samples)
-        self.clips = clip_count(frames, len(samples))
+    def __init__(self, net: ExpertSyncNet, mfcc: np.ndarray, first: int, clips: int):
+        self.net, self.mfcc, self.clips, self.start = net, mfcc, clips, first
         self.carried: Tensor | None = None  # the last CLIP_FRAMES - 1 frames, for clips that span two batches
-        self.first = 0  # index in the video of the first carried / incoming frame
+        self.first = first  # index in the video of the first carried / incoming frame
         self.video_embeddings: list[Tensor] = []
         self.audio_embeddings: list[Tensor] = []
 
@@ -260,7 +265,7 @@ class _ExpertVideoSync:
         frames = expert_frames(generated)
         if self.carried is not None:
             frames = torch.cat([self.carried, frames])
-        done = sum(len(e) for e in self.video_embeddings)
+        done = self.start + sum(len(e) for e in self.video_embeddings)  # the next clip's index in the video
         count = min(self.clips, self.first + len(frames) - CLIP_FRAMES + 1) - done
         if count > 0:
             local = torch.arange(done - self.first, done - self.first + count)[:, None] + torch.arange(CLIP_FRAMES)
@@ -300,7 +305,10 @@ class _Meter:
         self.calibration: dict[str, list[float]] = {"spearman_sigma": [], "spearman_error_pred": [], "ause_sigma": [], "ause_error_pred": []}
         self.curves: dict[str, np.ndarray] = {}
         self.calibration_frames = 0
-        self.video: _VideoSync | _ExpertVideoSync | None = None
+        self.faceless_frames = 0  # held-out frames without the subject's landmarks: never scored
+        self.new_stretch: Callable[[int], _VideoSync | _ExpertVideoSync] | None = None  # LSE scorer of a stretch from frame i
+        self.stretch: _VideoSync | _ExpertVideoSync | None = None
+        self.stretch_rows: list[tuple[int, dict[str, float | int]]] = []  # (clips, LSE) of the current video's stretches
         self.lse_rows: list[dict[str, float | int]] = []
         self.no_expert_audio: str | None = None  # why some video's raw audio could not be used: no expert LSE at all
 
@@ -313,21 +321,65 @@ class _Meter:
         if not isinstance(sync, SyncJudge):
             return
         if sync.source == "own":
-            self.video = _VideoSync(sync, self.window)
+            self.new_stretch = lambda first: _VideoSync(sync, self.window)
         elif self.no_expert_audio is None:
             samples, self.no_expert_audio = _expert_audio(video)
             if samples is None:
                 self.lse_rows.clear()  # no expert LSE at all, so no video counts as scored
             else:
-                self.video = _ExpertVideoSync(sync.net, samples, frames)
+                mfcc, clips = audio_mfcc(samples), clip_count(frames, len(samples))
+                self.new_stretch = lambda first: _ExpertVideoSync(sync.net, mfcc, first, clips)
 
     def end_video(self) -> None:
-        if self.video is not None and (row := self.video.lse(self.max_offset)) is not None:
-            self.lse_rows.append(row)
-        self.video = None
+        """A video's LSE: its stretches' LSE-D and LSE-C weighted by their clips, the longest stretch's offset."""
+        self._end_stretch()
+        if self.stretch_rows:
+            total = sum(n for n, _ in self.stretch_rows)
+            row = {key: sum(n * r[key] for n, r in self.stretch_rows) / total for key in ("lse_d", "lse_c")}
+            self.lse_rows.append({**row, "offset": max(self.stretch_rows, key=lambda nr: nr[0])[1]["offset"]})
+        self.new_stretch, self.stretch_rows = None, []
 
-    def add(self, generated: Tensor, target: Tensor, sigma: Tensor, error_pred: Tensor, audio: Tensor) -> None:
+    def _sync(self, generated: Tensor, audio: Tensor, usable: Tensor, first_frame: int) -> None:
+        """Feed the LSE scorer runs of frames with a face; a faceless frame ends the stretch (its clips would
+        score a mouth that is not there), and the next face starts a new one."""
+        if self.new_stretch is None:
+            return
+        flags, k = usable.tolist(), 0
+        while k < len(flags):
+            if not flags[k]:
+                self._end_stretch()
+                k += 1
+                continue
+            end = k
+            while end < len(flags) and flags[end]:
+                end += 1
+            if self.stretch is None:
+                self.stretch = self.new_stretch(first_frame + k)
+            self.stretch.add(generated[k:end], audio[k:end])
+            k = end
+
+    def skip(self, frames: int) -> None:
+        """Faceless frames not generated at all: counted, and the LSE stretch ends."""
+        self._end_stretch()
+        self.faceless_frames += frames
+
+    def _end_stretch(self) -> None:
+        if self.stretch is not None and (row := self.stretch.lse(self.max_offset)) is not None:
+            self.stretch_rows.append((sum(len(e) for e in self.stretch.video_embeddings), row))
+        self.stretch = None
+
+    def add(
+        self, generated: Tensor, target: Tensor, sigma: Tensor, error_pred: Tensor, audio: Tensor, usable: Tensor, first_frame: int
+    ) -> None:
+        """One batch of consecutive frames of the current video from `first_frame`; only those with a face
+        (`usable`) are scored: a faceless held-out frame has no mouth to compare."""
+        self._sync(generated, audio, usable, first_frame)
+        self.faceless_frames += int((~usable).sum())
+        if not usable.all():
+            generated, target, sigma, error_pred = generated[usable], target[usable], sigma[usable], error_pred[usable]
         b = len(generated)
+        if b == 0:
+            return
         self.frames += b
         self.sums["psnr"] += psnr(generated, target) * b
         self.sums["psnr_mouth"] += mouth_psnr(generated, target) * b
@@ -336,8 +388,6 @@ class _Meter:
         if not isinstance(self.judges.fid, Unavailable):
             self.generated_features.add(self.judges.fid(generated))
             self.real_features.add(self.judges.fid(target))
-        if self.video is not None:
-            self.video.add(generated, audio)
         self._calibrate(error_map(generated, target).cpu(), sigma.cpu(), error_pred.cpu())
 
     def _calibrate(self, error: Tensor, sigma: Tensor, error_pred: Tensor) -> None:
