@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from julnet.redact import redact_tree
 
 PRESETS_DIR = Path(__file__).parent / "presets"
+StageKind = Literal["frame", "clip"]  # a curriculum stage trains single frames, or clips with the sync loss and D_clip
 
 
 class ConfigError(ValueError):
@@ -197,7 +198,7 @@ class StageConfig(Section):
     """One curriculum stage: frame stages coarse to fine, then the clip stage."""
 
     name: str
-    kind: Literal["frame", "clip"] = "frame"
+    kind: StageKind = "frame"
     height: int = Field(ge=16)
     width: int = Field(ge=16)
     batch_size: int = Field(ge=1)

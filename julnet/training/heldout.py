@@ -13,7 +13,7 @@ from itertools import islice
 import torch
 from torch import Tensor
 
-from julnet.config import StageConfig
+from julnet.config import StageConfig, StageKind
 from julnet.data.loader import collate, iter_examples
 from julnet.data.manifest import Split
 from julnet.face import crop_mouth
@@ -32,7 +32,7 @@ def heldout_batch(manifest_uri: str, stage: StageConfig, num_references: int, sp
 
 
 @torch.no_grad()
-def heldout_metrics(models: Models, batch: dict[str, Tensor], kind: str, device: torch.device, chunk: int) -> dict[str, float]:
+def heldout_metrics(models: Models, batch: dict[str, Tensor], kind: StageKind, device: torch.device, chunk: int) -> dict[str, float]:
     """eval_l1, eval_mouth_l1 (mean absolute error in [0, 1]) and eval_mouth_psnr (dB) of the generator in eval mode."""
     generator = bare(models.generator)
     was_training = generator.training

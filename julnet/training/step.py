@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from julnet.config import Config, ConfigError
+from julnet.config import Config, ConfigError, StageKind
 from julnet.face import crop_mouth
 from julnet.losses.adversarial import lsgan_discriminator, lsgan_generator
 from julnet.losses.perceptual import perceptual_loss
@@ -99,7 +99,7 @@ def _on_device(x: Tensor, device: torch.device) -> Tensor:
 
 
 def flatten_batch(
-    batch: dict[str, Tensor], kind: str, device: torch.device, memory_format: torch.memory_format = torch.contiguous_format
+    batch: dict[str, Tensor], kind: StageKind, device: torch.device, memory_format: torch.memory_format = torch.contiguous_format
 ) -> Frames:
     """Frame batches pass through; clip batches (B, T, ...) become B*T frames sharing references.
 
@@ -182,10 +182,10 @@ class TrainStep:
             for module in self._modules:
                 module.compile()
 
-    def __call__(self, batch: dict[str, Tensor], kind: str) -> dict[str, float]:
+    def __call__(self, batch: dict[str, Tensor], kind: StageKind) -> dict[str, float]:
         return self.read([self.run(batch, kind)])[0]
 
-    def run(self, batch: dict[str, Tensor], kind: str) -> StepMetrics:
+    def run(self, batch: dict[str, Tensor], kind: StageKind) -> StepMetrics:
         """One training step; its metrics stay on the device until `read`."""
         if self._compile_pending:
             return self._first_compiled(batch, kind)
@@ -216,7 +216,7 @@ class TrainStep:
                 raise NonFiniteLossError(f"non-finite {name} loss {where}", good, index)
         return [_public(row) for row in out]
 
-    def _first_compiled(self, batch: dict[str, Tensor], kind: str) -> StepMetrics:
+    def _first_compiled(self, batch: dict[str, Tensor], kind: StageKind) -> StepMetrics:
         """The first step with compiled networks; if it fails, one log line, then the same step eagerly."""
         self._compile_pending = False
         saved = self._state()
@@ -252,7 +252,7 @@ class TrainStep:
         self._poisoned.zero_()
 
     @torch.no_grad()
-    def preview(self, batch: dict[str, Tensor], kind: str, rows: int = 4) -> dict[str, Tensor]:
+    def preview(self, batch: dict[str, Tensor], kind: StageKind, rows: int = 4) -> dict[str, Tensor]:
         """What the model makes of the first frames of a batch (eval mode), for sample grids."""
         frames = flatten_batch(batch, kind, self.device, self.memory_format)
         generator, uncertainty = bare(self.models.generator), bare(self.models.uncertainty)
