@@ -348,6 +348,12 @@ class SweepConfig(Section):
     trial_max_failures: int = Field(0, ge=0)
     stages: list[str] = []  # names in train.stages each trial runs, in curriculum order; empty: all
     steps: int | None = Field(None, ge=1)  # steps of each of those stages in a trial; null: the stage's own
+    # "optuna" samples the dimensions above and ASHA stops weak trials. "grid" runs every named variant (dotted
+    # config keys to values, e.g. {no_un2: {un.un2_weight: 0}}) with every seed in `seeds` (train.seed; empty: the
+    # config's own), each to the end: an ablation, every arm compared at the same step count.
+    search: Literal["optuna", "grid"] = "optuna"
+    variants: dict[str, dict[str, Any]] = {}
+    seeds: list[int] = []
 
     @model_validator(mode="after")
     def _ranges(self) -> SweepConfig:
@@ -360,9 +366,11 @@ class SweepConfig(Section):
             raise ConfigError(f"sweep.bins: {list(self.bins)} must be [low, high] with 2 <= low <= high")
         if self.alpha_max is not None and not 0 < self.alpha_max[0] < self.alpha_max[1]:
             raise ConfigError(f"sweep.alpha_max: {list(self.alpha_max)} must be [low, high] with 0 < low < high")
-        if not (self.loss_weights or self.bins or self.alpha_max or self.spacing or self.assignment):
+        if self.search == "grid" and not self.variants:
+            raise ConfigError("sweep.variants: a grid sweep needs at least one named variant")
+        if self.search == "optuna" and not (self.loss_weights or self.bins or self.alpha_max or self.spacing or self.assignment):
             raise ConfigError("sweep: every search dimension is off (loss_weights, bins, alpha_max, spacing, assignment)")
-        for key in ("loss_weights", "spacing", "assignment", "stages"):
+        for key in ("loss_weights", "spacing", "assignment", "stages", "seeds"):
             values = getattr(self, key)
             if len(set(values)) != len(values):
                 raise ConfigError(f"sweep.{key}: lists a value twice: {values}")

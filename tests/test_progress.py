@@ -104,8 +104,8 @@ def test_sweep_lines_count_only_the_trials_ended_since_a_resume(caplog: pytest.L
     from julnet.training.sweep import SweepProgress
 
     caplog.set_level(logging.INFO, logger="julnet.training.sweep")
-    callback = SweepProgress("s1", "eval_mouth_l1")
-    callback.setup(total_num_samples=4)
+    callback = SweepProgress("s1", "eval_mouth_l1", 4)
+    callback.setup(total_num_samples=1)  # Tune's count before a grid expands; the sweep's own count wins
     t = FakeClock()
     callback.lines.clock, callback.lines.t0 = t, t()
     before = [SimpleNamespace(trial_id=i, status="TERMINATED") for i in "ab"]  # ended before the driver was restarted

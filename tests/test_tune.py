@@ -72,6 +72,32 @@ def test_a_trial_config_takes_the_sample_the_trial_resources_and_the_sweep_steps
         trial_config(cfg, {"hist.bins": 1})
 
 
+def test_the_ablation_experiment_is_a_grid_of_named_variants_and_seeds():
+    from julnet.training.sweep import check_sweep_config, search_space, trial_config, trial_count
+
+    cfg = load_config(str(REPO / "experiments" / "ablation.yaml"))
+    check_sweep_config(cfg)
+    space = search_space(cfg)
+    assert space["variant"] == {"grid_search": list(cfg.sweep.variants)} and space["train.seed"] == {"grid_search": [0, 1, 2]}
+    assert trial_count(cfg) == 8 * 3 and {"full", "no_un", "no_un1", "no_un2", "bins5", "bins21"} <= cfg.sweep.variants.keys()
+    arm = trial_config(cfg, {"variant": "no_un1", "train.seed": 2})
+    assert (arm.un.un1_weight, arm.un.un2_weight, arm.train.seed, arm.hist.bins) == (0.0, cfg.un.un2_weight, 2, cfg.hist.bins)
+    assert trial_config(cfg, {"variant": "bins21", "train.seed": 0}).hist.bins == 21
+    assert trial_config(cfg, {"variant": "kl_trains_generator", "train.seed": 0}).un.detach_error_in_kl is not cfg.un.detach_error_in_kl
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("sweep.variants={}", "needs at least one named variant"), ("sweep.variants={typo: {un.nope: 1}}", "sweep.variants.typo: unknown config key"),
+     ("sweep.variants={bad: {hist.bins: 1}}", "sweep.variants.bad: hist.bins")],
+)
+def test_a_bad_variant_is_refused_before_ray_starts(override: str, message: str):
+    from julnet.training.sweep import check_sweep_config
+
+    with pytest.raises(ConfigError, match=message):
+        check_sweep_config(load_config(str(REPO / "experiments" / "ablation.yaml"), [override]))
+
+
 def test_asha_stops_a_weak_trial_at_a_rung_but_never_at_its_last_report():
     from ray.tune.experiment import Trial
 
@@ -240,3 +266,21 @@ def test_a_sweep_on_s3_runs_two_trials_side_by_side_and_resumes_after_its_driver
 def _stored(sweeps: str, ending: str) -> list[str]:
     """Files under the sweep's trial folders whose URIs end with `ending`."""
     return [uri for uri in storage.list_files(f"{sweeps}/sweep1/trials", suffixes=ending.rsplit("/", 1)[-1]) if uri.endswith(ending)]
+
+
+@pytest.mark.slow
+def test_a_grid_sweep_runs_every_variant_to_the_end(ray_cluster, grid_dataset, mlflow_server, tmp_path):
+    """The ablation's machinery on two arms: each trains its full steps (no early stopping), tagged with its variant."""
+    args = ["--config", "experiments/ablation.yaml", "--data", grid_dataset, "--storage", str(tmp_path / "sweeps"), "--name", "grid1",
+            "--set", f"tracking.uri={mlflow_server.uri}", *SHORT, "--set", "sweep.seeds=[3]", "--set", "sweep.max_concurrent_trials=2",
+            "--set", "sweep.variants={full: {}, no_un2: {un.un2_weight: 0}}"]
+    out, _ = _driver(ray_cluster, args).communicate(timeout=600)
+    client = MlflowClient(mlflow_server.uri)
+    (parent,) = _runs(client, "tags.`julnet.run_name` = 'grid1'")
+    trials = _runs(client, f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert {t.data.tags["julnet.sweep.variant"] for t in trials} == {"full", "no_un2"}, out[-5000:]
+    for trial in trials:
+        assert trial.info.status == "FINISHED" and trial.data.params["train.seed"] == "3"
+        assert [m.step for m in client.get_metric_history(trial.info.run_id, "eval_mouth_l1")] == [2, 4, 6], "every arm ran to the end"
+        assert trial.data.params["un.un2_weight"] == ("0.0" if trial.data.tags["julnet.sweep.variant"] == "no_un2" else "1.0")
+    assert "[sweep grid1] 2/2 trials" in out and "no_un2" in out, "progress counts the grid's trials; the table names the variants"

@@ -24,7 +24,7 @@ from typing import Any
 import ray
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
-from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from julnet import storage
@@ -42,6 +42,7 @@ from julnet.visualize import sweep_plot
 log = logging.getLogger(__name__)
 
 SWEEP_TAG = "julnet.sweep"
+VARIANT_TAG = "julnet.sweep.variant"
 TRIAL_TAG = "julnet.trial_id"
 PARENT_TAG = "mlflow.parentRunId"
 RESULTS_FILE = "results.csv"
@@ -62,6 +63,15 @@ def sweep_steps(cfg: Config) -> int:
     return sum(cfg.sweep.steps or stage.steps for stage in sweep_stages(cfg))
 
 
+VARIANT = "variant"  # the grid search's parameter naming a sweep.variants entry
+
+
+def trial_count(cfg: Config) -> int:
+    """Trials the sweep runs: num_samples, or every variant with every seed in a grid."""
+    s = cfg.sweep
+    return len(s.variants) * max(len(s.seeds), 1) if s.search == "grid" else s.num_samples
+
+
 def check_sweep_config(cfg: Config) -> None:
     """The checks that tie the sweep section to the rest of the config, made only when sweeping (a training run
     may well set a λ to 0 or B outside the sweep's range): the stages exist, every swept λ can be scaled, the grace
@@ -71,6 +81,13 @@ def check_sweep_config(cfg: Config) -> None:
     for name in s.stages:
         if name not in names:
             raise ConfigError(f"sweep.stages: no stage named {name!r} in train.stages (have {names})")
+    if s.search == "grid":
+        for variant in s.variants:
+            try:
+                trial_config(cfg, {VARIANT: variant})
+            except ConfigError as exc:
+                raise ConfigError(f"sweep.variants.{variant}: {exc}") from None
+        return
     for key in s.loss_weights:
         if getattr(cfg.loss, key) <= 0:
             raise ConfigError(f"sweep.loss_weights: loss.{key} is {getattr(cfg.loss, key)}; only a positive λ can be swept log-uniformly")
@@ -86,8 +103,11 @@ def check_sweep_config(cfg: Config) -> None:
 
 
 def search_space(cfg: Config) -> dict[str, Any]:
-    """Tune domains keyed by the dotted config keys they set (`loss.pe`, `hist.bins`, ...)."""
+    """Tune domains keyed by the dotted config keys they set (`loss.pe`, `hist.bins`, ...); a grid sweep's are
+    the variant names and the seeds."""
     s = cfg.sweep
+    if s.search == "grid":
+        return {VARIANT: tune.grid_search(list(s.variants)), "train.seed": tune.grid_search(s.seeds or [cfg.train.seed])}
     space: dict[str, Any] = {f"loss.{key}": tune.loguniform(getattr(cfg.loss, key) / s.loss_factor, getattr(cfg.loss, key) * s.loss_factor)
                              for key in s.loss_weights}
     if s.bins is not None:
@@ -108,9 +128,13 @@ def base_point(cfg: Config) -> dict[str, Any]:
 
 
 def trial_config(cfg: Config, params: dict[str, Any]) -> Config:
-    """The config one trial trains with: the sampled values, the trial's resources and its step counts."""
+    """The config one trial trains with: its variant's keys (a grid sweep), the sampled values, the trial's
+    resources and its step counts."""
     s = cfg.sweep
+    params = dict(params)
+    variant = params.pop(VARIANT, None)
     values: dict[str, Any] = {
+        **(s.variants[variant] if variant is not None else {}),
         **params,
         "train.num_workers": s.workers_per_trial,
         "train.cpus_per_worker": s.cpus_per_worker,
@@ -156,7 +180,7 @@ def run_trial(plan: SweepPlan, params: dict[str, Any]) -> None:
         plan.trials_uri,
         trial_run_name(plan.name, trial_id),
         [stage.name for stage in sweep_stages(cfg)],
-        tags={PARENT_TAG: plan.parent_run_id, SWEEP_TAG: plan.name, TRIAL_TAG: trial_id},
+        tags={PARENT_TAG: plan.parent_run_id, SWEEP_TAG: plan.name, TRIAL_TAG: trial_id, **({VARIANT_TAG: params[VARIANT]} if VARIANT in params else {})},
         callbacks=[TuneReportCallback()],
         evaluate=(s.eval_split, s.eval_examples),
     )
@@ -240,7 +264,7 @@ def run_sweep(cfg: Config, manifest_uri: str, storage_uri: str, name: str) -> di
                     storage_path=root,
                     storage_filesystem=fs,
                     failure_config=tune.FailureConfig(max_failures=s.trial_max_failures),
-                    callbacks=[SweepProgress(name, s.metric)],
+                    callbacks=[SweepProgress(name, s.metric, trial_count(cfg))],
                 ),
             )
         grid = tuner.fit()
@@ -260,12 +284,14 @@ def run_sweep(cfg: Config, manifest_uri: str, storage_uri: str, name: str) -> di
 
 def _tune_config(cfg: Config) -> tune.TuneConfig:
     s = cfg.sweep
+    grid = s.search == "grid"  # every arm runs to the end: no sampler, no early stopping
     return tune.TuneConfig(
         metric=s.metric,
         mode=s.mode,
-        search_alg=OptunaSearch(points_to_evaluate=[base_point(cfg)] if s.include_base else None, seed=s.seed),
-        scheduler=FinishingASHA(sweep_steps(cfg), grace_period=s.grace_period, reduction_factor=s.reduction_factor, brackets=s.brackets),
-        num_samples=s.num_samples,
+        search_alg=None if grid else OptunaSearch(points_to_evaluate=[base_point(cfg)] if s.include_base else None, seed=s.seed),
+        scheduler=FIFOScheduler() if grid else FinishingASHA(
+            sweep_steps(cfg), grace_period=s.grace_period, reduction_factor=s.reduction_factor, brackets=s.brackets),
+        num_samples=1 if grid else s.num_samples,
         max_concurrent_trials=s.max_concurrent_trials,
         reuse_actors=False,
         trial_name_creator=_trial_dirname,
@@ -294,7 +320,7 @@ class FinishingASHA(ASHAScheduler):
 def _warn_if_oversubscribed(cfg: Config) -> None:
     """Say so when the concurrent trials' reservations leave less than one CPU for Ray Data's decode tasks."""
     s = cfg.sweep
-    concurrent = min(s.max_concurrent_trials, s.num_samples)
+    concurrent = min(s.max_concurrent_trials, trial_count(cfg))
     reserved = concurrent * (s.driver_cpus + s.workers_per_trial * s.cpus_per_worker)
     cpus = ray.cluster_resources().get("CPU", 0) if ray.is_initialized() else 0
     if cpus and cpus - reserved < 1:
@@ -381,12 +407,12 @@ def _log_results(parent: RunTracker, rows: list[TrialRow], cfg: Config, best: Tr
 class SweepProgress(tune.Callback):
     """Logs each trial's end with the sweep's progress, rate and ETA (trials ended before a resume: not in the rate)."""
 
-    def __init__(self, name: str, metric: str):
-        self.name, self.metric = name, metric
+    def __init__(self, name: str, metric: str, trials: int):
+        self.name, self.metric, self.trials = name, metric, trials
         self.setup()
 
     def setup(self, total_num_samples: int = 0, **info) -> None:
-        self.lines = Progress(f"[sweep {self.name}]", total_num_samples or None, "trials", per="h", logger=log)
+        self.lines = Progress(f"[sweep {self.name}]", self.trials, "trials", per="h", logger=log)
         self.ended_here = 0
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
