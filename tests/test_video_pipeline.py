@@ -426,12 +426,20 @@ def test_openface_csv_import(tmp_path: Path) -> None:
     rows = [row(1, 0, 0.98, 1, 10), row(2, 0, 0.0, 0, 0), row(4, 0, 0.5, 1, 20), row(4, 1, 0.9, 1, 30)]
     path = tmp_path / "clip.csv"
     path.write_text("\n".join(", ".join(r) for r in [header, *rows]) + "\n")  # OpenFace puts a space after commas
-    points = landmarks.read_openface_csv(path)
-    assert len(points) == 4 and points[1] is None and points[2] is None  # failed frame, absent frame
-    assert points[0].shape == (68, 2) and points[0].dtype == np.float32
-    np.testing.assert_allclose(points[0][5], [15.0, 115.0])
-    np.testing.assert_allclose(points[3][0], [30.0, 130.0])  # the more confident of two faces
+    faces = landmarks.read_openface_csv(path)
+    assert [len(f) for f in faces] == [1, 0, 0, 2]  # failed frame, absent frame, two faces
+    assert faces[0][0].shape == (68, 2) and faces[0][0].dtype == np.float32
+    np.testing.assert_allclose(faces[0][0][5], [15.0, 115.0])
+    np.testing.assert_allclose([f[0] for f in faces[3]], [[20.0, 120.0], [30.0, 130.0]])  # both, for the tracker to choose
     assert len(landmarks.read_openface_csv(path, n_frames=6)) == 6
+    # Two people in every frame, the more confident one alternating: the tracker keeps the subject, A, throughout.
+    from julnet.config import PreprocessConfig
+    from julnet.data.track import track_faces
+
+    two = [row(f, face, 0.9 if (f + face) % 2 else 0.5, 1, 10 + f if face == 0 else 300) for f in range(1, 7) for face in (0, 1)]
+    path.write_text("\n".join(", ".join(r) for r in [header, *two]) + "\n")
+    track = track_faces(landmarks.read_openface_csv(path), [0], PreprocessConfig())
+    assert track.multiple_faces and [float(points[0][0]) for points in track.landmarks] == [11.0, 12.0, 13.0, 14.0, 15.0, 16.0]
     (tmp_path / "bad.csv").write_text("frame, success, x_0\n1, 1, 3\n")
     with pytest.raises(ValueError, match="not an OpenFace landmark CSV"):
         landmarks.read_openface_csv(tmp_path / "bad.csv")

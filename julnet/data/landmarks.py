@@ -97,11 +97,13 @@ def shared_dlib() -> DlibBackend:
     return DlibBackend()
 
 
-def read_openface_csv(path: str | os.PathLike[str], n_frames: int | None = None) -> list[np.ndarray | None]:
-    """Per-frame (68, 2) float32 landmarks from OpenFace's FeatureExtraction CSV, None where `success` is 0.
+def read_openface_csv(path: str | os.PathLike[str], n_frames: int | None = None) -> list[list[np.ndarray]]:
+    """Per frame, every face's (68, 2) float32 landmarks from an OpenFace CSV (FeatureExtraction, or
+    FaceLandmarkVidMulti with a face_id per row); rows whose `success` is 0 give no face.
 
-    OpenFace numbers frames from 1; list index i is frame i + 1. With several faces per frame (face_id) the
-    most confident one is kept. `n_frames` fixes the list length (missing frames are None).
+    OpenFace numbers frames from 1; list index i is frame i + 1. Which face is the subject is left to the tracker
+    (julnet.data.track), as for dlib's detections: picking per frame would jump between people. `n_frames` fixes
+    the list length (missing frames hold no face).
     """
     with open(path, newline="") as f:
         reader = csv.reader(f, skipinitialspace=True)
@@ -113,16 +115,13 @@ def read_openface_csv(path: str | os.PathLike[str], n_frames: int | None = None)
             raise ValueError(f"{path}: not an OpenFace landmark CSV, missing columns {missing[:4]}...")
         xs = [col[f"x_{k}"] for k in range(N_LANDMARKS)]
         ys = [col[f"y_{k}"] for k in range(N_LANDMARKS)]
-        best: dict[int, tuple[float, np.ndarray | None]] = {}
+        faces: dict[int, list[np.ndarray]] = {}
         for row in reader:
             if not row:
                 continue
             frame = int(float(row[col["frame"]])) - 1
-            confidence = float(row[col["confidence"]]) if "confidence" in col else 0.0
-            points = None
+            found = faces.setdefault(frame, [])
             if float(row[col["success"]]) > 0:
-                points = np.stack([[float(row[i]) for i in xs], [float(row[i]) for i in ys]], axis=1).astype(np.float32)
-            if frame not in best or (points is not None and (best[frame][1] is None or confidence > best[frame][0])):
-                best[frame] = (confidence, points)
-    length = n_frames if n_frames is not None else max(best, default=-1) + 1
-    return [best[i][1] if i in best else None for i in range(length)]
+                found.append(np.stack([[float(row[i]) for i in xs], [float(row[i]) for i in ys]], axis=1).astype(np.float32))
+    length = n_frames if n_frames is not None else max(faces, default=-1) + 1
+    return [faces.get(i, []) for i in range(length)]

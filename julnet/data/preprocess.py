@@ -46,7 +46,7 @@ from julnet.data.manifest import (
 from julnet.data.scenes import frame_signature, segment_ranges, segment_starts
 from julnet.data.shards import ProcessedVideo, shard_schema, write_shard
 from julnet.data.sync import SyncScorer
-from julnet.data.track import SubjectTrack, track_frames
+from julnet.data.track import SubjectTrack, track_faces, track_frames
 from julnet.data.video import VideoError, VideoInfo, iter_frames, probe, read_audio
 from julnet.progress import Progress
 from julnet.version import code_version
@@ -428,8 +428,8 @@ def read_source_audio(uri: str, sample_rate: int) -> np.ndarray:
 def _track(
     local: Path, source: Source, info: VideoInfo, cfg: Config, tmp: Path, progress: ShardProgress | None = None
 ) -> SubjectTrack:
-    """The subject per output frame and the shots: from the OpenFace sidecar when there is one, else dlib's faces
-    tracked (julnet.data.track); scene cuts from the frames either way."""
+    """The subject per output frame and the shots: the faces of the OpenFace sidecar when there is one, else
+    dlib's, tracked either way (julnet.data.track); scene cuts from the frames."""
     p = cfg.preprocess
     frames = _counted(iter_frames(local, p.fps), progress)
     if source.openface_csv is None:
@@ -440,10 +440,10 @@ def _track(
         raise VideoError("landmarks_mismatch", f"OpenFace CSV needs a {p.fps} fps video, this one is {info.fps} fps")
     signatures = [frame_signature(frame) for frame in frames]
     k = len(signatures)
-    rows = read_openface_csv(_local(source.openface_csv, tmp))
-    if abs(len(rows) - k) > 1:
-        raise VideoError("landmarks_mismatch", f"OpenFace CSV has {len(rows)} frames, the video {k}")
-    return SubjectTrack((rows + [None])[:k], segment_starts(signatures, p.scene_cut_histogram, p.scene_cut_pixels), False)
+    faces = read_openface_csv(_local(source.openface_csv, tmp))
+    if abs(len(faces) - k) > 1:
+        raise VideoError("landmarks_mismatch", f"OpenFace CSV has {len(faces)} frames, the video {k}")
+    return track_faces((faces + [[]])[:k], segment_starts(signatures, p.scene_cut_histogram, p.scene_cut_pixels), p)
 
 
 def _counted(frames: Iterable[np.ndarray], progress: ShardProgress | None) -> Iterator[np.ndarray]:
