@@ -115,6 +115,44 @@ def sparsification_plot(curves: dict[str, list[float]], ause: dict[str, float], 
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
+def reliability_plot(points: dict[str, list[float]], uce: float, title: str) -> np.ndarray:
+    """An RGB uint8 reliability diagram: mean observed |error| against mean predicted (σ) per bin, with the diagonal
+    a calibrated σ lies on (dashed); `points` holds "predicted", "observed" and "counts" lists, UCE in the legend."""
+    figure = Figure(figsize=(5, 4.5), dpi=100, layout="constrained")
+    canvas = FigureCanvasAgg(figure)
+    axes = figure.add_subplot(1, 1, 1)
+    predicted, observed = points["predicted"], points["observed"]
+    top = max(max(predicted), max(observed)) * 1.05 or 1.0
+    axes.plot([0, top], [0, top], "k--", linewidth=1.2, label="calibrated (observed = predicted)")
+    axes.plot(predicted, observed, "o-", linewidth=1.5, label=f"sigma (UCE {uce:.4g}, {len(predicted)} bins)")
+    axes.set_xlim(0, top)
+    axes.set_ylim(0, top)
+    axes.set_title(title, fontsize=9)
+    axes.set_xlabel("mean predicted |error| (sigma) in the bin")
+    axes.set_ylabel("mean true |error| in the bin")
+    axes.grid(True, alpha=0.3)
+    axes.legend()
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def risk_coverage_plot(coverage: list[float], risk: list[float], oracle: list[float], aurc: float, title: str) -> np.ndarray:
+    """An RGB uint8 risk-coverage plot: mean error of the kept frames against the fraction kept, most confident first,
+    with the oracle order (smallest error first, dashed); AURC in the legend."""
+    figure = Figure(figsize=(6, 4), dpi=100, layout="constrained")
+    canvas = FigureCanvasAgg(figure)
+    axes = figure.add_subplot(1, 1, 1)
+    axes.plot(coverage, risk, linewidth=1.5, label=f"confidence (AURC {aurc:.4g})")
+    axes.plot(coverage, oracle, "k--", linewidth=1.2, label="oracle (true error)")
+    axes.set_title(title, fontsize=9)
+    axes.set_xlabel("fraction of frames kept (coverage)")
+    axes.set_ylabel("mean error of the kept frames (risk)")
+    axes.grid(True, alpha=0.3)
+    axes.legend()
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
 def write_png(image: np.ndarray, uri: str) -> None:
     """Atomically write an (H, W, 3) uint8 RGB image as a PNG to a path, file:// or s3:// URI."""
     ok, encoded = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))

@@ -1,4 +1,9 @@
-"""How well predicted uncertainty σ ranks the true error ε: Spearman correlation and sparsification / AUSE."""
+"""How well predicted uncertainty σ ranks and sizes the true error ε.
+
+Ranking: Spearman correlation, sparsification / AUSE and AURG. Size (σ read as the scale of a Laplace(0, σ) on the
+error, as the loss trains it): negative log-likelihood, interval coverage and the uncertainty calibration error (UCE)
+with its reliability diagram. Frame level: risk-coverage of a per-frame confidence against each frame's error (AURC).
+"""
 
 from __future__ import annotations
 
@@ -69,3 +74,87 @@ def sparsification(sigma: Tensor | np.ndarray, error: Tensor | np.ndarray, steps
     gap = curve - oracle
     ause = float(np.sum((gap[1:] + gap[:-1]) / 2 * np.diff(fractions)))
     return Sparsification(fractions, curve, oracle, ause)
+
+
+COVERAGE_LEVELS = (0.5, 0.9)
+"""Nominal levels of the σ intervals whose coverage the evaluation reports (as `coverage50_gap_sigma`, ...)."""
+UCE_BINS = 10
+"""Equal-count σ bins (per frame) of the uncertainty calibration error the evaluation reports."""
+
+SIGMA_FLOOR = 1e-8
+"""σ below this is raised to it in the likelihood-based metrics, so a zero σ gives a large finite value, not inf."""
+
+
+def nll_laplace(sigma: Tensor | np.ndarray, error: Tensor | np.ndarray) -> float:
+    """Mean negative log-likelihood of the true error under Laplace(0, σ), log(2σ) + |ε|/σ per pixel: scores σ's size, not only its ranking."""
+    a, b = _flat_pair(sigma, error)
+    a = np.maximum(a, SIGMA_FLOOR)
+    return float(np.mean(np.log(2 * a) + np.abs(b) / a))
+
+
+def interval_coverage(sigma: Tensor | np.ndarray, error: Tensor | np.ndarray, levels: tuple[float, ...] = COVERAGE_LEVELS) -> dict[float, float]:
+    """Fraction of pixels with |ε| ≤ −σ·ln(1 − p), the Laplace(0, σ) interval holding p, per level p: p when σ is calibrated."""
+    a, b = _flat_pair(sigma, error)
+    if not all(0 < p < 1 for p in levels):
+        raise ValueError(f"coverage levels must be in (0, 1), got {levels}")
+    return {p: float(np.mean(np.abs(b) <= -np.maximum(a, 0) * np.log1p(-p))) for p in levels}
+
+
+def random_gain(result: Sparsification) -> float:
+    """AURG of a computed sparsification: area under the random-removal curve (flat at the mean error) minus the curve's; > 0 beats random."""
+    gap = result.curve[0] - result.curve  # curve[0] (nothing removed) is the mean error, where removing at random stays
+    return float(np.sum((gap[1:] + gap[:-1]) / 2 * np.diff(result.fractions)))
+
+
+def aurg(sigma: Tensor | np.ndarray, error: Tensor | np.ndarray, steps: int = 20) -> float:
+    """Area under the random-gain curve (Poggi et al. 2020) on `sparsification`'s grid: how much better than random σ orders the error."""
+    return random_gain(sparsification(sigma, error, steps))
+
+
+class Reliability(NamedTuple):
+    """Per σ bin (equal-count, σ ascending): mean predicted expected |ε| (σ for a Laplace), mean observed |ε|, pixel count."""
+
+    predicted: np.ndarray
+    observed: np.ndarray
+    counts: np.ndarray
+
+
+def reliability(sigma: Tensor | np.ndarray, error: Tensor | np.ndarray, bins: int = UCE_BINS) -> Reliability:
+    """Reliability-diagram points from equal-count σ bins (quantiles, so sparse σ tails do not leave bins empty)."""
+    a, b = _flat_pair(sigma, error)
+    if bins < 1:
+        raise ValueError(f"bins must be at least 1, got {bins}")
+    order = np.argsort(a, kind="stable")
+    groups = np.array_split(order, min(bins, a.size))  # sizes differ by at most one pixel
+    return Reliability(
+        np.array([a[g].mean() for g in groups]), np.array([np.abs(b[g]).mean() for g in groups]), np.array([g.size for g in groups])
+    )
+
+
+def uce(sigma: Tensor | np.ndarray, error: Tensor | np.ndarray, bins: int = UCE_BINS) -> float:
+    """Uncertainty calibration error: bin-size-weighted mean of |mean |ε| − mean σ| over `reliability`'s bins; 0 when σ sizes the error."""
+    points = reliability(sigma, error, bins)
+    return float(np.sum(points.counts * np.abs(points.observed - points.predicted)) / points.counts.sum())
+
+
+class RiskCoverage(NamedTuple):
+    """Coverage k/N, mean error of the k most confident frames (risk), the same keeping smallest errors first (oracle), and their means (AURC)."""
+
+    coverage: np.ndarray
+    risk: np.ndarray
+    oracle_risk: np.ndarray
+    aurc: float
+    oracle_aurc: float
+
+
+def _risk_curve(error_ordered: np.ndarray) -> np.ndarray:
+    """Mean error of the first k frames of an ordering, for k = 1..N."""
+    return np.cumsum(error_ordered) / np.arange(1, error_ordered.size + 1)
+
+
+def aurc(confidence: Tensor | np.ndarray, frame_error: Tensor | np.ndarray) -> RiskCoverage:
+    """Risk-coverage of per-frame confidence against each frame's true error: what keeping the most confident frames buys; lower AURC is better."""
+    c, e = _flat_pair(confidence, frame_error)
+    risk = _risk_curve(e[np.argsort(-c, kind="stable")])
+    oracle = _risk_curve(np.sort(e))
+    return RiskCoverage(np.arange(1, e.size + 1) / e.size, risk, oracle, float(risk.mean()), float(oracle.mean()))

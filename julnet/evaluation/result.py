@@ -28,6 +28,12 @@ METRIC_DIRECTIONS: dict[str, Direction] = {
     "ause_sigma": "lower",
     "spearman_error_pred": "higher",
     "ause_error_pred": "lower",
+    "aurg_sigma": "higher",
+    "aurg_error_pred": "higher",
+    "nll_sigma": "lower",
+    "coverage50_gap_sigma": "lower",
+    "coverage90_gap_sigma": "lower",
+    "uce_sigma": "lower",
 }
 """Whether a larger value of each metric is better; promotion compares candidates with it."""
 

@@ -26,7 +26,16 @@ from julnet.config import Config, load_config, override_config
 from julnet.data.manifest import VideoEntry, manifest_sha256, read_manifest
 from julnet.data.preprocess import read_source_audio
 from julnet.data.video import VideoError
-from julnet.evaluation.calibration import sparsification, spearman
+from julnet.evaluation.calibration import (
+    COVERAGE_LEVELS,
+    UCE_BINS,
+    interval_coverage,
+    nll_laplace,
+    random_gain,
+    sparsification,
+    spearman,
+    uce,
+)
 from julnet.evaluation.expert_syncnet import (
     CLIP_FRAMES,
     FPS,
@@ -302,7 +311,10 @@ class _Meter:
         self.frames = 0
         self.sums = {"psnr": 0.0, "psnr_mouth": 0.0, "lpips": 0.0}
         self.generated_features, self.real_features = RunningStatistics(), RunningStatistics()  # O(D²) memory, any frame count
-        self.calibration: dict[str, list[float]] = {"spearman_sigma": [], "spearman_error_pred": [], "ause_sigma": [], "ause_error_pred": []}
+        self.calibration: dict[str, list[float]] = {
+            f"{metric}_{name}": [] for metric in ("spearman", "ause", "aurg") for name in ("sigma", "error_pred")
+        } | {"nll_sigma": [], "uce_sigma": []}
+        self.coverage: dict[float, list[float]] = {p: [] for p in COVERAGE_LEVELS}  # per frame; reported as |mean − p|
         self.curves: dict[str, np.ndarray] = {}
         self.calibration_frames = 0
         self.faceless_frames = 0  # held-out frames without the subject's landmarks: never scored
@@ -391,13 +403,19 @@ class _Meter:
         self._calibrate(error_map(generated, target).cpu(), sigma.cpu(), error_pred.cpu())
 
     def _calibrate(self, error: Tensor, sigma: Tensor, error_pred: Tensor) -> None:
-        """Per frame, over all its pixels: Spearman and sparsification of σ and of ε̂ against the true error."""
+        """Per frame, over all its pixels: Spearman, sparsification (AUSE, AURG) of σ and of ε̂ against the true error,
+        and how well σ sizes it as a Laplace(0, σ) scale: NLL, interval coverage and UCE."""
         for i in range(len(error)):
             self.calibration_frames += 1
+            self.calibration["nll_sigma"].append(nll_laplace(sigma[i], error[i]))
+            self.calibration["uce_sigma"].append(uce(sigma[i], error[i], UCE_BINS))
+            for p, covered in interval_coverage(sigma[i], error[i], COVERAGE_LEVELS).items():
+                self.coverage[p].append(covered)
             for name, predicted in (("sigma", sigma[i]), ("error_pred", error_pred[i])):
                 self.calibration[f"spearman_{name}"].append(spearman(predicted, error[i]))
                 result = sparsification(predicted, error[i], self.steps)
                 self.calibration[f"ause_{name}"].append(result.ause)
+                self.calibration[f"aurg_{name}"].append(random_gain(result))
                 self.curves[name] = self.curves.get(name, 0) + result.curve
             self.curves["oracle"] = self.curves.get("oracle", 0) + result.oracle  # depends on the error only
             self.curves["fractions"] = result.fractions
@@ -420,6 +438,8 @@ class _Meter:
                 metrics[key] = float(np.mean(finite))
             else:
                 unavailable[key] = f"{key.split('_', 1)[1]} or the error is constant on every frame: no ranking to compare"
+        for p, values in self.coverage.items():  # frames have one pixel count, so the mean over frames is the pooled coverage
+            metrics[f"coverage{round(p * 100)}_gap_sigma"] = abs(float(np.mean(values)) - p)
         curves = {"fractions": self.curves["fractions"].tolist()}
         curves.update({k: (self.curves[k] / self.calibration_frames).tolist() for k in ("oracle", "sigma", "error_pred")})
         return metrics, unavailable, curves
