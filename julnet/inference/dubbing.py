@@ -108,62 +108,89 @@ def dub(
     need = round(total / FPS * OUT_AUDIO_RATE)
     mux_audio = np.pad(mux_audio, (0, max(0, need - len(mux_audio))))[:need]
 
-    codecs = choose_codecs()
-    if codecs[0] != "libx264" or codecs[1] != "aac":
-        log.warning("H.264 + AAC encoders unavailable in this PyAV build: writing %s + %s in MP4 instead", *codecs)
-    writers: list[VideoWriter] = []
-    report_tmp: Path | None = None
-    entries: list[dict[str, Any]] = []
+    outputs = _Outputs(out_path, uncertainty_video, report, (info.width, info.height), settings.crf, mux_audio)
     try:
-        main = VideoWriter(out_path, info.width, info.height, codecs, settings.crf, mux_audio)
-        writers.append(main)
-        heat = None
-        if uncertainty_video is not None:
-            heat = VideoWriter(Path(uncertainty_video), info.width, info.height, codecs, settings.crf, mux_audio)
-            writers.append(heat)
-        progress = Progress("[generate]", total, "frames", logger=log)
-        batch: list[tuple[int, int, np.ndarray]] = []
-        for j, (i, frame) in enumerate(source_frames(video_path, n, total, settings.batch_frames)):
-            batch.append((j, i, frame))
-            if len(batch) == settings.batch_frames or j == total - 1:
-                for out, heat_frame, entry in _dub_batch(batch, faces, net, settings, heat is not None):
-                    main.write(out)
-                    if heat is not None:
-                        heat.write(heat_frame)
-                    entries.append(entry)
-                progress.update(len(entries))
-                batch = []
-        if len(entries) != total:
-            raise BadVideoError(f"{video_path}: decoding gave {n} frames first, then fewer")
-        progress.close()
+        entries = _generate(video_path, total, faces, net, settings, outputs)
         t_end = time.perf_counter()
-        summary = _summary(entries, n, total, codecs, height, width, t_end - t_start, t_end - t_landmarks)
+        summary = _summary(entries, n, total, outputs.codecs, height, width, t_end - t_start, t_end - t_landmarks)
         out_width, out_height = even_size(info.width, info.height)
         summary.update(source_size=[info.height, info.width], output_size=[out_height, out_width])
         result = {
             "video": str(video_path), "audio": str(audio_path), "output": str(out_path),
             "settings": settings.model_dump(), "summary": summary, "frames": entries,
         }
-        for w in writers:
-            w.finish()
-        if report is not None:
-            report_tmp = _write_report_tmp(Path(report), result)
-        for w in writers[1:]:
-            os.replace(w.tmp, w.final)
-        if report_tmp is not None:
-            os.replace(report_tmp, report)
-        os.replace(main.tmp, main.final)
+        outputs.commit(result)
     except BaseException:
-        for w in writers:
-            w.discard()
-        if report_tmp is not None:
-            report_tmp.unlink(missing_ok=True)
+        outputs.discard()
         raise
     log.info(
         "generate: %d frames (%d source frames, %d without a face, %d low-confidence) at %.1f frames/s -> %s",
         total, n, summary["frames_without_face"], summary["low_confidence_frames"], summary["generate_fps"], out_path,
     )
     return result
+
+
+class _Outputs:
+    """The output video, and optionally the heat-map video and the report, under hidden temporary names until
+    commit() renames them into place (the output video last); discard() removes them."""
+
+    def __init__(self, out: Path, heat: str | os.PathLike[str] | None, report: str | os.PathLike[str] | None, size: tuple[int, int],
+                 crf: int, mux_audio: np.ndarray) -> None:
+        self.codecs = choose_codecs()
+        if self.codecs != ("libx264", "aac"):
+            log.warning("H.264 + AAC encoders unavailable in this PyAV build: writing %s + %s in MP4 instead", *self.codecs)
+        self.report, self.report_tmp = report, None
+        self.writers: list[VideoWriter] = []
+        try:
+            self.main = VideoWriter(out, *size, self.codecs, crf, mux_audio)
+            self.writers.append(self.main)
+            self.heat = VideoWriter(Path(heat), *size, self.codecs, crf, mux_audio) if heat is not None else None
+            if self.heat is not None:
+                self.writers.append(self.heat)
+        except BaseException:
+            self.discard()
+            raise
+
+    def write(self, frame: np.ndarray, heat_frame: np.ndarray | None) -> None:
+        self.main.write(frame)
+        if self.heat is not None and heat_frame is not None:
+            self.heat.write(heat_frame)
+
+    def commit(self, result: dict[str, Any]) -> None:
+        for w in self.writers:
+            w.finish()
+        if self.report is not None:
+            self.report_tmp = _write_report_tmp(Path(self.report), result)
+        for w in self.writers[1:]:
+            os.replace(w.tmp, w.final)
+        if self.report_tmp is not None:
+            os.replace(self.report_tmp, self.report)
+        os.replace(self.main.tmp, self.main.final)
+
+    def discard(self) -> None:
+        for w in self.writers:
+            w.discard()
+        if self.report_tmp is not None:
+            self.report_tmp.unlink(missing_ok=True)
+
+
+def _generate(video_path: Path, total: int, faces: _Faces, net: _Model, settings: GenerateConfig, outputs: _Outputs) -> list[dict[str, Any]]:
+    """Pass 3: every output frame generated `batch_frames` at a time and written as it comes; the report entries."""
+    n, entries = len(faces.found), []
+    progress = Progress("[generate]", total, "frames", logger=log)
+    batch: list[tuple[int, int, np.ndarray]] = []
+    for j, (i, frame) in enumerate(source_frames(video_path, n, total, settings.batch_frames)):
+        batch.append((j, i, frame))
+        if len(batch) == settings.batch_frames or j == total - 1:
+            for out, heat_frame, entry in _dub_batch(batch, faces, net, settings, outputs.heat is not None):
+                outputs.write(out, heat_frame)
+                entries.append(entry)
+            progress.update(len(entries))
+            batch = []
+    if len(entries) != total:
+        raise BadVideoError(f"{video_path}: decoding gave {n} frames first, then fewer")
+    progress.close()
+    return entries
 
 
 def _track(video_path: Path, cfg: Config) -> _Faces:
