@@ -16,6 +16,7 @@ from julnet.evaluation.calibration import (
     sparsification,
     uce,
 )
+from julnet.face import mouth_box
 from julnet.visualize import reliability_plot, risk_coverage_plot
 
 
@@ -125,4 +126,9 @@ def test_the_suite_meter_averages_the_new_metrics_over_frames():
     for p in (0.5, 0.9):
         pooled = interval_coverage(sigma, error, (p,))[p]
         assert metrics[f"coverage{round(p * 100)}_gap_sigma"] == pytest.approx(abs(pooled - p), abs=1e-12)
+    top, left, side = mouth_box(8, 8)
+    mouth_pred, mouth_error = (x[:, 0, top : top + side, left : left + side].double().mean(dim=(1, 2)).numpy() for x in (error_pred, error))
+    confidence = np.exp(-mouth_pred / 0.05)  # julnet generate's per-frame confidence, any scale
+    assert metrics["aurc_confidence"] == pytest.approx(aurc(confidence, mouth_error).aurc, rel=1e-9)
+    assert metrics["eaurc_confidence"] == pytest.approx(metrics["aurc_confidence"] - np.mean(np.cumsum(np.sort(mouth_error)) / [1, 2]), rel=1e-9)
     assert set(metrics) <= METRIC_DIRECTIONS.keys()

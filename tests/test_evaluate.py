@@ -171,7 +171,9 @@ def test_suite_numbers_match_a_hand_computation_and_do_not_depend_on_batch_size(
     assert result.counts == {"videos": 1, "frames": 14, "faceless_frames": 0, "lse_videos": 1, "calibration_frames": 14}
     assert m["psnr"] == pytest.approx(np.mean(psnrs), rel=1e-6) and m["psnr_mouth"] == pytest.approx(np.mean(psnrs_mouth), rel=1e-6)
     assert m["spearman_sigma"] == pytest.approx(np.mean(ranks), rel=1e-6)  # float32 errors vs float64 here
-    assert {f"{k}_sigma" for k in ("nll", "aurg", "uce", "coverage50_gap", "coverage90_gap")} | {"aurg_error_pred"} <= m.keys()
+    new = {f"{k}_sigma" for k in ("nll", "aurg", "uce", "coverage50_gap", "coverage90_gap")}
+    new |= {"aurg_error_pred", "aurc_confidence", "eaurc_confidence"}
+    assert new <= m.keys()
     assert m["fid"] == pytest.approx(fid, rel=1e-6)
     assert result.lse_source == "own" and {"lse_d_own", "lse_c_own"} <= m.keys() and not {"lse_d", "lse_c"} & m.keys()
     assert "lse_d_own / lse_c_own" in result.unavailable["lse_d"] and "VGG-16" in result.unavailable["lpips"]

@@ -34,6 +34,8 @@ METRIC_DIRECTIONS: dict[str, Direction] = {
     "coverage50_gap_sigma": "lower",
     "coverage90_gap_sigma": "lower",
     "uce_sigma": "lower",
+    "aurc_confidence": "lower",
+    "eaurc_confidence": "lower",
 }
 """Whether a larger value of each metric is better; promotion compares candidates with it."""
 

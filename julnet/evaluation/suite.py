@@ -29,6 +29,7 @@ from julnet.data.video import VideoError
 from julnet.evaluation.calibration import (
     COVERAGE_LEVELS,
     UCE_BINS,
+    aurc,
     interval_coverage,
     nll_laplace,
     random_gain,
@@ -54,7 +55,7 @@ from julnet.evaluation.lpips import LPIPS, load_lpips
 from julnet.evaluation.result import EvaluationResult
 from julnet.evaluation.sync import lse
 from julnet.evaluation.unavailable import Unavailable
-from julnet.face import crop_mouth
+from julnet.face import crop_mouth, mouth_box
 from julnet.losses.psnr import mouth_psnr, psnr
 from julnet.losses.uncertainty import error_map
 from julnet.models.generator import Generator
@@ -315,6 +316,7 @@ class _Meter:
             f"{metric}_{name}": [] for metric in ("spearman", "ause", "aurg") for name in ("sigma", "error_pred")
         } | {"nll_sigma": [], "uce_sigma": []}
         self.coverage: dict[float, list[float]] = {p: [] for p in COVERAGE_LEVELS}  # per frame; reported as |mean − p|
+        self.mouth_errors: list[tuple[float, float]] = []  # per frame over the mouth box: (mean ε̂, mean true error)
         self.curves: dict[str, np.ndarray] = {}
         self.calibration_frames = 0
         self.faceless_frames = 0  # held-out frames without the subject's landmarks: never scored
@@ -404,9 +406,13 @@ class _Meter:
 
     def _calibrate(self, error: Tensor, sigma: Tensor, error_pred: Tensor) -> None:
         """Per frame, over all its pixels: Spearman, sparsification (AUSE, AURG) of σ and of ε̂ against the true error,
-        and how well σ sizes it as a Laplace(0, σ) scale: NLL, interval coverage and UCE."""
+        and how well σ sizes it as a Laplace(0, σ) scale: NLL, interval coverage and UCE; and the mouth means that
+        `julnet generate`'s confidence (exp(−mean ε̂ / scale), so ranked by mean ε̂) and its risk-coverage use."""
+        top, left, side = mouth_box(*error.shape[-2:])
+        mouth = (..., slice(top, top + side), slice(left, left + side))
         for i in range(len(error)):
             self.calibration_frames += 1
+            self.mouth_errors.append((float(error_pred[i][mouth].double().mean()), float(error[i][mouth].double().mean())))
             self.calibration["nll_sigma"].append(nll_laplace(sigma[i], error[i]))
             self.calibration["uce_sigma"].append(uce(sigma[i], error[i], UCE_BINS))
             for p, covered in interval_coverage(sigma[i], error[i], COVERAGE_LEVELS).items():
@@ -440,6 +446,9 @@ class _Meter:
                 unavailable[key] = f"{key.split('_', 1)[1]} or the error is constant on every frame: no ranking to compare"
         for p, values in self.coverage.items():  # frames have one pixel count, so the mean over frames is the pooled coverage
             metrics[f"coverage{round(p * 100)}_gap_sigma"] = abs(float(np.mean(values)) - p)
+        predicted, observed = np.array(self.mouth_errors).T  # over all frames: the frames a user would keep or drop
+        risk = aurc(-predicted, observed)  # confidence falls as the mouth's mean ε̂ rises, whatever generate.error_scale
+        metrics["aurc_confidence"], metrics["eaurc_confidence"] = risk.aurc, risk.aurc - risk.oracle_aurc
         curves = {"fractions": self.curves["fractions"].tolist()}
         curves.update({k: (self.curves[k] / self.calibration_frames).tolist() for k in ("oracle", "sigma", "error_pred")})
         return metrics, unavailable, curves
