@@ -116,7 +116,7 @@ def test_the_suite_meter_averages_the_new_metrics_over_frames():
     none = Unavailable("not in this test")
     meter = _Meter(Judges(none, none, none), steps=4, max_offset=1, window=5)
     meter.add(generated, target, sigma, error_pred, torch.zeros(2, 1), torch.ones(2, dtype=torch.bool), 0)
-    metrics, _, _ = meter.results()
+    metrics, _, _, _ = meter.results()
     error = (generated - target).abs().mean(dim=1, keepdim=True)
     per_frame = list(zip(sigma, error, strict=True))
     assert metrics["nll_sigma"] == pytest.approx(np.mean([nll_laplace(s, e) for s, e in per_frame]), rel=1e-9)

@@ -226,7 +226,11 @@ def test_cli_prints_the_table_and_writes_json_and_plot(cli_result, heldout: str)
     summary = json.loads(table.strip().splitlines()[-1])
     assert plot.read_bytes().startswith(b"\x89PNG") and summary["plot"] == str(plot) and summary["result"] == str(out)
     assert summary["metrics"] == result["metrics"], "the JSON line repeats the metrics for scripts"
-    assert sorted(p.name for p in out.parent.iterdir()) == ["result.json", "result.sparsification.png"], "no temporary file left"
+    plots = ["result.reliability.png", "result.risk_coverage.png", "result.sparsification.png"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["result.json", *plots], "no temporary file left"
+    assert all(out.with_name(name).read_bytes().startswith(b"\x89PNG") for name in plots)
+    assert len(result["calibration_curves"]["reliability"]["predicted"]) == 10
+    assert len(result["calibration_curves"]["risk_coverage"]["risk"]) == result["counts"]["calibration_frames"]
 
 
 @pytest.mark.slow
@@ -242,7 +246,8 @@ def test_cli_logs_a_linked_evaluation_run(cli_result, mlflow_server):
     assert run.data.metrics == pytest.approx(result["metrics"])
     assert run.data.tags["julnet.data_sha256"] == result["data_sha256"] and run.data.tags["julnet.lse_source"] == "own"
     assert run.data.tags["julnet.code_version"] == result["code_version"] and "julnet.unavailable.lpips" in run.data.tags
-    assert {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")} == {"evaluation/result.json", "evaluation/sparsification.png"}
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")} == {
+        f"evaluation/{name}" for name in ("result.json", "sparsification.png", "reliability.png", "risk_coverage.png")}
 
     again = log_to_mlflow(EvaluationResult.from_dict(result), mlflow_server.uri)
     assert again == run.info.run_id, "the same evaluation lands in the same run"
@@ -251,7 +256,8 @@ def test_cli_logs_a_linked_evaluation_run(cli_result, mlflow_server):
     logged = client.get_run(training).data
     assert logged.metrics["eval_psnr"] == pytest.approx(result["metrics"]["psnr"]) and logged.tags["julnet.eval.data_sha256"] == result["data_sha256"]
     folder = f"evaluation/{result['data_sha256'][:12]}"
-    assert {a.path for a in client.list_artifacts(training, folder)} == {f"{folder}/result.json", f"{folder}/sparsification.png"}
+    assert {a.path for a in client.list_artifacts(training, folder)} == {
+        f"{folder}/{name}" for name in ("result.json", "sparsification.png", "reliability.png", "risk_coverage.png")}
 
 
 def test_cli_bad_input_is_one_line_and_writes_nothing(model_dir: Path, heldout: str, tmp_path: Path, capsys):

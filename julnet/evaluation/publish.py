@@ -18,7 +18,7 @@ from mlflow.exceptions import MlflowException
 from julnet.config import flatten_keys
 from julnet.evaluation.result import EvaluationResult
 from julnet.tracking import RunTracker
-from julnet.visualize import sparsification_plot, write_png
+from julnet.visualize import reliability_plot, risk_coverage_plot, sparsification_plot, write_png
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +34,31 @@ def sparsification_image(result: EvaluationResult) -> np.ndarray:
     return sparsification_plot(result.sparsification, ause, title)
 
 
-def plot_uri(json_uri: str) -> str:
-    """Where the plot of a result written to `json_uri` goes: beside it, `<name>.sparsification.png`."""
-    return json_uri.removesuffix(".json") + ".sparsification.png"
+def plots(result: EvaluationResult) -> dict[str, np.ndarray]:
+    """Every plot of a result by name: sparsification, and (when the result has them) the reliability diagram of σ
+    and the risk-coverage of the per-frame confidence `julnet generate` reports."""
+    title = f"{result.model} on {result.data} ({result.split}, {result.counts['frames']} frames)"
+    images = {"sparsification": sparsification_image(result)}
+    curves = result.calibration_curves
+    if "reliability" in curves and "uce_sigma" in result.metrics:
+        images["reliability"] = reliability_plot(curves["reliability"], result.metrics["uce_sigma"], title)
+    if "risk_coverage" in curves:
+        rc = curves["risk_coverage"]
+        images["risk_coverage"] = risk_coverage_plot(rc["coverage"], rc["risk"], rc["oracle"], result.metrics["aurc_confidence"], title)
+    return images
+
+
+def plot_uri(json_uri: str, name: str = "sparsification") -> str:
+    """Where a plot of a result written to `json_uri` goes: beside it, `<name>.<plot>.png`."""
+    return json_uri.removesuffix(".json") + f".{name}.png"
 
 
 def save_result(result: EvaluationResult, uri: str) -> str:
-    """Write the result as JSON to `uri` and its sparsification plot beside it (both atomic); return the plot's URI."""
+    """Write the result as JSON to `uri` and its plots beside it (each atomic); return the sparsification plot's URI."""
     from julnet import storage
 
-    write_png(sparsification_image(result), plot_uri(uri))
+    for name, image in plots(result).items():
+        write_png(image, plot_uri(uri, name))
     storage.write_text(uri, result.to_json())
     return plot_uri(uri)
 
@@ -80,7 +95,8 @@ def log_to_mlflow(result: EvaluationResult, tracking_uri: str, *, run_id: str | 
         tracker.log_metrics([(0, result.metrics)])
         folder = "evaluation"
     tracker.log_dict(result.to_dict(), f"{folder}/result.json")
-    tracker.log_image(sparsification_image(result), f"{folder}/sparsification.png")
+    for name, image in plots(result).items():
+        tracker.log_image(image, f"{folder}/{name}.png")
     if run_id is None:
         tracker.end()
     log.info("evaluation logged to MLflow run %s (%s)", tracker.run_id, tracking_uri)

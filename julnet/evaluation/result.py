@@ -62,6 +62,8 @@ class EvaluationResult:
     settings: dict[str, Any]
     seconds: float
     directions: dict[str, Direction] = field(default_factory=dict)
+    # reliability (predicted σ, observed |ε| per σ bin, mean over frames) and risk_coverage (coverage, risk, oracle)
+    calibration_curves: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         bad = {k: v for k, v in self.metrics.items() if not math.isfinite(v) or k not in METRIC_DIRECTIONS}

@@ -30,6 +30,7 @@ from julnet.evaluation.calibration import (
     COVERAGE_LEVELS,
     UCE_BINS,
     aurc,
+    reliability,
     interval_coverage,
     nll_laplace,
     random_gain,
@@ -181,7 +182,7 @@ def evaluate(
             meter.end_video()
     lines.close()
     seconds = time.perf_counter() - t0
-    metrics, unavailable, curves = meter.results()
+    metrics, unavailable, curves, calibration_curves = meter.results()
     sync = judges.sync
     return EvaluationResult(
         model=label,
@@ -205,6 +206,7 @@ def evaluate(
         counts={"videos": len(plans), "frames": meter.frames, "faceless_frames": meter.faceless_frames, "lse_videos": meter.lse_videos,
                 "calibration_frames": meter.calibration_frames},
         sparsification=curves,
+        calibration_curves=calibration_curves,
         settings=ev.model_dump(mode="json"),
         seconds=seconds,
     )
@@ -315,6 +317,7 @@ class _Meter:
         self.calibration: dict[str, list[float]] = {
             f"{metric}_{name}": [] for metric in ("spearman", "ause", "aurg") for name in ("sigma", "error_pred")
         } | {"nll_sigma": [], "uce_sigma": []}
+        self.reliability: np.ndarray | None = None  # (2, bins): summed per-frame mean σ and mean |ε| of each σ bin
         self.coverage: dict[float, list[float]] = {p: [] for p in COVERAGE_LEVELS}  # per frame; reported as |mean − p|
         self.mouth_errors: list[tuple[float, float]] = []  # per frame over the mouth box: (mean ε̂, mean true error)
         self.curves: dict[str, np.ndarray] = {}
@@ -415,6 +418,9 @@ class _Meter:
             self.mouth_errors.append((float(error_pred[i][mouth].double().mean()), float(error[i][mouth].double().mean())))
             self.calibration["nll_sigma"].append(nll_laplace(sigma[i], error[i]))
             self.calibration["uce_sigma"].append(uce(sigma[i], error[i], UCE_BINS))
+            bins = reliability(sigma[i], error[i], UCE_BINS)
+            points = np.stack([bins.predicted, bins.observed])
+            self.reliability = points if self.reliability is None else self.reliability + points
             for p, covered in interval_coverage(sigma[i], error[i], COVERAGE_LEVELS).items():
                 self.coverage[p].append(covered)
             for name, predicted in (("sigma", sigma[i]), ("error_pred", error_pred[i])):
@@ -426,8 +432,8 @@ class _Meter:
             self.curves["oracle"] = self.curves.get("oracle", 0) + result.oracle  # depends on the error only
             self.curves["fractions"] = result.fractions
 
-    def results(self) -> tuple[dict[str, float], dict[str, str], dict[str, list[float]]]:
-        """(metrics, unavailable reasons, mean sparsification curves)."""
+    def results(self) -> tuple[dict[str, float], dict[str, str], dict[str, list[float]], dict[str, dict[str, list[float]]]]:
+        """(metrics, unavailable reasons, mean sparsification curves, calibration curves: reliability, risk_coverage)."""
         if self.frames == 0:
             raise ValueError("no frame was evaluated")
         metrics = {k: self.sums[k] / self.frames for k in ("psnr", "psnr_mouth")}
@@ -451,7 +457,12 @@ class _Meter:
         metrics["aurc_confidence"], metrics["eaurc_confidence"] = risk.aurc, risk.aurc - risk.oracle_aurc
         curves = {"fractions": self.curves["fractions"].tolist()}
         curves.update({k: (self.curves[k] / self.calibration_frames).tolist() for k in ("oracle", "sigma", "error_pred")})
-        return metrics, unavailable, curves
+        predicted_bins, observed_bins = (self.reliability / self.calibration_frames).tolist()
+        calibration = {
+            "reliability": {"predicted": predicted_bins, "observed": observed_bins},
+            "risk_coverage": {"coverage": risk.coverage.tolist(), "risk": risk.risk.tolist(), "oracle": risk.oracle_risk.tolist()},
+        }
+        return metrics, unavailable, curves, calibration
 
     def _fid(self, metrics: dict[str, float], unavailable: dict[str, str]) -> None:
         if isinstance(self.judges.fid, Unavailable):
