@@ -407,7 +407,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate in this process, or with --ray in one Ray task (the cluster RAY_ADDRESS names, else a local "
         "one; with --device cuda the task takes a GPU). ray_jobs/evaluate.py is this command with --ray.",
     )
-    ev.add_argument("--model", required=True, help="run directory, checkpoint directory or state.pt (or a models:/ or runs:/ URI)")
+    ev.add_argument(
+        "--model", required=True,
+        help="run directory, checkpoint directory or state.pt, a models:/ or runs:/ URI, or a floor row: baseline:reference-copy, baseline:untrained (with --config)",
+    )
     ev.add_argument("--data", required=True, metavar="MANIFEST_URI", help="dataset manifest.json (path, file:// or s3://)")
     ev.add_argument("--config", default=None, help="preset or YAML for the evaluation settings (default: the model's own config)")
     ev.add_argument(

@@ -202,6 +202,27 @@ def test_suite_reports_fid_from_a_configured_inception_file(heldout: str, model_
 # ---------------------------------------------------------------- CLI, MLflow and the Ray job
 
 
+def test_floor_rows_are_measured_like_any_model(heldout: str, capsys: pytest.CaptureFixture[str]):
+    """The reference-copy baseline scores what copying the first reference scores; the untrained model sits below it."""
+    from julnet.evaluation.suite import evaluate_with_config
+
+    sets = ["evaluation.max_frames_per_video=14"]
+    settings, copy = evaluate_with_config("baseline:reference-copy", heldout, "tiny", sets)
+    by_hand = []
+    for chunk in video_batches(plan_videos(heldout, settings.evaluation)[0], settings.evaluation, (104, 80), 5):
+        frames = flatten_batch(chunk.batch, "frame", torch.device("cpu"))
+        top, left, side = mouth_box(104, 80)
+        for out, target in zip(frames.references[:, :3].double(), frames.target.double()):
+            by_hand.append(10 * math.log10(1 / float(((out - target)[:, top : top + side, left : left + side] ** 2).mean())))
+    assert copy.model == "baseline:reference-copy" and copy.counts["frames"] == len(by_hand) == 14
+    assert copy.metrics["psnr_mouth"] == pytest.approx(np.mean(by_hand), rel=1e-5)
+    assert "spearman_sigma" in copy.unavailable, "a constant σ ranks nothing: unavailable, not a flattering number"
+    _, untrained = evaluate_with_config("baseline:untrained", heldout, "tiny", sets)
+    assert untrained.metrics["psnr_mouth"] < copy.metrics["psnr_mouth"] - 3
+    assert cli_main(["evaluate", "--model", "baseline:reference-copy", "--data", heldout]) == 2
+    assert "has no config of its own: pass --config" in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def cli_result(heldout: str, model_dir: Path, syncnet_file: str, mlflow_server, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, Path]:
     out = tmp_path_factory.mktemp("eval") / "result.json"

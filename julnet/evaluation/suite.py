@@ -26,6 +26,7 @@ from julnet.config import Config, load_config, override_config
 from julnet.data.manifest import VideoEntry, manifest_sha256, read_manifest
 from julnet.data.preprocess import read_source_audio
 from julnet.data.video import VideoError
+from julnet.evaluation.baselines import is_baseline, load_baseline
 from julnet.evaluation.calibration import (
     COVERAGE_LEVELS,
     UCE_BINS,
@@ -509,6 +510,9 @@ def evaluate_with_config(
     own checkpoint config (so LSE uses the SyncNet it was trained with), plus `key=value` overrides."""
     settings = load_config(config, overrides) if config else None
     read_manifest(data_uri)  # a missing manifest fails before the model is loaded
+    if is_baseline(model):
+        loaded = load_baseline(model, settings)
+        return loaded[0], evaluate(loaded, data_uri, loaded[0], device=device, model_id=model)
     loaded = load_model(model, resolve_device(device))
     settings = settings or override_config(loaded[0], overrides)
     return settings, evaluate(loaded, data_uri, settings, device=device, model_id=model)
