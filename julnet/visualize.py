@@ -6,6 +6,7 @@ Pure numpy, OpenCV and matplotlib (Agg, without pyplot's global state); nothing 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import cv2
 import numpy as np
@@ -93,12 +94,28 @@ def loss_curves(history: list[dict[str, float]], keys: list[str], step_key: str 
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
+def _axes(size: tuple[float, float]) -> tuple[FigureCanvasAgg, Any]:
+    """A one-plot figure of `size` inches at 100 dpi, drawn off-screen (Agg)."""
+    figure = Figure(figsize=size, dpi=100, layout="constrained")
+    canvas = FigureCanvasAgg(figure)
+    return canvas, figure.add_subplot(1, 1, 1)
+
+
+def _finished(canvas: FigureCanvasAgg, axes: Any, title: str, xlabel: str, ylabel: str) -> np.ndarray:
+    """Title, axis labels, grid and legend; the drawn figure as RGB uint8."""
+    axes.set_title(title, fontsize=9)
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.grid(True, alpha=0.3)
+    axes.legend()
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
 def sparsification_plot(curves: dict[str, list[float]], ause: dict[str, float], title: str) -> np.ndarray:
     """An RGB uint8 plot of sparsification curves: mean remaining error against the fraction of pixels removed,
     most uncertain first for each predictor, largest error first for the oracle (dashed); AUSE in the legend."""
-    figure = Figure(figsize=(6, 4), dpi=100, layout="constrained")
-    canvas = FigureCanvasAgg(figure)
-    axes = figure.add_subplot(1, 1, 1)
+    canvas, axes = _axes((6, 4))
     fractions = curves["fractions"]
     for key, values in curves.items():
         if key in ("fractions", "oracle"):
@@ -106,51 +123,29 @@ def sparsification_plot(curves: dict[str, list[float]], ause: dict[str, float], 
         label = f"{key} (AUSE {ause[key]:.4g})" if key in ause else key
         axes.plot(fractions, values, linewidth=1.5, label=label)
     axes.plot(fractions, curves["oracle"], "k--", linewidth=1.2, label="oracle (true error)")
-    axes.set_title(title, fontsize=9)
-    axes.set_xlabel("fraction of pixels removed")
-    axes.set_ylabel("mean |error| of the rest")
-    axes.grid(True, alpha=0.3)
-    axes.legend()
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+    return _finished(canvas, axes, title, "fraction of pixels removed", "mean |error| of the rest")
 
 
 def reliability_plot(points: dict[str, list[float]], uce: float, title: str) -> np.ndarray:
     """An RGB uint8 reliability diagram: mean observed |error| against mean predicted (σ) per bin, with the diagonal
     a calibrated σ lies on (dashed); `points` holds "predicted", "observed" and "counts" lists, UCE in the legend."""
-    figure = Figure(figsize=(5, 4.5), dpi=100, layout="constrained")
-    canvas = FigureCanvasAgg(figure)
-    axes = figure.add_subplot(1, 1, 1)
+    canvas, axes = _axes((5, 4.5))
     predicted, observed = points["predicted"], points["observed"]
     top = max(max(predicted), max(observed)) * 1.05 or 1.0
     axes.plot([0, top], [0, top], "k--", linewidth=1.2, label="calibrated (observed = predicted)")
     axes.plot(predicted, observed, "o-", linewidth=1.5, label=f"sigma (UCE {uce:.4g}, {len(predicted)} bins)")
     axes.set_xlim(0, top)
     axes.set_ylim(0, top)
-    axes.set_title(title, fontsize=9)
-    axes.set_xlabel("mean predicted |error| (sigma) in the bin")
-    axes.set_ylabel("mean true |error| in the bin")
-    axes.grid(True, alpha=0.3)
-    axes.legend()
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+    return _finished(canvas, axes, title, "mean predicted |error| (sigma) in the bin", "mean true |error| in the bin")
 
 
 def risk_coverage_plot(coverage: list[float], risk: list[float], oracle: list[float], aurc: float, title: str) -> np.ndarray:
     """An RGB uint8 risk-coverage plot: mean error of the kept frames against the fraction kept, most confident first,
     with the oracle order (smallest error first, dashed); AURC in the legend."""
-    figure = Figure(figsize=(6, 4), dpi=100, layout="constrained")
-    canvas = FigureCanvasAgg(figure)
-    axes = figure.add_subplot(1, 1, 1)
+    canvas, axes = _axes((6, 4))
     axes.plot(coverage, risk, linewidth=1.5, label=f"confidence (AURC {aurc:.4g})")
     axes.plot(coverage, oracle, "k--", linewidth=1.2, label="oracle (true error)")
-    axes.set_title(title, fontsize=9)
-    axes.set_xlabel("fraction of frames kept (coverage)")
-    axes.set_ylabel("mean error of the kept frames (risk)")
-    axes.grid(True, alpha=0.3)
-    axes.legend()
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+    return _finished(canvas, axes, title, "fraction of frames kept (coverage)", "mean error of the kept frames (risk)")
 
 
 def write_png(image: np.ndarray, uri: str) -> None:
