@@ -101,3 +101,18 @@ def test_warm_start_from_a_previous_stage(tmp_path: Path):
     state = ckpt.load_checkpoint(Path(second["checkpoint"]))
     assert state["stage"] == "clip" and state["step"] == 1
     assert "sync" in second["metrics"]
+
+
+def test_a_restart_that_ray_gave_no_checkpoint_resumes_from_the_newest_stored_one(tmp_path):
+    """Ray can lose a checkpoint report when a worker dies before its controller polls it (seen in CI: the group
+    restarted at step 1 although step 3 was stored); the worker then takes the newest complete stored checkpoint."""
+    from julnet.training.distributed import _stored_checkpoint
+
+    stage = tmp_path / "run" / "frame"
+    assert _stored_checkpoint(str(stage)) is None
+    for step, complete in ((3, True), (6, True), (9, False)):  # step 9: an upload cut short, no state.pt yet
+        (stage / f"step-{step:08d}").mkdir(parents=True)
+        if complete:
+            (stage / f"step-{step:08d}" / "state.pt").write_bytes(b"x")
+    checkpoint = _stored_checkpoint(str(stage))
+    assert checkpoint is not None and checkpoint.path == str(stage / "step-00000006")

@@ -187,8 +187,12 @@ def _any_rank_flag(flag: torch.Tensor) -> torch.Tensor:
 
 
 def _restore(run: StageRun, models: Models, optimizers, step_fn: TrainStep) -> int:
-    """Continue from this stage's latest checkpoint, else warm-start from `init`; returns the step done."""
-    checkpoint = ray.train.get_checkpoint()
+    """Continue from this stage's latest checkpoint, else warm-start from `init`; returns the step done.
+
+    Ray's controller learns of a reported checkpoint by polling; a worker that dies before that poll makes Ray restart
+    the group with no checkpoint although one is stored. So without one from Ray, the newest stored one is used (the
+    one the data plan, `latest_step`, already starts from)."""
+    checkpoint = ray.train.get_checkpoint() or _stored_checkpoint(run.stage_uri)
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             state = load_checkpoint(Path(directory))
@@ -200,6 +204,15 @@ def _restore(run: StageRun, models: Models, optimizers, step_fn: TrainStep) -> i
             load_model_weights(load_checkpoint(fetch_checkpoint(run.init, Path(tmp), run.tracking_uri)), models)
         log.info("initialised %s from %s", run.stage, run.init)
     return 0
+
+
+def _stored_checkpoint(stage_uri: str) -> ray.train.Checkpoint | None:
+    """The newest complete checkpoint under a stage's folder, as a Ray checkpoint (None when there is none)."""
+    step = latest_step(stage_uri)
+    if not step:
+        return None
+    fs, path = storage.filesystem(storage.join(stage_uri, checkpoint_dir(Path("."), step).name))
+    return ray.train.Checkpoint(path=path, filesystem=fs)
 
 
 def _tracker(run: StageRun) -> RunTracker:
