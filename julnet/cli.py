@@ -223,7 +223,10 @@ def _generate_batch(args: argparse.Namespace) -> int:
         raise ConfigError("--manifest lists the pairs and writes <out>/<name>/report.json: drop --video, --audio and --report")
     if args.uncertainty_video not in (None, BESIDE):
         raise ConfigError("with --manifest, --uncertainty-video takes no path: sigma.mp4 goes beside each pair's dubbed.mp4")
-    workers, cpus, gpus = args.workers or 1, args.cpus_per_worker or 1.0, args.gpus_per_worker or 0.0
+    # Unset flags take their defaults; an explicit 0 must stay 0 and be refused below, not become the default.
+    workers = 1 if args.workers is None else args.workers
+    cpus = 1.0 if args.cpus_per_worker is None else args.cpus_per_worker
+    gpus = 0.0 if args.gpus_per_worker is None else args.gpus_per_worker
     if workers < 1 or cpus <= 0 or gpus < 0:
         raise ConfigError("--workers must be at least 1, --cpus-per-worker positive and --gpus-per-worker not negative")
     if args.device == "cuda" and gpus == 0:
