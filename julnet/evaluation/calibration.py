@@ -118,6 +118,11 @@ class Reliability(NamedTuple):
     observed: np.ndarray
     counts: np.ndarray
 
+    @property
+    def uce(self) -> float:
+        """Bin-size-weighted mean of |mean |ε| − mean σ|; 0 when σ sizes the error."""
+        return float(np.sum(self.counts * np.abs(self.observed - self.predicted)) / self.counts.sum())
+
 
 def reliability(sigma: Tensor | np.ndarray, error: Tensor | np.ndarray, bins: int = UCE_BINS) -> Reliability:
     """Reliability-diagram points from equal-count σ bins (quantiles, so sparse σ tails do not leave bins empty)."""
@@ -133,8 +138,7 @@ def reliability(sigma: Tensor | np.ndarray, error: Tensor | np.ndarray, bins: in
 
 def uce(sigma: Tensor | np.ndarray, error: Tensor | np.ndarray, bins: int = UCE_BINS) -> float:
     """Uncertainty calibration error: bin-size-weighted mean of |mean |ε| − mean σ| over `reliability`'s bins; 0 when σ sizes the error."""
-    points = reliability(sigma, error, bins)
-    return float(np.sum(points.counts * np.abs(points.observed - points.predicted)) / points.counts.sum())
+    return reliability(sigma, error, bins).uce
 
 
 class RiskCoverage(NamedTuple):

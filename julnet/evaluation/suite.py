@@ -37,7 +37,6 @@ from julnet.evaluation.calibration import (
     random_gain,
     sparsification,
     spearman,
-    uce,
 )
 from julnet.evaluation.expert_syncnet import (
     CLIP_FRAMES,
@@ -418,8 +417,8 @@ class _Meter:
             self.calibration_frames += 1
             self.mouth_errors.append((float(error_pred[i][mouth].double().mean()), float(error[i][mouth].double().mean())))
             self.calibration["nll_sigma"].append(nll_laplace(sigma[i], error[i]))
-            self.calibration["uce_sigma"].append(uce(sigma[i], error[i], UCE_BINS))
-            bins = reliability(sigma[i], error[i], UCE_BINS)
+            bins = reliability(sigma[i], error[i], UCE_BINS)  # sorted once, for UCE and the reliability diagram
+            self.calibration["uce_sigma"].append(bins.uce)
             points = np.stack([bins.predicted, bins.observed])
             self.reliability = points if self.reliability is None else self.reliability + points
             for p, covered in interval_coverage(sigma[i], error[i], COVERAGE_LEVELS).items():
