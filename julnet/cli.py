@@ -133,7 +133,7 @@ def pretrain_and_register(cfg: Config, data: str, name: str, steps: int, model_n
 
 
 def _tune(args: argparse.Namespace) -> int:
-    from julnet.training.sweep import check_sweep_inputs, format_table, run_sweep
+    from julnet.sweep import check_sweep_inputs, format_table, run_sweep
 
     cfg = load_config(args.config, args.overrides)
     check_sweep_inputs(cfg, args.data)  # bad config, data or weights fail here, before Ray starts

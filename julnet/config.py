@@ -354,6 +354,10 @@ class SweepConfig(Section):
     search: Literal["optuna", "grid"] = "optuna"
     variants: dict[str, dict[str, Any]] = {}
     seeds: list[int] = []
+    # Evaluation-suite metrics (julnet evaluate's keys, e.g. psnr_mouth, lpips, spearman_sigma) to score each finished
+    # trial's final model with, on evaluation.split with the evaluation.* settings; empty: trials keep only `metric`.
+    # Scores land on the trial's run (eval_<key>), in the results table, and per variant as mean ± std over seeds.
+    score: list[str] = []
 
     @model_validator(mode="after")
     def _ranges(self) -> SweepConfig:
@@ -370,7 +374,7 @@ class SweepConfig(Section):
             raise ConfigError("sweep.variants: a grid sweep needs at least one named variant")
         if self.search == "optuna" and not (self.loss_weights or self.bins or self.alpha_max or self.spacing or self.assignment):
             raise ConfigError("sweep: every search dimension is off (loss_weights, bins, alpha_max, spacing, assignment)")
-        for key in ("loss_weights", "spacing", "assignment", "stages", "seeds"):
+        for key in ("loss_weights", "spacing", "assignment", "stages", "seeds", "score"):
             values = getattr(self, key)
             if len(set(values)) != len(values):
                 raise ConfigError(f"sweep.{key}: lists a value twice: {values}")

@@ -178,3 +178,23 @@ def sweep_plot(trials: list[tuple[str, str, float]], metric: str, best: str | No
     axes.grid(True, axis="y", alpha=0.3)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def variant_plot(summary: list[dict[str, Any]]) -> np.ndarray:
+    """An RGB uint8 figure of a grid sweep's variants, one panel per metric: mean over seeds, ± std as error bars."""
+    keys = list(summary[0]["stats"]) if summary else []
+    figure = Figure(figsize=(max(4.0, 0.45 * len(summary) + 1.5), 2.4 * max(len(keys), 1)), dpi=100, layout="constrained")
+    canvas = FigureCanvasAgg(figure)
+    names = [entry["variant"] for entry in summary]
+    for i, key in enumerate(keys):
+        axes = figure.add_subplot(len(keys), 1, i + 1)
+        mean, std = np.array([entry["stats"][key] for entry in summary], dtype=float).T
+        shown = np.isfinite(mean)
+        axes.errorbar(np.flatnonzero(shown), mean[shown], yerr=np.nan_to_num(std[shown]), fmt="o", capsize=3)
+        axes.set_xticks(range(len(names)), names if i == len(keys) - 1 else [""] * len(names), rotation=30, ha="right", fontsize=7)
+        axes.set_xlim(-0.5, len(names) - 0.5)
+        axes.set_ylabel(key, fontsize=8)
+        axes.grid(True, axis="y", alpha=0.3)
+    figure.suptitle("per variant: mean ± std over seeds", fontsize=9)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()

@@ -24,6 +24,7 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("losses", ("julnet.losses",)),
     ("training", ("julnet.training", "julnet.visualize")),
     ("evaluation", ("julnet.evaluation",)),
+    ("sweeps", ("julnet.sweep",)),  # a trial trains, then the suite scores it
     ("inference", ("julnet.inference", "julnet.batch")),
     ("registry", ("julnet.registry", "julnet.promotion", "julnet.freshness", "julnet.pyfunc", "julnet.pyfunc_model")),
     ("cli", ("julnet.cli", "julnet.info", "julnet.__main__")),

@@ -101,9 +101,9 @@ def test_clock() -> None:
 def test_sweep_lines_count_only_the_trials_ended_since_a_resume(caplog: pytest.LogCaptureFixture) -> None:
     from types import SimpleNamespace
 
-    from julnet.training.sweep import SweepProgress
+    from julnet.sweep import SweepProgress
 
-    caplog.set_level(logging.INFO, logger="julnet.training.sweep")
+    caplog.set_level(logging.INFO, logger="julnet.sweep")
     callback = SweepProgress("s1", "eval_mouth_l1", 4)
     callback.setup(total_num_samples=1)  # Tune's count before a grid expands; the sweep's own count wins
     t = FakeClock()

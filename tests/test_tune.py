@@ -24,7 +24,7 @@ from julnet.training.build import build_models
 from julnet.training.heldout import heldout_batch, heldout_metrics
 from tests.conftest import REPO
 
-# julnet.training.sweep imports ray, and ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER when first imported: it is
+# julnet.sweep imports ray, and ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER when first imported: it is
 # imported inside the tests, after the ray_cluster fixture has set it, or `ray_local` would leave the loopback.
 
 # Six steps per trial, a report (checkpoint + evaluation) every two, evaluation on 4 training examples (the test
@@ -36,7 +36,7 @@ SHORT = [
 
 
 def test_the_presets_sweeps_fit_their_configs():
-    from julnet.training.sweep import check_sweep_config, sweep_steps
+    from julnet.sweep import check_sweep_config, sweep_steps
 
     paper, tiny = load_config("paper"), load_config("tiny")
     for cfg in (paper, tiny):
@@ -47,7 +47,7 @@ def test_the_presets_sweeps_fit_their_configs():
 
 
 def test_search_space_follows_the_sweep_section():
-    from julnet.training.sweep import base_point, search_space
+    from julnet.sweep import base_point, search_space
 
     cfg = load_config("tiny", ["sweep.loss_weights=[pe, sync]", "sweep.loss_factor=2", "sweep.alpha_max=null", "sweep.spacing=[]"])
     space = search_space(cfg)
@@ -60,7 +60,7 @@ def test_search_space_follows_the_sweep_section():
 
 
 def test_a_trial_config_takes_the_sample_the_trial_resources_and_the_sweep_steps():
-    from julnet.training.sweep import trial_config
+    from julnet.sweep import trial_config
 
     cfg = load_config("tiny", ["sweep.steps=7", "sweep.grace_period=7"])
     trial = trial_config(cfg, {"loss.pe": 4.5, "hist.bins": 13, "hist.spacing": "log"})
@@ -73,7 +73,7 @@ def test_a_trial_config_takes_the_sample_the_trial_resources_and_the_sweep_steps
 
 
 def test_the_ablation_experiment_is_a_grid_of_named_variants_and_seeds():
-    from julnet.training.sweep import check_sweep_config, search_space, trial_config, trial_count
+    from julnet.sweep import check_sweep_config, search_space, trial_config, trial_count
 
     cfg = load_config(str(REPO / "experiments" / "ablation.yaml"))
     check_sweep_config(cfg)
@@ -92,7 +92,7 @@ def test_the_ablation_experiment_is_a_grid_of_named_variants_and_seeds():
      ("sweep.variants={bad: {hist.bins: 1}}", "sweep.variants.bad: hist.bins")],
 )
 def test_a_bad_variant_is_refused_before_ray_starts(override: str, message: str):
-    from julnet.training.sweep import check_sweep_config
+    from julnet.sweep import check_sweep_config
 
     with pytest.raises(ConfigError, match=message):
         check_sweep_config(load_config(str(REPO / "experiments" / "ablation.yaml"), [override]))
@@ -101,7 +101,7 @@ def test_a_bad_variant_is_refused_before_ray_starts(override: str, message: str)
 def test_asha_stops_a_weak_trial_at_a_rung_but_never_at_its_last_report():
     from ray.tune.experiment import Trial
 
-    from julnet.training.sweep import FinishingASHA
+    from julnet.sweep import FinishingASHA
 
     scheduler = FinishingASHA(10, grace_period=2, reduction_factor=2)
     scheduler.set_search_properties("eval_mouth_l1", "min")
@@ -135,7 +135,7 @@ def test_a_bad_sweep_section_is_rejected_with_its_key(override: str, message: st
     ],
 )
 def test_a_sweep_that_does_not_fit_the_config_is_refused_but_training_is_not(override: str, message: str):
-    from julnet.training.sweep import check_sweep_config
+    from julnet.sweep import check_sweep_config
 
     cfg = load_config("tiny", [override])  # a training run may use any of these
     with pytest.raises(ConfigError, match=message):
@@ -273,7 +273,8 @@ def test_a_grid_sweep_runs_every_variant_to_the_end(ray_cluster, grid_dataset, m
     """The ablation's machinery on two arms: each trains its full steps (no early stopping), tagged with its variant."""
     args = ["--config", "experiments/ablation.yaml", "--data", grid_dataset, "--storage", str(tmp_path / "sweeps"), "--name", "grid1",
             "--set", f"tracking.uri={mlflow_server.uri}", *SHORT, "--set", "sweep.seeds=[3]", "--set", "sweep.max_concurrent_trials=2",
-            "--set", "sweep.variants={full: {}, no_un2: {un.un2_weight: 0}}"]
+            "--set", "sweep.variants={full: {}, no_un2: {un.un2_weight: 0}}", "--set", "evaluation.split=train",
+            "--set", "evaluation.max_frames=6", "--set", "evaluation.max_frames_per_video=3"]
     out, _ = _driver(ray_cluster, args).communicate(timeout=600)
     client = MlflowClient(mlflow_server.uri)
     (parent,) = _runs(client, "tags.`julnet.run_name` = 'grid1'")
@@ -284,3 +285,13 @@ def test_a_grid_sweep_runs_every_variant_to_the_end(ray_cluster, grid_dataset, m
         assert [m.step for m in client.get_metric_history(trial.info.run_id, "eval_mouth_l1")] == [2, 4, 6], "every arm ran to the end"
         assert trial.data.params["un.un2_weight"] == ("0.0" if trial.data.tags["julnet.sweep.variant"] == "no_un2" else "1.0")
     assert "[sweep grid1] 2/2 trials" in out and "no_un2" in out, "progress counts the grid's trials; the table names the variants"
+    # sweep.score (the ablation's): the suite scored each arm's final model on its run, and the table sums up per variant.
+    for trial in trials:
+        assert 5 < trial.data.metrics["eval_psnr_mouth"] < 60 and -1 <= trial.data.metrics["eval_spearman_sigma"] <= 1
+        assert trial.data.tags["julnet.eval.evaluated_model"] == f"runs:/{trial.info.run_id}/model"
+    summary = out[out.index("per variant, mean ± std over seeds"):]
+    assert summary.count("\nfull ") == 1 and summary.count("\nno_un2 ") == 1 and "psnr_mouth" in summary, out[-3000:]
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"variants.csv", "variants.png"} <= artifacts, artifacts
+    lines = Path(client.download_artifacts(parent.info.run_id, "variants.csv", str(tmp_path))).read_text().splitlines()
+    assert lines[0].startswith("variant,trials,eval_mouth_l1_mean,eval_mouth_l1_std,psnr_mouth_mean") and len(lines) == 3, lines

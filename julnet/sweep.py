@@ -21,6 +21,7 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import ray
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
@@ -31,13 +32,16 @@ from julnet import storage
 from julnet.config import Config, ConfigError, StageConfig
 from julnet.data.loader import examples_per_epoch
 from julnet.data.manifest import read_manifest
+from julnet.evaluation.publish import log_to_mlflow
+from julnet.evaluation.result import METRIC_DIRECTIONS
+from julnet.evaluation.suite import evaluate
 from julnet.pretrained import check_configured
 from julnet.progress import Progress
 from julnet.table import aligned
 from julnet.tracking import RunTracker, resolve_tracking_uri
 from julnet.training.distributed import train_run
 from julnet.version import code_version
-from julnet.visualize import sweep_plot
+from julnet.visualize import sweep_plot, variant_plot
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +51,9 @@ TRIAL_TAG = "julnet.trial_id"
 PARENT_TAG = "mlflow.parentRunId"
 RESULTS_FILE = "results.csv"
 PLOT_FILE = "metric_per_trial.png"
+VARIANTS_FILE = "variants.csv"
+VARIANTS_PLOT_FILE = "variants.png"
+SCORE_PREFIX = "eval_"  # what log_to_mlflow puts before a suite metric on the evaluated run
 TRIALS_DIR = "trials"
 
 
@@ -77,6 +84,9 @@ def check_sweep_config(cfg: Config) -> None:
     may well set a λ to 0 or B outside the sweep's range): the stages exist, every swept λ can be scaled, the grace
     period fits in a trial, and with include_base the base values lie in the search space."""
     s = cfg.sweep
+    unknown = [key for key in s.score if key not in METRIC_DIRECTIONS]
+    if unknown:
+        raise ConfigError(f"sweep.score: {unknown} are not evaluation-suite metrics (have {sorted(METRIC_DIRECTIONS)})")
     names = [stage.name for stage in cfg.train.stages]
     for name in s.stages:
         if name not in names:
@@ -170,11 +180,12 @@ def trial_run_name(sweep: str, trial_id: str) -> str:
 
 
 def run_trial(plan: SweepPlan, params: dict[str, Any]) -> None:
-    """Tune's trial function: the trial's curriculum as a nested MLflow run, its reports forwarded to Tune."""
+    """Tune's trial function: the trial's curriculum as a nested MLflow run, its reports forwarded to Tune; then,
+    with `sweep.score`, the evaluation suite on its final model (rerun when a restored trial finds training done)."""
     trial_id = tune.get_context().get_trial_id()
     cfg = trial_config(plan.cfg, params)
     s = cfg.sweep
-    train_run(
+    outcome = train_run(
         cfg,
         plan.manifest,
         plan.trials_uri,
@@ -184,6 +195,9 @@ def run_trial(plan: SweepPlan, params: dict[str, Any]) -> None:
         callbacks=[TuneReportCallback()],
         evaluate=(s.eval_split, s.eval_examples),
     )
+    if s.score and outcome["checkpoint"]:
+        result = evaluate(outcome["checkpoint"], plan.manifest, cfg, model_id=f"runs:/{outcome['run_id']}/model")
+        log_to_mlflow(result, outcome["tracking_uri"], run_id=outcome["run_id"])
 
 
 def _trainable(plan: SweepPlan):
@@ -212,6 +226,7 @@ class TrialRow:
     metric: float
     run_id: str
     params: dict[str, Any]
+    scores: dict[str, float]  # sweep.score's suite metrics of the final model (NaN: not scored, or unavailable)
 
 
 def check_sweep_inputs(cfg: Config, manifest_uri: str) -> None:
@@ -270,13 +285,14 @@ def run_sweep(cfg: Config, manifest_uri: str, storage_uri: str, name: str) -> di
         grid = tuner.fit()
         rows = results_table(grid, cfg, parent)
         best = best_trial(rows, s.mode)
-        _log_results(parent, rows, cfg, best)
+        summary = variant_summary(rows, s.metric, s.score)
+        _log_results(parent, rows, cfg, best, summary)
     except BaseException:
         parent.end("FAILED")
         raise
     parent.end()
     outcome = {"parent_run_id": parent.run_id, "tracking_uri": cfg.tracking.uri, "metric": s.metric, "storage": sweep_uri,
-               "trials": [asdict(row) for row in rows]}
+               "trials": [asdict(row) for row in rows], "variants": summary}
     if best:
         outcome.update(best_trial=best.trial, best_run_id=best.run_id, best_model_uri=f"runs:/{best.run_id}/model", best_metric=best.metric)
     return outcome
@@ -349,7 +365,9 @@ def results_table(grid, cfg: Config, parent: RunTracker) -> list[TrialRow]:
         steps, value = history[-1] if history else (int(metrics.get("global_step", 0)), float(metrics.get(s.metric, math.nan)))
         status = "error" if result.error else "finished" if steps >= sweep_steps(cfg) else "stopped" if steps else "incomplete"
         params = {key: sample for key, sample in (result.config or {}).items() if key in keys}
-        rows.append(TrialRow(trial, status, int(steps), float(value), run.info.run_id if run else "", params))
+        scored = run.data.metrics if run else {}
+        scores = {key: float(scored.get(SCORE_PREFIX + key, math.nan)) for key in s.score}
+        rows.append(TrialRow(trial, status, int(steps), float(value), run.info.run_id if run else "", params, scores))
         if run and status != "finished" and run.info.status == "RUNNING":  # Tune ended the trial's process under it
             client.set_terminated(run.info.run_id, "KILLED" if status == "stopped" else "FAILED")
         if run:
@@ -365,37 +383,86 @@ def best_trial(rows: list[TrialRow], mode: str) -> TrialRow | None:
     return (min if mode == "min" else max)(finished, key=lambda row: row.metric)
 
 
+def variant_summary(rows: list[TrialRow], metric: str, score: list[str]) -> list[dict[str, Any]]:
+    """Per grid variant, in the order rows first name it: its finished trials' count and [mean, sample std] over
+    seeds of `metric` and each score (NaNs left out; std NaN with fewer than two values)."""
+    groups: dict[str, list[TrialRow]] = {}
+    for row in rows:
+        if VARIANT in row.params and row.status == "finished":
+            groups.setdefault(row.params[VARIANT], []).append(row)
+    summary = []
+    for variant, group in groups.items():
+        stats = {}
+        for key in (metric, *score):
+            values = np.array([row.metric if key == metric else row.scores[key] for row in group])
+            values = values[np.isfinite(values)]
+            stats[key] = [float(values.mean()) if len(values) else math.nan, float(values.std(ddof=1)) if len(values) > 1 else math.nan]
+        summary.append({"variant": variant, "trials": len(group), "stats": stats})
+    return summary
+
+
 def table_csv(rows: list[TrialRow], metric: str) -> str:
-    """The results table as CSV: trial, status, steps, metric, run id, then one column per swept key."""
+    """The results table as CSV: trial, status, steps, metric, run id, one column per swept key, then the scores."""
     keys = sorted({key for row in rows for key in row.params})
+    scores = list(rows[0].scores) if rows else []
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["trial", "status", "steps", metric, "run_id", *keys])
+    writer.writerow(["trial", "status", "steps", metric, "run_id", *keys, *scores])
     for row in rows:
-        writer.writerow([row.trial, row.status, row.steps, row.metric, row.run_id, *(row.params.get(key, "") for key in keys)])
+        writer.writerow([row.trial, row.status, row.steps, row.metric, row.run_id, *(row.params.get(key, "") for key in keys),
+                         *(row.scores[key] for key in scores)])
+    return out.getvalue()
+
+
+def variants_csv(summary: list[dict[str, Any]]) -> str:
+    """variant_summary as CSV: variant, trials, then <key>_mean and <key>_std for each key."""
+    keys = list(summary[0]["stats"]) if summary else []
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["variant", "trials", *(f"{key}_{what}" for key in keys for what in ("mean", "std"))])
+    for entry in summary:
+        writer.writerow([entry["variant"], entry["trials"], *(value for key in keys for value in entry["stats"][key])])
     return out.getvalue()
 
 
 def format_table(outcome: dict[str, Any]) -> str:
-    """The results table of `run_sweep`'s outcome as aligned text, best trial marked with *."""
+    """The results table of `run_sweep`'s outcome as aligned text, best trial marked with *; a grid sweep adds the
+    per-variant means ± std over seeds."""
     rows, metric = outcome["trials"], outcome["metric"]
     keys = sorted({key for row in rows for key in row["params"]})
-    lines = [["trial", "status", "steps", metric, *keys, "run_id"]]
+    scores = list(rows[0]["scores"]) if rows else []
+    lines = [["trial", "status", "steps", metric, *keys, *scores, "run_id"]]
     for row in rows:
         star = " *" if row["trial"] == outcome.get("best_trial") else ""
-        lines.append([row["trial"] + star, row["status"], str(row["steps"]), f"{row['metric']:.4g}",
-                      *(_short(row["params"].get(key, "")) for key in keys), row["run_id"]])
-    return aligned(lines)
+        lines.append([row["trial"] + star, row["status"], str(row["steps"]), _short(row["metric"]),
+                      *(_short(row["params"].get(key, "")) for key in keys), *(_short(row["scores"][key]) for key in scores), row["run_id"]])
+    text = aligned(lines)
+    summary = outcome.get("variants") or []
+    if summary:
+        stats = list(summary[0]["stats"])
+        lines = [["variant", "trials", *stats]]
+        lines += [[entry["variant"], str(entry["trials"]), *(_mean_std(*entry["stats"][key]) for key in stats)] for entry in summary]
+        text += "\n\nper variant, mean ± std over seeds (finished trials):\n" + aligned(lines)
+    return text
+
+
+def _mean_std(mean: float, std: float) -> str:
+    return "n/a" if not math.isfinite(mean) else f"{mean:.4g}" + (f" ± {std:.2g}" if math.isfinite(std) else "")
 
 
 def _short(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+    if isinstance(value, float):
+        return f"{value:.4g}" if math.isfinite(value) else "n/a"
+    return str(value)
 
 
-def _log_results(parent: RunTracker, rows: list[TrialRow], cfg: Config, best: TrialRow | None) -> None:
+def _log_results(parent: RunTracker, rows: list[TrialRow], cfg: Config, best: TrialRow | None, summary: list[dict[str, Any]]) -> None:
     s = cfg.sweep
     parent.log_text(table_csv(rows, s.metric), RESULTS_FILE)
     parent.log_image(sweep_plot([(row.trial, row.status, row.metric) for row in rows], s.metric, best.trial if best else None), PLOT_FILE)
+    if summary:
+        parent.log_text(variants_csv(summary), VARIANTS_FILE)
+        parent.log_image(variant_plot(summary), VARIANTS_PLOT_FILE)
     counts = {status: sum(row.status == status for row in rows) for status in ("finished", "stopped", "error", "incomplete")}
     parent.log_metrics([(0, {f"trials_{status}": float(n) for status, n in counts.items()})])
     if best:
