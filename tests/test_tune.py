@@ -295,3 +295,21 @@ def test_a_grid_sweep_runs_every_variant_to_the_end(ray_cluster, grid_dataset, m
     assert {"variants.csv", "variants.png"} <= artifacts, artifacts
     lines = Path(client.download_artifacts(parent.info.run_id, "variants.csv", str(tmp_path))).read_text().splitlines()
     assert lines[0].startswith("variant,trials,eval_mouth_l1_mean,eval_mouth_l1_std,psnr_mouth_mean") and len(lines) == 3, lines
+
+
+def test_the_variant_summary_is_the_mean_and_sample_std_over_each_variants_finished_seeds():
+    from julnet.sweep import TrialRow, format_table, variant_summary, variants_csv
+
+    def row(trial: str, variant: str, status: str, metric: float, psnr: float) -> TrialRow:
+        return TrialRow(trial, status, 6, metric, f"run-{trial}", {"variant": variant, "train.seed": int(trial[-1])}, {"psnr_mouth": psnr})
+
+    rows = [row("t0", "full", "finished", 0.10, 20.0), row("t1", "full", "finished", 0.20, 22.0),
+            row("t2", "full", "error", math.nan, math.nan), row("t3", "no_un", "finished", 0.30, math.nan)]
+    summary = variant_summary(rows, "eval_mouth_l1", ["psnr_mouth"])
+    assert [(e["variant"], e["trials"]) for e in summary] == [("full", 2), ("no_un", 1)], "an errored trial is left out"
+    assert summary[0]["stats"]["eval_mouth_l1"] == pytest.approx([0.15, math.sqrt(0.005)])
+    assert summary[0]["stats"]["psnr_mouth"] == pytest.approx([21.0, math.sqrt(2.0)])
+    assert all(math.isnan(v) for v in summary[1]["stats"]["psnr_mouth"]) and math.isnan(summary[1]["stats"]["eval_mouth_l1"][1])
+    text = format_table({"trials": [vars(r) for r in rows], "metric": "eval_mouth_l1", "variants": summary})
+    assert "21 ± 1.4" in text and "\nno_un    1       0.3 " in text and "n/a" in text, text
+    assert variants_csv(summary).splitlines()[0] == "variant,trials,eval_mouth_l1_mean,eval_mouth_l1_std,psnr_mouth_mean,psnr_mouth_std"
