@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+import numpy as np
 import torch.nn.functional as F
 from torch import Tensor
+
+ImageT = TypeVar("ImageT", Tensor, np.ndarray)
 
 # At 416x320 the mouth region is the 256x256 square at rows 128..384, cols 32..288 (SPEC 1).
 _REF_H, _REF_W, _SIDE, _TOP, _LEFT = 416, 320, 256, 128, 32
@@ -14,10 +19,11 @@ def mouth_box(height: int, width: int) -> tuple[int, int, int]:
     return round(height * _TOP / _REF_H), round(width * _LEFT / _REF_W), round(height * _SIDE / _REF_H)
 
 
-def mask_mouth(image: Tensor) -> Tensor:
-    """The masked source: a copy of the face crop(s) (..., H, W) with the mouth region zeroed."""
+def mask_mouth(image: ImageT) -> ImageT:
+    """The masked source: a copy of the face crop(s) (..., H, W) with the mouth region zeroed; a tensor (training
+    step, evaluation, inference) or a uint8 array (the data path), so every stage masks the same pixels."""
     top, left, side = mouth_box(*image.shape[-2:])
-    out = image.clone()
+    out = image.copy() if isinstance(image, np.ndarray) else image.clone()
     out[..., top : top + side, left : left + side] = 0
     return out
 

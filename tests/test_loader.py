@@ -122,3 +122,21 @@ def test_step_batches_resume_at_any_step_with_the_same_batches(grid_dataset):
     assert all(torch.equal(resumed(4)[k], sequence[3][k]) for k in sequence[3])
     assert all(torch.equal(resumed(2)[k], sequence[1][k]) for k in sequence[1])
     assert not torch.equal(sequence[0]["references"], sequence[2]["references"]), "a new epoch draws anew"
+
+
+def test_training_and_evaluation_see_the_same_crop_mask_and_audio_for_a_frame(grid_dataset):
+    """Issue 13: what the model trains on is what the held-out suite scores it on, frame for frame (target crop,
+    masked source, audio window); only the reference draw differs, from the same video's frames with a face."""
+    from julnet.config import load_config
+    from julnet.evaluation.heldout import plan_videos, video_batches
+
+    cfg = load_config("tiny", ["evaluation.split=train", "evaluation.max_frames=6", "evaluation.max_frames_per_video=6"])
+    stage = cfg.train.stage("frame")
+    train = list(iter_examples(grid_dataset, stage, num_references=5, seed=0))
+    plan = plan_videos(grid_dataset, cfg.evaluation)[0]
+    scored = next(video_batches(plan, cfg.evaluation, (stage.height, stage.width), 5)).batch
+    for i in range(len(scored["target"])):
+        target = scored["target"][i].numpy()
+        (twin,) = [e for e in train if np.array_equal(e["target"], target)]
+        assert np.array_equal(twin["source"], scored["source"][i].numpy()), "the same masked source"
+        assert np.array_equal(twin["audio"], scored["audio"][i].numpy()), "the same audio window"

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from julnet.config import StageConfig
-from julnet.face import mouth_box
+from julnet.face import mask_mouth
 
 _REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
 
@@ -40,13 +40,6 @@ def decode_frames(jpegs: list[bytes], stored: tuple[int, int], size: tuple[int, 
 def _chw(frames: np.ndarray) -> np.ndarray:
     """(..., H, W, 3) -> (..., 3, H, W), contiguous."""
     return np.ascontiguousarray(np.moveaxis(frames, -1, -3))
-
-
-def _masked(frames_chw: np.ndarray) -> np.ndarray:
-    top, left, side = mouth_box(*frames_chw.shape[-2:])
-    out = frames_chw.copy()
-    out[..., top : top + side, left : left + side] = 0
-    return out
 
 
 def target_starts(usable: np.ndarray, span: int) -> np.ndarray:
@@ -90,7 +83,7 @@ def chunk_examples(
         target = chw[targets.start : targets.stop] if clip else chw[targets.start]
         yield {
             "target": target,
-            "source": _masked(target),
+            "source": mask_mouth(target),
             "references": chw[refs].reshape(-1, *chw.shape[-2:]),
             "audio": audio[targets.start : targets.stop] if clip else audio[targets.start],
         }
