@@ -4,10 +4,20 @@ Dubs a GRID sample clip with its own audio, cut to --seconds. The networks have 
 the preset, seeded; no checkpoint needed), which costs exactly what trained ones do; the output labels say
 so. Pass --model DIR to time a trained checkpoint instead (it is run at --height x --width as well).
 
-Two figures per preset:
-- generate frames/s: the generation pass (reference crops, audio features, crop, generator + uncertainty
-  module, paste-back, H.264 encoding), i.e. everything after the per-video landmark pass;
-- end-to-end frames/s: the whole call, including dlib landmarks on every source frame and model setup.
+Three figures per preset, each the median [min..max] of --repeats dubs after --warmup untimed ones:
+- model-only frames/s: inside the generator and the uncertainty module (batches of --batch-frames frames,
+  inputs to the device and outputs back included): the report's model_fps;
+- generate frames/s: the generation pass (reference crops, audio features, crop, networks, paste-back,
+  H.264 encoding; decoding and encoding overlap the networks on their own threads), i.e. everything after
+  the per-video landmark pass;
+- end-to-end frames/s: the whole `julnet generate` call, including dlib landmarks on every source frame.
+
+With --actors N [N ...], it reports instead batch inference throughput (julnet.batch.run_batch, as
+`julnet generate --manifest`): --pairs copies of the clip dubbed on N Ray Data actors of --cpus-per-actor
+CPUs each, from a checkpoint of the preset with random weights, on a local Ray started by the script and
+bound to 127.0.0.1. Frames/s is all frames over the wall time of the run, actor start-up and model loading
+included; after --warmup untimed one-pair runs, --repeats runs per actor count.
+--json PATH writes the figures and the machine (CPU model, cores, GPU, torch) there.
 
 With --memory, it reports instead the peak RSS of a whole `dub` process (tiny preset) on synthetic 1080p
 inputs: the GRID face scaled 3x on a 1920x1080 canvas, H.264 with a keyframe every 2 s. Three runs: video and
@@ -15,7 +25,9 @@ audio --long-seconds long, then twice as long (both streamed forward), then a --
 ping-pong under the longer audio (backward sweeps read by seeking). Bounded memory means the peaks do not grow
 with the length, and stay far below what holding every frame would take (also printed).
 
-    python benchmarks/generate_fps.py [--presets tiny paper] [--seconds 2] [--device cpu] [--batch-frames 16]
+    python benchmarks/generate_fps.py [--presets tiny paper] [--seconds 2] [--device cpu] [--batch-frames 16] \
+        [--repeats 3] [--warmup 1] [--json OUT.json]
+    python benchmarks/generate_fps.py --actors 1 2 [--presets tiny] [--pairs 4] [--cpus-per-actor 1]
     python benchmarks/generate_fps.py --memory [--short-seconds 4] [--long-seconds 12]
 """
 
@@ -24,7 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,12 +46,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+# Ray reads this when first imported: the local cluster of --actors then binds to 127.0.0.1 only.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 import av  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from gpu_check import machine_info  # noqa: E402
 from julnet.config import load_config  # noqa: E402
 from julnet.data.video import read_audio, read_frames  # noqa: E402
 from julnet.inference import dub, load_model  # noqa: E402
@@ -110,6 +126,105 @@ def memory(args: argparse.Namespace) -> None:
             )
 
 
+def spread(values: list[float]) -> dict[str, float]:
+    """Median, min, max and standard deviation of repeated figures."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "stdev": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
+def shown(figure: dict[str, float]) -> str:
+    return f"{figure['median']:.2f} [{figure['min']:.2f}..{figure['max']:.2f}]"
+
+
+def speed(args: argparse.Namespace, tmp: Path, speech: Path) -> list[dict]:
+    """Model-only, generate and end-to-end frames/s of `dub` per preset (or --model): median and spread of --repeats."""
+    runs = [(f"checkpoint {args.model}", lambda: load_model(args.model, args.device))] if args.model else [
+        (f"{p} (random weights)", lambda p=p: random_model(p, args.device)) for p in args.presets
+    ]
+    rows = []
+    for label, build in runs:
+        model = build()
+        summaries = []
+        for i in range(args.warmup + args.repeats):
+            result = dub(
+                args.video, speech, model, tmp / "out.mp4", device=args.device,
+                overrides=[f"generate.batch_frames={args.batch_frames}"], resolution=(args.height, args.width),
+            )
+            if i >= args.warmup:
+                summaries.append(result["summary"])
+        s = summaries[-1]
+        row = {"model": label, "frames": s["frames"], "codecs": s["codecs"]}
+        row.update({key: spread([x[key] for x in summaries]) for key in ("model_fps", "generate_fps", "end_to_end_fps")})
+        rows.append(row)
+        print(
+            f"{label:28s} {args.height}x{args.width}: {s['frames']} frames | model-only {shown(row['model_fps'])} frames/s"
+            f" | generate {shown(row['generate_fps'])} | end-to-end {shown(row['end_to_end_fps'])} | codecs {'+'.join(s['codecs'])}",
+            flush=True,
+        )
+    return rows
+
+
+def random_checkpoint(preset: str, root: Path) -> Path:
+    """A checkpoint of the preset with random weights (seeded), saved by the project's checkpoint code."""
+    from julnet.training.build import build_models, build_optimizers
+    from julnet.training.checkpoint import save_checkpoint, training_state
+
+    cfg = load_config(preset, ["train.device=cpu", "perceptual.vgg.allow_random_init=true", "syncnet.weights.allow_random_init=true"])
+    torch.manual_seed(0)
+    models = build_models(cfg, pretrained=False)
+    state = training_state(cfg, models, build_optimizers(cfg, models), torch.amp.GradScaler("cpu", enabled=False), 0, "frame")
+    return save_checkpoint(root / preset, state, keep_last=1)
+
+
+def batch(args: argparse.Namespace, tmp: Path, speech: Path) -> list[dict]:
+    """Batch inference throughput on 1, 2, .. Ray Data actors (julnet.batch.run_batch), per preset."""
+    import ray
+
+    from julnet.batch import run_batch
+
+    manifest = tmp / "pairs.jsonl"
+    manifest.write_text("".join(json.dumps({"video": str(Path(args.video).resolve()), "audio": str(speech), "name": f"pair{i}"}) + "\n"
+                                for i in range(args.pairs)))
+    warm = tmp / "warm.jsonl"
+    warm.write_text(manifest.read_text().splitlines()[0] + "\n")
+    os.environ.pop("RAY_ADDRESS", None)  # our own local cluster, whatever this shell points at
+    ray.init(address="local", num_cpus=max(args.actors) * args.cpus_per_actor, include_dashboard=False, log_to_driver=False,
+             configure_logging=False, _temp_dir=str(Path("/tmp") / f"julnet-bench-ray-{os.getuid()}"))
+    rows = []
+    try:
+        for preset in args.presets:
+            model = str(random_checkpoint(preset, tmp / "models"))
+            overrides = [f"generate.batch_frames={args.batch_frames}"]
+            run = 0
+
+            def timed(pairs: Path, actors: int) -> tuple[float, int]:
+                nonlocal run
+                run += 1
+                start = time.perf_counter()
+                result = run_batch(str(pairs), str(tmp / f"out{run}"), model, overrides=overrides, workers=actors,
+                                   cpus_per_worker=args.cpus_per_actor)
+                seconds = time.perf_counter() - start
+                if result.failed:
+                    raise SystemExit(f"batch run failed: {result.failed}")
+                return seconds, sum(r["frames"] for r in result.rows)
+
+            for _ in range(args.warmup):  # Ray workers started and imports cached, as on a running cluster
+                timed(warm, 1)
+            for actors in args.actors:
+                times = []
+                for _ in range(args.repeats):
+                    seconds, frames = timed(manifest, actors)
+                    times.append(frames / seconds)
+                row = {"model": f"{preset} (random weights)", "actors": actors, "cpus_per_actor": args.cpus_per_actor, "pairs": args.pairs,
+                       "frames": frames, "frames_per_s": spread(times)}
+                rows.append(row)
+                print(f"{preset:6s} batch {args.pairs} pairs ({frames} frames) on {actors} actor(s) x {args.cpus_per_actor:g} CPU:"
+                      f" {shown(row['frames_per_s'])} frames/s", flush=True)
+    finally:
+        ray.shutdown()
+    return rows
+
+
 def dub_child(video: str, audio: str, out: str, batch_frames: int) -> None:
     """One dub with the tiny preset (random weights); prints the summary as JSON."""
     result = dub(video, audio, random_model("tiny", "cpu"), out, overrides=[f"generate.batch_frames={batch_frames}"])
@@ -126,6 +241,12 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=320)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-frames", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each measurement")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs first")
+    parser.add_argument("--actors", type=int, nargs="+", default=None, metavar="N", help="batch inference throughput on N Ray actors")
+    parser.add_argument("--pairs", type=int, default=4, help="(video, audio) pairs per batch run")
+    parser.add_argument("--cpus-per-actor", type=float, default=1.0)
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures and the machine here")
     parser.add_argument("--memory", action="store_true", help="peak RSS on synthetic 1080p inputs instead of frames/s")
     parser.add_argument("--short-seconds", type=float, default=4.0)
     parser.add_argument("--long-seconds", type=float, default=12.0)
@@ -134,7 +255,11 @@ def main() -> None:
     if args.dub_child:
         dub_child(*args.dub_child, args.batch_frames)
         return
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, device {args.device}")
+    if args.repeats < 1 or args.warmup < 0 or args.pairs < 1 or (args.actors and min(args.actors) < 1):
+        parser.error("--repeats, --pairs and --actors must be at least 1, --warmup at least 0")
+    machine = machine_info(torch.device(args.device))
+    print(f"machine: {machine['cpu_model']} ({machine['cpu_cores']} cores, {machine['cpu_cores_usable']} usable, {machine['torch_threads']} torch threads);"
+          f" {'GPU ' + machine['gpu_name'] if 'gpu_name' in machine else 'no GPU'}; torch {machine['torch']}; device {args.device}", flush=True)
     if args.memory:
         memory(args)
         return
@@ -142,24 +267,14 @@ def main() -> None:
         speech = Path(tmp) / "speech.wav"
         samples = read_audio(args.video, 16000)[: round(args.seconds * 16000)]
         write_wav(speech, samples)
-        runs = [(f"checkpoint {args.model}", lambda: load_model(args.model, args.device))] if args.model else [
-            (f"{p} (random weights)", lambda p=p: random_model(p, args.device)) for p in args.presets
-        ]
-        for label, build in runs:
-            model = build()
-            start = time.perf_counter()
-            result = dub(
-                args.video, speech, model, Path(tmp) / "out.mp4", device=args.device,
-                overrides=[f"generate.batch_frames={args.batch_frames}"], resolution=(args.height, args.width),
-            )
-            seconds = time.perf_counter() - start
-            s = result["summary"]
-            print(
-                f"{label:28s} {args.height}x{args.width}: {s['frames']} frames | generate {s['generate_fps']:.2f} frames/s"
-                f" | end-to-end {s['frames'] / seconds:.2f} frames/s | codecs {'+'.join(s['codecs'])}",
-                flush=True,
-            )
-
+        kind, rows = ("batch", batch(args, Path(tmp), speech)) if args.actors else ("speed", speed(args, Path(tmp), speech))
+    if args.json:
+        figures = {"kind": kind, "machine": machine, "size": [args.height, args.width], "batch_frames": args.batch_frames,
+                   "seconds": args.seconds, "repeats": args.repeats, "warmup": args.warmup, "runs": rows}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        partial = args.json.with_name(f".{args.json.name}.partial")
+        partial.write_text(json.dumps(figures, indent=1))
+        os.replace(partial, args.json)
 
 if __name__ == "__main__":
     main()

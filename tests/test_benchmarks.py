@@ -79,6 +79,31 @@ def test_train_step_benchmark_runs_one_iteration_on_the_tiny_preset(tmp_path: Pa
     assert row["un_overhead_ratio"] > 0 and row["un_flop_ratio"] > 1 and row["mfu"] is None
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", [[], ["--actors", "1", "2", "--pairs", "2"]], ids=["speed", "batch"])
+def test_generate_fps_benchmark_runs_once_on_the_tiny_preset(tmp_path: Path, mode: list[str]):
+    out = tmp_path / "generate_fps.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "generate_fps.py"), "--presets", "tiny", "--seconds", "0.4", "--height", "104",
+         "--width", "80", "--repeats", "1", "--warmup", "0", *mode, "--json", str(out)],
+        capture_output=True, text=True, timeout=900, cwd=tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "machine:" in proc.stdout and "no GPU" in proc.stdout
+    report = json.loads(out.read_text())
+    assert report["machine"]["cpu_cores"] > 0 and report["machine"]["torch"] == torch_version()
+    runs = report["runs"]
+    if not mode:
+        assert report["kind"] == "speed" and [r["frames"] for r in runs] == [10]
+        figures = runs[0]
+        # the networks are part of the generation pass, which is part of the whole call
+        assert figures["model_fps"]["median"] > figures["generate_fps"]["median"] > figures["end_to_end_fps"]["median"] > 0
+    else:
+        assert report["kind"] == "batch" and [(r["actors"], r["frames"]) for r in runs] == [(1, 20), (2, 20)]
+        assert all(r["frames_per_s"]["median"] > 0 and r["frames_per_s"]["min"] <= r["frames_per_s"]["max"] for r in runs)
+    assert list(tmp_path.iterdir()) == [out]  # no partial file left beside it
+
+
 def torch_version() -> str:
     import torch
 

@@ -76,6 +76,8 @@ def test_grid_clip_dubbed_with_another_clips_audio(model, tmp_path: Path) -> Non
     entries = written["frames"]
     assert len(entries) == len(frames) == result["summary"]["frames"]
     assert all(e["face_found"] and 0 <= e["confidence"] <= 1 for e in entries)
+    speed = written["summary"]  # the networks' time is part of the generation pass, which is part of the whole call
+    assert 0 < speed["model_seconds"] and speed["model_fps"] > speed["generate_fps"] > speed["end_to_end_fps"] > 0
 
     source = read_frames(VIDEO)
     diffs = []

@@ -9,6 +9,7 @@ import os
 import tempfile
 import time
 from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +26,9 @@ from julnet.data.video import FPS, SAMPLE_RATE, VideoError, iter_frames, probe, 
 from julnet.errors import BadAudioError, BadVideoError, GenerateError, NoFaceError, UnsupportedModelError
 from julnet.face import mask_mouth, mouth_box
 from julnet.inference.composite import heat_map, mouth_rect, paste
-from julnet.inference.media import OUT_AUDIO_RATE, VideoWriter, choose_codecs, default_mode, even_size, prepare_outputs, read_speech, source_frames
+from julnet.inference.media import (
+    OUT_AUDIO_RATE, Background, VideoWriter, choose_codecs, default_mode, even_size, prefetch, prepare_outputs, read_speech, source_frames,
+)
 from julnet.models.generator import Generator
 from julnet.models.uncertainty import UncertaintyModule
 from julnet.progress import Progress
@@ -55,6 +58,7 @@ class _Model:
     height: int
     width: int
     device: torch.device
+    model_seconds: float = 0.0  # time in the networks so far (inputs to the device and outputs back included)
 
 
 def dub(
@@ -112,7 +116,7 @@ def dub(
     try:
         entries = _generate(video_path, total, faces, net, settings, outputs)
         t_end = time.perf_counter()
-        summary = _summary(entries, n, total, outputs.codecs, height, width, t_end - t_start, t_end - t_landmarks)
+        summary = _summary(entries, n, total, outputs.codecs, height, width, t_end - t_start, t_end - t_landmarks, net.model_seconds)
         out_width, out_height = even_size(info.width, info.height)
         summary.update(source_size=[info.height, info.width], output_size=[out_height, out_width])
         result = {
@@ -179,14 +183,17 @@ def _generate(video_path: Path, total: int, faces: _Faces, net: _Model, settings
     n, entries = len(faces.found), []
     progress = Progress("[generate]", total, "frames", logger=log)
     batch: list[tuple[int, int, np.ndarray]] = []
-    for j, (i, frame) in enumerate(source_frames(video_path, n, total, settings.batch_frames)):
-        batch.append((j, i, frame))
-        if len(batch) == settings.batch_frames or j == total - 1:
-            for out, heat_frame, entry in _dub_batch(batch, faces, net, settings, outputs.heat is not None):
-                outputs.write(out, heat_frame)
-                entries.append(entry)
-            progress.update(len(entries))
-            batch = []
+    # Decoding and encoding run on their own threads, up to one batch ahead / behind the networks.
+    frames = prefetch(source_frames(video_path, n, total, settings.batch_frames), settings.batch_frames)
+    with closing(frames), Background(settings.batch_frames, "julnet-encode") as encoder:
+        for j, (i, frame) in enumerate(frames):
+            batch.append((j, i, frame))
+            if len(batch) == settings.batch_frames or j == total - 1:
+                for out, heat_frame, entry in _dub_batch(batch, faces, net, settings, outputs.heat is not None):
+                    encoder.submit(outputs.write, out, heat_frame)
+                    entries.append(entry)
+                progress.update(len(entries))
+                batch = []
     if len(entries) != total:
         raise BadVideoError(f"{video_path}: decoding gave {n} frames first, then fewer")
     progress.close()
@@ -224,6 +231,7 @@ def _dub_batch(
     results: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     if with_face:
         crops = np.stack([crop_frame(batch[k][2], faces.boxes[batch[k][1]], net.height, net.width) for k in with_face])
+        t_model = time.perf_counter()
         target = torch.from_numpy(crops).permute(0, 3, 1, 2).float().div(255).to(net.device)
         audio = net.windows[[batch[k][0] for k in with_face]].to(net.device)
         with torch.inference_mode():
@@ -232,6 +240,7 @@ def _dub_batch(
         images = (gen.image.permute(0, 2, 3, 1) * 255).cpu().numpy()
         sigma, err = unc.log_sigma[:, 0].exp().cpu().numpy(), unc.error_pred[:, 0].cpu().numpy()
         results = {k: (images[r], sigma[r], err[r]) for r, k in enumerate(with_face)}
+        net.model_seconds += time.perf_counter() - t_model
     top, left, side = mouth_box(net.height, net.width)
     out: list[tuple[np.ndarray, np.ndarray | None, dict[str, Any]]] = []
     for k, (j, i, frame) in enumerate(batch):
@@ -260,7 +269,9 @@ def _write_report_tmp(report: Path, result: dict[str, Any]) -> Path:
     return Path(tmp)
 
 
-def _summary(entries: list[dict[str, Any]], n: int, total: int, codecs: tuple[str, str], h: int, w: int, seconds: float, gen_seconds: float) -> dict[str, Any]:
+def _summary(
+    entries: list[dict[str, Any]], n: int, total: int, codecs: tuple[str, str], h: int, w: int, seconds: float, gen_seconds: float, model_seconds: float
+) -> dict[str, Any]:
     def stats(key: str) -> dict[str, float] | None:
         values = np.array([e[key] for e in entries if e["face_found"]], dtype=np.float64)
         if values.size == 0:
@@ -268,13 +279,14 @@ def _summary(entries: list[dict[str, Any]], n: int, total: int, codecs: tuple[st
         return {"mean": float(values.mean()), "min": float(values.min()), "max": float(values.max()), "p10": float(np.percentile(values, 10)), "p90": float(np.percentile(values, 90))}
 
     low = sum(e["low_confidence"] for e in entries)
+    faceless = sum(not e["face_found"] for e in entries)
     return {
         "frames": total,
         "fps": FPS,
         "duration_s": total / FPS,
         "source_frames": n,
         "looped": total > n,
-        "frames_without_face": sum(not e["face_found"] for e in entries),
+        "frames_without_face": faceless,
         "tracking_lost_frames": sum(e["tracking_lost"] for e in entries),
         "low_confidence_frames": low,
         "low_confidence_fraction": low / max(total, 1),
@@ -285,4 +297,7 @@ def _summary(entries: list[dict[str, Any]], n: int, total: int, codecs: tuple[st
         "codecs": list(codecs),
         "seconds": seconds,
         "generate_fps": total / max(gen_seconds, 1e-9),
+        "end_to_end_fps": total / max(seconds, 1e-9),
+        "model_seconds": model_seconds,
+        "model_fps": (total - faceless) / model_seconds if model_seconds > 0 else None,
     }

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
+import queue
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
 
 import av
 import numpy as np
@@ -15,6 +20,7 @@ from julnet.config import GenerateConfig
 from julnet.data.video import FPS, VideoError, iter_frames, probe, read_audio
 from julnet.errors import BadAudioError, BadOutputError, BadVideoError, NoAudioStreamError, ShortAudioError, SilentAudioError
 
+T = TypeVar("T")
 OUT_AUDIO_RATE = 48000
 # (video encoder, audio encoder) in order of preference: H.264 + AAC plays everywhere.
 CODEC_CHOICES = (("libx264", "aac"), ("h264", "aac"), ("mpeg4", "aac"), ("mpeg4", "mp2"))
@@ -64,6 +70,90 @@ def source_frames(path: Path, n: int, total: int, block: int) -> Iterator[tuple[
                     yield pingpong(j, n), frame
                     j += 1
                 hi = lo
+
+
+# ---- overlap with compute ---------------------------------------------------------------------------------
+
+
+def prefetch(items: Iterator[T], depth: int) -> Iterator[T]:
+    """`items`, produced up to `depth` ahead by a background thread, so that decoding overlaps the caller's compute.
+
+    The producer's exception is raised here; closing this iterator early stops the thread (and closes `items`)."""
+    slots: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((True, item)):
+                    return
+            put((False, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+            put((False, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, name="julnet-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            more, item = slots.get()
+            if not more:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+class Background:
+    """Calls run in order on one background thread, at most `depth` waiting, so that encoding overlaps the caller's
+    compute. Used as a context manager: leaving it waits for every call; the first call's error is raised in the
+    caller (at the next submit or on leaving), and after an error in the caller the waiting calls are dropped."""
+
+    def __init__(self, depth: int, name: str) -> None:
+        self.calls: queue.Queue[Callable[[], Any] | None] = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.cancelled = False
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (call := self.calls.get()) is not None:
+            if self.error is None and not self.cancelled:
+                try:
+                    call()
+                except BaseException as exc:  # noqa: BLE001 - raised in the caller
+                    self.error = exc
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Queue fn(*args), waiting while `depth` calls are queued."""
+        if self.error is not None:
+            raise self.error
+        self.calls.put(functools.partial(fn, *args))
+
+    def __enter__(self) -> Background:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.cancelled = kind is not None
+        self.calls.put(None)
+        self.thread.join()
+        if kind is None and self.error is not None:
+            raise self.error
 
 
 # ---- output ----------------------------------------------------------------------------------------------

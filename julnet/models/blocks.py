@@ -9,14 +9,17 @@ _NORM = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d}
 _POOL = {1: nn.AvgPool1d, 2: nn.AvgPool2d}
 
 
-def same_block(dim: int, cin: int, cout: int, kernel: int = 3) -> nn.Sequential:
-    """Conv (size preserved), batch norm, ReLU."""
-    return nn.Sequential(_CONV[dim](cin, cout, kernel, padding=kernel // 2), _NORM[dim](cout), nn.ReLU(inplace=True))
+def same_block(dim: int, cin: int, cout: int, kernel: int = 3, stride: int = 1) -> nn.Sequential:
+    """Conv (size preserved, or divided by `stride` rounding up), batch norm, ReLU."""
+    return nn.Sequential(_CONV[dim](cin, cout, kernel, stride, padding=kernel // 2), _NORM[dim](cout), nn.ReLU(inplace=True))
 
 
-def down_block(dim: int, cin: int, cout: int, kernel: int = 3) -> nn.Sequential:
-    """Same block followed by 2x average pooling."""
-    return nn.Sequential(*same_block(dim, cin, cout, kernel), _POOL[dim](2, ceil_mode=True))
+def down_block(dim: int, cin: int, cout: int, kernel: int = 3, *, pooled: bool = False) -> nn.Sequential:
+    """Halve the size: a stride-2 conv block (as DINet; a quarter of the FLOPs of convolving at full size), or,
+    with `pooled`, a same block then 2x average pooling (the layout SyncNet's trained weights were saved with)."""
+    if pooled:
+        return nn.Sequential(*same_block(dim, cin, cout, kernel), _POOL[dim](2, ceil_mode=True))
+    return same_block(dim, cin, cout, kernel, stride=2)
 
 
 def up_block(cin: int, cout: int, kernel: int = 3) -> nn.Sequential:

@@ -22,7 +22,7 @@ class SyncNet(nn.Module):
         levels = int(math.log2(s.mouth_size)) - 2
         widths = [min(s.embed_dim, s.base_channels * 2**i) for i in range(levels + 1)]
         face: list[nn.Module] = [same_block(2, 3 * frames, widths[0], 7)]
-        face += [down_block(2, cin, cout) for cin, cout in zip(widths, widths[1:])]
+        face += [down_block(2, cin, cout, pooled=True) for cin, cout in zip(widths, widths[1:])]
         face += [nn.Conv2d(widths[-1], s.embed_dim, 4, padding=0)]
         self.face_encoder = nn.Sequential(*face)
         audio_width = min(s.embed_dim, s.base_channels * 8)

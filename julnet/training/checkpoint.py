@@ -28,7 +28,7 @@ from julnet.config import Config
 from julnet.training.build import Models, Optimizers
 
 STATE_FILE = "state.pt"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the generator's down-blocks are stride-2 convolutions (were conv + average pooling)
 _NAME = re.compile(r"^step-(\d{8,})$")
 
 
