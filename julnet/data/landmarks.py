@@ -26,6 +26,10 @@ class LandmarkBackend(Protocol):
         """(68, 2) float32 (x, y) pixel coordinates of every face, largest first; empty when there is none."""
         ...
 
+    def refine_faces(self, frame_rgb: np.ndarray, previous: list[np.ndarray]) -> list[np.ndarray]:
+        """Each face's landmarks in this frame, found near its `previous` landmarks without running the detector."""
+        ...
+
 
 def predictor_path() -> str:
     """Path of the 68-point dlib predictor shipped by the face-recognition-models package.
@@ -39,6 +43,16 @@ def predictor_path() -> str:
     if not os.path.isfile(path):
         raise ImportError(f"{path} is missing: reinstall face-recognition-models")
     return path
+
+
+def detector_box(points: np.ndarray) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the box dlib's detector would give around these landmarks: a square 1.19 landmark
+    widths across, centred 0.084 widths above the landmarks' centre (measured on the 8 GRID clips, spread 0.03-0.06)."""
+    x0, y0 = points.min(axis=0)
+    x1, y1 = points.max(axis=0)
+    width, cx, cy = x1 - x0, (x0 + x1) / 2, (y0 + y1) / 2 - 0.084 * (x1 - x0)
+    half = 1.19 * width / 2
+    return round(cx - half), round(cy - half), round(cx + half), round(cy + half)
 
 
 def _dlib() -> ModuleType:
@@ -79,11 +93,16 @@ class DlibBackend:
             size = (self.detect_width, round(frame.shape[0] / scale))
             small = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
         faces = sorted(self._detector(small, self.upsample), key=lambda r: -r.width() * r.height())
-        rectangle = _dlib().rectangle
-        return [
-            np.array([(p.x, p.y) for p in self._predictor(frame, rectangle(*(round(v * scale) for v in (f.left(), f.top(), f.right(), f.bottom())))).parts()], dtype=np.float32)
-            for f in faces
-        ]
+        return [self._landmarks(frame, tuple(round(v * scale) for v in (f.left(), f.top(), f.right(), f.bottom()))) for f in faces]
+
+    def refine_faces(self, frame_rgb: np.ndarray, previous: list[np.ndarray]) -> list[np.ndarray]:
+        """The predictor alone, in the detector-like box of each face's previous landmarks (~1 ms a face, no detector)."""
+        frame = np.ascontiguousarray(frame_rgb)
+        return [self._landmarks(frame, detector_box(points)) for points in previous]
+
+    def _landmarks(self, frame: np.ndarray, box: tuple[int, ...]) -> np.ndarray:
+        """(68, 2) float32 landmarks the predictor finds in a (left, top, right, bottom) box of the full-resolution frame."""
+        return np.array([(p.x, p.y) for p in self._predictor(frame, _dlib().rectangle(*box)).parts()], dtype=np.float32)
 
     def detect(self, frame_rgb: np.ndarray) -> np.ndarray | None:
         """(68, 2) float32 landmarks of the largest face, or None (one frame on its own; videos use the tracker)."""
