@@ -83,3 +83,24 @@ def torch_version() -> str:
     import torch
 
     return torch.__version__
+
+
+def test_landmarks_benchmark_runs_one_iteration_and_following_agrees_with_full_resolution(tmp_path: Path):
+    out = tmp_path / "landmarks.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "landmarks_fps.py"), "--sizes", "640x360", "--frames", "3", "--repeats", "1",
+         "--warmup", "0", "--redetect-every", "3", "--out", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "machine:" in proc.stdout and "frames/s" in proc.stdout
+    report = json.loads(out.read_text())
+    assert report["machine"]["cpu_cores"] > 0 and report["machine"]["torch"] == torch_version()
+    [result] = report["results"]
+    assert (result["width"], result["height"], result["frames"]) == (640, 360, 3)
+    modes = result["modes"]
+    assert set(modes) == {"full", "downscaled", "downscaled+following"}
+    for row in modes.values():
+        assert row["frames_per_s_median"] > 0 and row["repeats"] == 1 and row["frames_with_face"] == 3
+    assert modes["full"]["mean_px_from_full"] == 0 and modes["full"]["detect_width"] is None
+    assert 0 < modes["downscaled+following"]["mean_px_from_full"] < 3  # frames 1 and 2 followed, not detected
