@@ -1,5 +1,6 @@
-"""Landmark pass frames/s per core at 360p, 720p and 1080x1920 portrait: full-resolution detection, downscaled
-detection, and downscaled detection with faces followed between detections; and how far each lands from the first.
+"""Landmark pass frames/s per core at 360p, 720p and 1080x1920 portrait: full-resolution detection, detection
+downscaled to 640 px on the longer side, and that with faces followed between detections; and how far each lands
+from the first.
 
     python benchmarks/landmarks_fps.py [--sizes 640x360 1280x720 1080x1920] [--frames 75] [--repeats 3] \
         [--redetect-every 5] [--out /tmp/landmarks_fps.json]
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=75, help="frames of the clip (default: 75, its first 3 s)")
     p.add_argument("--repeats", type=int, default=3, help="timed passes of each mode")
     p.add_argument("--warmup", type=int, default=1, help="untimed passes over a quarter of the frames first")
-    p.add_argument("--detect-width", type=int, default=DlibBackend().detect_width, help="downscaled detection width")
+    p.add_argument("--detect-size", type=int, default=DlibBackend().detect_size, help="longer side of the downscaled frame detection runs on")
     p.add_argument("--redetect-every", type=int, default=PreprocessConfig().track_redetect_every, help="detector period when following")
     p.add_argument("--out", type=Path, default=None, help="write the figures here as JSON")
     args = p.parse_args(argv)
@@ -120,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     source = read_frames(args.clip)[: args.frames]
     modes = {
         "full": (None, 1),
-        "downscaled": (args.detect_width, 1),
-        "downscaled+following": (args.detect_width, args.redetect_every),
+        "downscaled": (args.detect_size, 1),
+        "downscaled+following": (args.detect_size, args.redetect_every),
     }
     results = []
     with tempfile.TemporaryDirectory(prefix="landmarks-fps-") as tmp:
@@ -130,10 +131,10 @@ def main(argv: list[str] | None = None) -> int:
             frames = read_frames(video)
             rows: dict[str, Any] = {}
             reference: list[Faces] = []
-            for name, (detect_width, every) in modes.items():
-                row, faces = measure(frames, DlibBackend(detect_width), PreprocessConfig(track_redetect_every=every), args.repeats, args.warmup)
+            for name, (detect_size, every) in modes.items():
+                row, faces = measure(frames, DlibBackend(detect_size), PreprocessConfig(track_redetect_every=every), args.repeats, args.warmup)
                 reference = reference or faces
-                row["detect_width"], row["redetect_every"] = detect_width, every
+                row["detect_size"], row["redetect_every"] = detect_size, every
                 row["mean_px_from_full"] = agreement(faces, reference)
                 rows[name] = row
                 px = row["mean_px_from_full"]

@@ -102,7 +102,7 @@ def test_landmarks_benchmark_runs_one_iteration_and_following_agrees_with_full_r
     assert set(modes) == {"full", "downscaled", "downscaled+following"}
     for row in modes.values():
         assert row["frames_per_s_median"] > 0 and row["repeats"] == 1 and row["frames_with_face"] == 3
-    assert modes["full"]["mean_px_from_full"] == 0 and modes["full"]["detect_width"] is None
+    assert modes["full"]["mean_px_from_full"] == 0 and modes["full"]["detect_size"] is None
     assert 0 < modes["downscaled+following"]["mean_px_from_full"] < 3  # frames 1 and 2 followed, not detected
 
 

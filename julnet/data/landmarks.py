@@ -73,13 +73,14 @@ def _dlib_models() -> tuple[Any, Any]:
 class DlibBackend:
     """dlib frontal-face HOG detector + 68-point predictor; works offline from PyPI wheels.
 
-    `detect_width`: frames wider than this are downscaled for the (slow) face detection only; the landmark
-    predictor then runs on the full-resolution frame inside the rescaled face box. `upsample` is dlib's
-    detector upsampling: 0 finds faces from ~80 px at the detection scale, 1 from ~40 px at ~3.5x the cost.
+    `detect_size`: frames whose longer side exceeds this are downscaled for the (slow) face detection only (a
+    1080x1920 portrait frame by 3, to 360x640); the landmark predictor then runs on the full-resolution frame inside
+    the rescaled face box. `upsample` is dlib's detector upsampling: 0 finds faces from ~80 px at the detection
+    scale, 1 from ~40 px at ~3.5x the cost.
     """
 
-    def __init__(self, detect_width: int | None = 640, upsample: int = 0) -> None:
-        self.detect_width = detect_width
+    def __init__(self, detect_size: int | None = 640, upsample: int = 0) -> None:
+        self.detect_size = detect_size
         self.upsample = upsample
         self._detector, self._predictor = _dlib_models()
 
@@ -88,15 +89,15 @@ class DlibBackend:
         frame = np.ascontiguousarray(frame_rgb)
         scale = 1.0
         small = frame
-        if self.detect_width is not None and frame.shape[1] > self.detect_width:
-            scale = frame.shape[1] / self.detect_width
-            size = (self.detect_width, round(frame.shape[0] / scale))
+        if self.detect_size is not None and max(frame.shape[:2]) > self.detect_size:
+            scale = max(frame.shape[:2]) / self.detect_size
+            size = (round(frame.shape[1] / scale), round(frame.shape[0] / scale))
             small = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
         faces = sorted(self._detector(small, self.upsample), key=lambda r: -r.width() * r.height())
         return [self._landmarks(frame, tuple(round(v * scale) for v in (f.left(), f.top(), f.right(), f.bottom()))) for f in faces]
 
     def refine_faces(self, frame_rgb: np.ndarray, previous: list[np.ndarray]) -> list[np.ndarray]:
-        """The predictor alone, in the detector-like box of each face's previous landmarks (~1 ms a face, no detector)."""
+        """The predictor alone, in the detector-like box of each face's previous landmarks: no detector, no downscaling."""
         frame = np.ascontiguousarray(frame_rgb)
         return [self._landmarks(frame, detector_box(points)) for points in previous]
 
