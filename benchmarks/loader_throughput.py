@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             server.wait()
     if args.train_repeats:
         results["trainer"] = consumption(cfg, stage, args.batch, args.train_repeats, args.train_warmup, torch.device("cpu"))
-        check.say(f"trainer consumes {results['trainer']['samples_per_s']:.2f} samples/s per core "
+        check.say(f"trainer consumes {results['trainer']['samples_per_s']:.3g} samples/s per core "
                   f"({results['trainer']['s_per_step_median']:.3f} s/step, batch {args.batch}, 1 torch thread): "
                   f"one loader core feeds {results['local']['examples_per_s_median'] / results['trainer']['samples_per_s']:.0f} trainer cores")
     settings = {"config": cfg.name, "stage": stage.name, "kind": stage.kind, "height": stage.height, "width": stage.width,
