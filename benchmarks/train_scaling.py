@@ -105,8 +105,12 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.copy(clip, raw / clip.name)
             preprocess(str(raw), str(tmp / "data"), load_config("tiny", ["preprocess.val_fraction=0", "preprocess.test_fraction=0"]))
             data = str(tmp / "data" / "manifest.json")
+        # The workers import julnet from this checkout, as this script does (not from wherever it is installed).
+        runtime_env = ray_runtime_env()
+        path = os.pathsep.join(p for p in (str(check.ROOT), os.environ.get("PYTHONPATH")) if p)
+        runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), "PYTHONPATH": path}
         ray.init(address="local", num_cpus=machine["cpu_cores_usable"], include_dashboard=False, log_to_driver=False,
-                 runtime_env=ray_runtime_env(), _temp_dir=str(tmp / "ray"))
+                 runtime_env=runtime_env, _temp_dir=str(tmp / "ray"))
         try:
             for preset in args.presets:
                 for workers in args.workers:
