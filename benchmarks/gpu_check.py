@@ -231,6 +231,21 @@ def count_flops(trainer: Trainer, batch: dict[str, Tensor], kind: str) -> float:
     return float(counter.get_total_flops())
 
 
+def save_report(out: Path | None, argv: list[str] | None, machine: dict[str, Any], **parts: Any) -> dict[str, Any]:
+    """A benchmark's figures with the command that made them, the date and the machine; written as JSON to `out` if given."""
+    report = {
+        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "machine": machine,
+        **parts,
+    }
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        say(f"figures in {out}")
+    return report
+
+
 def spread(times: list[float]) -> dict[str, Any]:
     return {
         "s_per_step_median": statistics.median(times),

@@ -20,9 +20,7 @@ dependencies (not Ray or MLflow). VGG-19 and SyncNet run on random weights (allo
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +29,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 
 import gpu_check as check  # noqa: E402
-from julnet.config import load_config  # noqa: E402
+from julnet.config import Config, StageConfig, load_config  # noqa: E402
+
+
+def consumption(cfg: Config, stage: StageConfig, batch: int, repeats: int, warmup: int, device: torch.device) -> dict[str, Any]:
+    """What the trainer consumes: s/step and samples/s of the full step alone (no uncertainty-off variant) at `stage`."""
+    times, _ = check.interleaved(check.Trainer(cfg, device, uncertainty=True), None, check.make_batch(cfg, stage, batch, device),
+                                 stage.kind, repeats, warmup, 1e9)
+    return check.figures(times, batch, cfg.audio.window if stage.kind == "clip" else 1, None, None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,17 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     batch = check.make_batch(cfg, stage, args.batch, device)
     row = check.measure_step(full, off, batch, args.stage, args.repeats, args.warmup, 1e9, peak)
     check.say(check.describe_step(row, args.stage))
-    report = {
-        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "machine": machine,
-        "settings": settings,
-        "result": row,
-    }
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
-        check.say(f"figures in {args.out}")
+    check.save_report(args.out, argv, machine, settings=settings, result=row)
     return 0
 
 

@@ -175,6 +175,9 @@ class PreprocessConfig(Section):
     track_init_frames: int = Field(5, ge=1)
     track_min_iou: float = Field(0.3, gt=0, le=1)
     track_max_jump: float = Field(0.5, gt=0)
+    # Between detections the faces are followed by the landmark predictor alone (julnet.data.track.detect_frames):
+    # the face detector runs at least every this many frames, on every cut and where a followed face was lost; 1 = every frame.
+    track_redetect_every: int = Field(5, ge=1)
     # Scene cuts (julnet.data.scenes): both the HSV-histogram distance and the grey-thumbnail difference must jump.
     scene_cut_histogram: float = Field(0.15, ge=0, le=1)
     scene_cut_pixels: float = Field(4.0, ge=0)

@@ -108,3 +108,60 @@ def torch_version() -> str:
     import torch
 
     return torch.__version__
+
+
+def test_landmarks_benchmark_runs_one_iteration_and_following_agrees_with_full_resolution(tmp_path: Path):
+    out = tmp_path / "landmarks.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "landmarks_fps.py"), "--sizes", "640x360", "--frames", "3", "--repeats", "1",
+         "--warmup", "0", "--redetect-every", "3", "--out", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "machine:" in proc.stdout and "frames/s" in proc.stdout
+    report = json.loads(out.read_text())
+    assert report["machine"]["cpu_cores"] > 0 and report["machine"]["torch"] == torch_version()
+    [result] = report["results"]
+    assert (result["width"], result["height"], result["frames"]) == (640, 360, 3)
+    modes = result["modes"]
+    assert set(modes) == {"full", "downscaled", "downscaled+following"}
+    for row in modes.values():
+        assert row["frames_per_s_median"] > 0 and row["repeats"] == 1 and row["frames_with_face"] == 3
+    assert modes["full"]["mean_px_from_full"] == 0 and modes["full"]["detect_size"] is None
+    assert 0 < modes["downscaled+following"]["mean_px_from_full"] < 3  # frames 1 and 2 followed, not detected
+
+
+@pytest.mark.slow
+def test_train_scaling_benchmark_runs_one_step_on_1_and_2_ray_workers(tmp_path: Path, grid_dataset: str):
+    out = tmp_path / "scaling.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "train_scaling.py"), "--presets", "tiny", "--workers", "1", "2", "--steps", "1",
+         "--warmup", "0", "--batch", "1", "--data", grid_dataset, "--out", str(out)],
+        capture_output=True, text=True, timeout=900, cwd=tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "machine:" in proc.stdout and "samples/s" in proc.stdout
+    report = json.loads(out.read_text())
+    assert report["machine"]["cpu_cores"] > 0 and report["machine"]["torch"] == torch_version()
+    assert [(r["preset"], r["workers"], r["batch_per_worker"], r["timed_steps"]) for r in report["results"]] == [("tiny", 1, 1, 1), ("tiny", 2, 1, 1)]
+    for row in report["results"]:
+        assert row["samples_per_s_median"] > 0 and row["fit_wall_s"] > 0 and (row["height"], row["width"]) == (104, 80)
+
+
+@pytest.mark.slow
+def test_loader_benchmark_reads_local_and_s3_shards_and_times_the_trainer(tmp_path: Path, grid_dataset: str):
+    out = tmp_path / "loader.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "loader_throughput.py"), "--config", "tiny", "--manifest", grid_dataset,
+         "--epochs", "1", "--warmup", "0", "--train-repeats", "1", "--train-warmup", "0", "--out", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "machine:" in proc.stdout and "trainer consumes" in proc.stdout
+    report = json.loads(out.read_text())
+    assert report["machine"]["torch"] == torch_version()
+    assert (report["settings"]["config"], report["settings"]["height"], report["settings"]["width"]) == ("tiny", 104, 80)
+    local, s3, trainer = (report["results"][k] for k in ("local", "s3", "trainer"))
+    assert local["examples_per_epoch"] == s3["examples_per_epoch"] > 0  # the same shards, read through S3
+    assert local["examples_per_s_median"] > 0 and s3["examples_per_s_median"] > 0 and local["epochs"] == 1
+    assert trainer["samples_per_s"] > 0 and trainer["repeats"] == 1

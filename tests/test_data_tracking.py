@@ -11,13 +11,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from julnet.config import load_config
+from julnet.config import PreprocessConfig, load_config
 from julnet.data.examples import decode_frames
-from julnet.data.landmarks import shared_dlib
+from julnet.data.landmarks import DlibBackend, shared_dlib
 from julnet.data.loader import examples_per_epoch, iter_examples
 from julnet.data.manifest import read_manifest
 from julnet.data.preprocess import run
-from julnet.data.track import track_video
+from julnet.data.track import detect_frames, track_video
 from julnet.data.video import read_audio, read_frames
 from tests.conftest import GRID_CLIPS
 
@@ -84,6 +84,43 @@ def test_the_tracked_face_is_one_person_where_the_largest_face_switches(two_face
     track = track_video(two_faces, 25)
     assert track.multiple_faces and not any(track.lost) and track.segments == [0]
     assert all(points[:, 0].max() < width for points in track.landmarks)  # always A, on the left
+
+
+class CountingBackend(DlibBackend):
+    """dlib, noting the frames on which the face detector ran (as opposed to the predictor following a face)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frame, self.detected = -1, []
+
+    def detect_faces(self, frame_rgb: np.ndarray) -> list[np.ndarray]:
+        self.detected.append(self.frame)
+        return super().detect_faces(frame_rgb)
+
+    def counted(self, frames: np.ndarray):
+        for self.frame, frame in enumerate(frames):
+            yield frame
+
+
+def test_following_faces_between_detections_keeps_landmarks_within_a_pixel_and_redetects_after_a_cut():
+    a, b = grid_clip(0), grid_clip(1)
+    frames = np.concatenate([a[0], b[0]])  # speaker A for 40 frames, then a cut to speaker B
+    every, backend = PreprocessConfig(track_redetect_every=1), CountingBackend()
+    reference, reference_cuts = detect_frames(backend.counted(frames), every, backend)
+    assert reference_cuts == [0, FRAMES] and backend.detected == list(range(2 * FRAMES))
+
+    backend = CountingBackend()
+    followed, cuts = detect_frames(backend.counted(frames), PreprocessConfig(track_redetect_every=10), backend)
+    assert cuts == [0, FRAMES]
+    assert backend.detected == [0, 10, 20, 30, 40, 50, 60, 70]  # the cut at 40 restarts the count
+    assert all(len(f) == 1 for f in followed) and all(len(f) == 1 for f in reference)
+    distance = np.array([np.linalg.norm(f[0] - r[0], axis=1).mean() for f, r in zip(followed, reference)])
+    assert distance.max() < 2.0, distance  # pixels, on a 360x288 frame; 0 on the detected frames
+    assert distance[[0, 10, 40]].max() == 0 and distance[41:].mean() < 1.0
+
+    backend = CountingBackend()  # a cut in the middle of a stretch of following, not on a scheduled detection
+    detect_frames(backend.counted(np.concatenate([a[0][:35], b[0]])), PreprocessConfig(track_redetect_every=10), backend)
+    assert backend.detected == [0, 10, 20, 30, 35, 45, 55, 65]
 
 
 def test_every_crop_of_a_two_face_clip_shows_the_same_person(two_faces, tmp_path):

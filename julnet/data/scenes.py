@@ -38,14 +38,14 @@ def frame_signature(frame_rgb: np.ndarray) -> FrameSignature:
 
 def segment_starts(signatures: Sequence[FrameSignature], histogram_threshold: float, pixel_threshold: float) -> list[int]:
     """First frame of every shot: 0, then each frame whose histogram and thumbnail both jump past their thresholds."""
-    starts = [0]
-    for i in range(1, len(signatures)):
-        a, b = signatures[i - 1], signatures[i]
-        histogram = cv2.compareHist(a.histogram, b.histogram, cv2.HISTCMP_BHATTACHARYYA)
-        pixels = float(np.abs(a.thumbnail - b.thumbnail).mean())
-        if histogram > histogram_threshold and pixels > pixel_threshold:
-            starts.append(i)
-    return starts
+    return [0] + [i for i in range(1, len(signatures)) if is_cut(signatures[i - 1], signatures[i], histogram_threshold, pixel_threshold)]
+
+
+def is_cut(before: FrameSignature, after: FrameSignature, histogram_threshold: float, pixel_threshold: float) -> bool:
+    """Whether a new shot starts between two consecutive frames: histogram and thumbnail both jump past their thresholds."""
+    histogram = cv2.compareHist(before.histogram, after.histogram, cv2.HISTCMP_BHATTACHARYYA)
+    pixels = float(np.abs(before.thumbnail - after.thumbnail).mean())
+    return histogram > histogram_threshold and pixels > pixel_threshold
 
 
 def segment_ranges(starts: Sequence[int], frames: int) -> list[range]:

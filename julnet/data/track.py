@@ -5,6 +5,10 @@ From there it is followed frame by frame, forwards and backwards: a frame's face
 its landmark box overlaps the subject's last box (IoU >= `track_min_iou`) and its landmarks moved little
 (mean displacement <= `track_max_jump` face widths). A frame where no face does is "no face" (None), never
 another person. This is the pass preprocessing and `julnet generate` share (`track_video`).
+
+The face detector is the costly part of that pass (HOG over the frame). Between detections every face found is
+followed by the landmark predictor alone, in the box its previous landmarks give (`detect_frames`); the detector
+runs again every `track_redetect_every` frames, at each scene cut, and wherever a followed face moved too far.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import numpy as np
 
 from julnet.config import PreprocessConfig
 from julnet.data.landmarks import LandmarkBackend, shared_dlib
-from julnet.data.scenes import frame_signature, segment_ranges, segment_starts
+from julnet.data.scenes import frame_signature, is_cut, segment_ranges
 from julnet.data.video import iter_frames
 
 Faces = list[np.ndarray]  # every face's (68, 2) landmarks in one frame
@@ -89,17 +93,39 @@ def track_faces(faces: Sequence[Faces], segments: Sequence[int], settings: Prepr
     return SubjectTrack(landmarks, list(segments), any(len(f) > 1 for f in faces))
 
 
+def detect_frames(
+    frames: Iterable[np.ndarray], settings: PreprocessConfig = PreprocessConfig(), backend: LandmarkBackend | None = None
+) -> tuple[list[Faces], list[int]]:
+    """Every frame's faces and the shots' first frames, in one pass over RGB frames.
+
+    The detector runs on a shot's first frame and then at least every `track_redetect_every` frames; in between each
+    face is refined from its previous landmarks, unless one of them fails to continue (as `follow_subject` judges).
+    """
+    backend = backend or shared_dlib()
+    faces: list[Faces] = []
+    segments: list[int] = []
+    previous, since_detection = None, 0
+    for i, frame in enumerate(frames):
+        signature = frame_signature(frame)
+        if previous is None or is_cut(previous, signature, settings.scene_cut_histogram, settings.scene_cut_pixels):
+            segments.append(i)
+        previous, found = signature, None
+        if segments[-1] != i and faces[-1] and since_detection < settings.track_redetect_every:
+            refined = backend.refine_faces(frame, faces[-1])
+            if all(_continues(a, b, settings.track_min_iou, settings.track_max_jump) is not None for a, b in zip(faces[-1], refined)):
+                found, since_detection = sorted(refined, key=_area, reverse=True), since_detection + 1
+        if found is None:
+            found, since_detection = backend.detect_faces(frame), 1
+        faces.append(found)
+    return faces, segments
+
+
 def track_frames(
     frames: Iterable[np.ndarray], settings: PreprocessConfig = PreprocessConfig(), backend: LandmarkBackend | None = None
 ) -> SubjectTrack:
-    """Detect every face and the scene cuts in one pass over RGB frames, then track the subject of each shot."""
-    backend = backend or shared_dlib()
-    faces, signatures = [], []
-    for frame in frames:
-        faces.append(backend.detect_faces(frame))
-        signatures.append(frame_signature(frame))
-    segments = segment_starts(signatures, settings.scene_cut_histogram, settings.scene_cut_pixels)
-    return track_faces(faces, segments, settings)
+    """Detect (and follow) every face and the scene cuts in one pass over RGB frames, then track the subject of each shot."""
+    faces, segments = detect_frames(frames, settings, backend)
+    return track_faces(faces, segments or [0], settings)
 
 
 def track_video(path: str | os.PathLike[str], fps: int, settings: PreprocessConfig = PreprocessConfig()) -> SubjectTrack:
