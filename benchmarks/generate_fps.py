@@ -4,10 +4,12 @@ Dubs a GRID sample clip with its own audio, cut to --seconds. The networks have 
 the preset, seeded; no checkpoint needed), which costs exactly what trained ones do; the output labels say
 so. Pass --model DIR to time a trained checkpoint instead (it is run at --height x --width as well).
 
-Two figures per preset:
+Two figures per preset and epistemic sample count K (--epistemic-samples, default 0 4 8: generate.epistemic_samples,
+K − 1 extra generator passes per frame, and the epistemic heat-map video written when K > 0):
 - generate frames/s: the generation pass (reference crops, audio features, crop, generator + uncertainty
   module, paste-back, H.264 encoding), i.e. everything after the per-video landmark pass;
 - end-to-end frames/s: the whole call, including dlib landmarks on every source frame and model setup.
+--json PATH also writes the figures there (atomically).
 
 With --memory, it reports instead the peak RSS of a whole `dub` process (tiny preset) on synthetic 1080p
 inputs: the GRID face scaled 3x on a 1920x1080 canvas, H.264 with a keyframe every 2 s. Three runs: video and
@@ -15,7 +17,8 @@ audio --long-seconds long, then twice as long (both streamed forward), then a --
 ping-pong under the longer audio (backward sweeps read by seeking). Bounded memory means the peaks do not grow
 with the length, and stay far below what holding every frame would take (also printed).
 
-    python benchmarks/generate_fps.py [--presets tiny paper] [--seconds 2] [--device cpu] [--batch-frames 16]
+    python benchmarks/generate_fps.py [--presets tiny paper] [--seconds 2] [--device cpu] [--batch-frames 16] \
+        [--epistemic-samples 0 4 8] [--json OUT.json]
     python benchmarks/generate_fps.py --memory [--short-seconds 4] [--long-seconds 12]
 """
 
@@ -126,6 +129,8 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=320)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-frames", type=int, default=16)
+    parser.add_argument("--epistemic-samples", type=int, nargs="+", default=[0, 4, 8], metavar="K", help="generate.epistemic_samples values to time")
+    parser.add_argument("--json", type=Path, default=None, help="also write the speed figures here")
     parser.add_argument("--memory", action="store_true", help="peak RSS on synthetic 1080p inputs instead of frames/s")
     parser.add_argument("--short-seconds", type=float, default=4.0)
     parser.add_argument("--long-seconds", type=float, default=12.0)
@@ -134,7 +139,8 @@ def main() -> None:
     if args.dub_child:
         dub_child(*args.dub_child, args.batch_frames)
         return
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, device {args.device}")
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, device {args.device}"
+    print(f"machine: {machine}")
     if args.memory:
         memory(args)
         return
@@ -145,20 +151,30 @@ def main() -> None:
         runs = [(f"checkpoint {args.model}", lambda: load_model(args.model, args.device))] if args.model else [
             (f"{p} (random weights)", lambda p=p: random_model(p, args.device)) for p in args.presets
         ]
+        rows = []
         for label, build in runs:
             model = build()
-            start = time.perf_counter()
-            result = dub(
-                args.video, speech, model, Path(tmp) / "out.mp4", device=args.device,
-                overrides=[f"generate.batch_frames={args.batch_frames}"], resolution=(args.height, args.width),
-            )
-            seconds = time.perf_counter() - start
-            s = result["summary"]
-            print(
-                f"{label:28s} {args.height}x{args.width}: {s['frames']} frames | generate {s['generate_fps']:.2f} frames/s"
-                f" | end-to-end {s['frames'] / seconds:.2f} frames/s | codecs {'+'.join(s['codecs'])}",
-                flush=True,
-            )
+            for k in args.epistemic_samples:
+                start = time.perf_counter()
+                result = dub(
+                    args.video, speech, model, Path(tmp) / "out.mp4", device=args.device, epistemic_video=Path(tmp) / "epistemic.mp4" if k else None,
+                    overrides=[f"generate.batch_frames={args.batch_frames}", f"generate.epistemic_samples={k}"], resolution=(args.height, args.width),
+                )
+                seconds = time.perf_counter() - start
+                s = result["summary"]
+                rows.append({"model": label, "epistemic_samples": k, "frames": s["frames"], "generate_fps": s["generate_fps"],
+                             "end_to_end_fps": s["frames"] / seconds, "codecs": s["codecs"]})
+                print(
+                    f"{label:28s} {args.height}x{args.width} K={k}: {s['frames']} frames | generate {s['generate_fps']:.2f} frames/s"
+                    f" | end-to-end {s['frames'] / seconds:.2f} frames/s | codecs {'+'.join(s['codecs'])}",
+                    flush=True,
+                )
+    if args.json:
+        figures = {"machine": machine, "size": [args.height, args.width], "batch_frames": args.batch_frames, "seconds": args.seconds, "runs": rows}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        partial = args.json.with_name(f".{args.json.name}.partial")
+        partial.write_text(json.dumps(figures, indent=1))
+        os.replace(partial, args.json)
 
 
 if __name__ == "__main__":
