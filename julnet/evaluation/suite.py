@@ -28,7 +28,6 @@ from julnet.data.manifest import VideoEntry, manifest_sha256, read_manifest
 from julnet.data.preprocess import read_source_audio
 from julnet.data.video import VideoError
 from julnet.evaluation.baselines import is_baseline, load_baseline
-from julnet.evaluation.epistemic import reference_spread
 from julnet.evaluation.calibration import (
     COVERAGE_LEVELS,
     UCE_BINS,
@@ -40,6 +39,7 @@ from julnet.evaluation.calibration import (
     sparsification,
     spearman,
 )
+from julnet.evaluation.epistemic import reference_spread
 from julnet.evaluation.expert_syncnet import (
     CLIP_FRAMES,
     FPS,
