@@ -14,6 +14,7 @@ import torch
 from scipy import stats
 from torch import Tensor
 
+from julnet.batch import Pair, split_done
 from julnet.config import ConfigError, load_config
 from julnet.data.video import read_audio, read_frames
 from julnet.evaluation.epistemic import reference_spread
@@ -178,3 +179,15 @@ def test_evaluation_ranks_the_true_error_by_the_epistemic_map_next_to_sigma(held
     assert m["spearman_epistemic"] == pytest.approx(np.mean(ranks), rel=1e-4)
     kept = np.array(errors)[np.argsort(spread_means, kind="stable")]  # least spread kept first
     assert m["aurc_epistemic"] == pytest.approx(np.mean(np.cumsum(kept) / np.arange(1, len(kept) + 1)), rel=1e-4)
+
+
+def test_a_batch_pair_asked_for_an_epistemic_video_is_done_only_once_it_is_uploaded(tmp_path: Path) -> None:
+    pair = Pair(name="alice", video="v.mp4", audio="a.wav")
+    folder = tmp_path / "alice"
+    folder.mkdir()
+    for file in ("dubbed.mp4", "report.json"):
+        (folder / file).write_bytes(b"x")
+    assert split_done([pair], str(tmp_path), False, False) == ([], [pair])
+    assert split_done([pair], str(tmp_path), False, True) == ([pair], [])
+    (folder / "epistemic.mp4").write_bytes(b"x")
+    assert split_done([pair], str(tmp_path), False, True) == ([], [pair])
