@@ -4,7 +4,9 @@ Dubs a GRID sample clip with its own audio, cut to --seconds. The networks have 
 the preset, seeded; no checkpoint needed), which costs exactly what trained ones do; the output labels say
 so. Pass --model DIR to time a trained checkpoint instead (it is run at --height x --width as well).
 
-Three figures per preset, each the median [min..max] of --repeats dubs after --warmup untimed ones:
+Three figures per preset and epistemic sample count K (--epistemic-samples, default 0 4 8: generate.epistemic_samples,
+K - 1 extra generator passes per frame, and the epistemic heat-map video written when K > 0), each the median
+[min..max] of --repeats dubs after --warmup untimed ones:
 - model-only frames/s: inside the generator and the uncertainty module (batches of --batch-frames frames,
   inputs to the device and outputs back included): the report's model_fps;
 - generate frames/s: the generation pass (reference crops, audio features, crop, networks, paste-back,
@@ -26,7 +28,7 @@ ping-pong under the longer audio (backward sweeps read by seeking). Bounded memo
 with the length, and stay far below what holding every frame would take (also printed).
 
     python benchmarks/generate_fps.py [--presets tiny paper] [--seconds 2] [--device cpu] [--batch-frames 16] \
-        [--repeats 3] [--warmup 1] [--json OUT.json]
+        [--repeats 3] [--warmup 1] [--epistemic-samples 0 4 8] [--json OUT.json]
     python benchmarks/generate_fps.py --actors 1 2 [--presets tiny] [--pairs 4] [--cpus-per-actor 1]
     python benchmarks/generate_fps.py --memory [--short-seconds 4] [--long-seconds 12]
 """
@@ -34,6 +36,7 @@ with the length, and stay far below what holding every frame would take (also pr
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -137,27 +140,28 @@ def shown(figure: dict[str, float]) -> str:
 
 
 def speed(args: argparse.Namespace, tmp: Path, speech: Path) -> list[dict]:
-    """Model-only, generate and end-to-end frames/s of `dub` per preset (or --model): median and spread of --repeats."""
+    """Model-only, generate and end-to-end frames/s of `dub` per preset (or --model) and epistemic sample count K:
+    median and spread of --repeats."""
     runs = [(f"checkpoint {args.model}", lambda: load_model(args.model, args.device))] if args.model else [
         (f"{p} (random weights)", lambda p=p: random_model(p, args.device)) for p in args.presets
     ]
     rows = []
-    for label, build in runs:
+    for (label, build), k in itertools.product(runs, args.epistemic_samples):
         model = build()
         summaries = []
         for i in range(args.warmup + args.repeats):
             result = dub(
-                args.video, speech, model, tmp / "out.mp4", device=args.device,
-                overrides=[f"generate.batch_frames={args.batch_frames}"], resolution=(args.height, args.width),
+                args.video, speech, model, tmp / "out.mp4", device=args.device, epistemic_video=tmp / "epistemic.mp4" if k else None,
+                overrides=[f"generate.batch_frames={args.batch_frames}", f"generate.epistemic_samples={k}"], resolution=(args.height, args.width),
             )
             if i >= args.warmup:
                 summaries.append(result["summary"])
         s = summaries[-1]
-        row = {"model": label, "frames": s["frames"], "codecs": s["codecs"]}
+        row = {"model": label, "epistemic_samples": k, "frames": s["frames"], "codecs": s["codecs"]}
         row.update({key: spread([x[key] for x in summaries]) for key in ("model_fps", "generate_fps", "end_to_end_fps")})
         rows.append(row)
         print(
-            f"{label:28s} {args.height}x{args.width}: {s['frames']} frames | model-only {shown(row['model_fps'])} frames/s"
+            f"{label:28s} {args.height}x{args.width} K={k}: {s['frames']} frames | model-only {shown(row['model_fps'])} frames/s"
             f" | generate {shown(row['generate_fps'])} | end-to-end {shown(row['end_to_end_fps'])} | codecs {'+'.join(s['codecs'])}",
             flush=True,
         )
@@ -246,6 +250,7 @@ def main() -> None:
     parser.add_argument("--actors", type=int, nargs="+", default=None, metavar="N", help="batch inference throughput on N Ray actors")
     parser.add_argument("--pairs", type=int, default=4, help="(video, audio) pairs per batch run")
     parser.add_argument("--cpus-per-actor", type=float, default=1.0)
+    parser.add_argument("--epistemic-samples", type=int, nargs="+", default=[0, 4, 8], metavar="K", help="generate.epistemic_samples values to time")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures and the machine here")
     parser.add_argument("--memory", action="store_true", help="peak RSS on synthetic 1080p inputs instead of frames/s")
     parser.add_argument("--short-seconds", type=float, default=4.0)

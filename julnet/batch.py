@@ -13,6 +13,7 @@ Outputs, next to each other under the output prefix:
 
     <output>/<name>/dubbed.mp4    the dubbed video (julnet.inference.dub)
     <output>/<name>/sigma.mp4     the σ heat-map video, when asked for
+    <output>/<name>/epistemic.mp4 the epistemic heat-map video, when asked for (generate.epistemic_samples >= 2)
     <output>/<name>/report.json   the per-frame report; uploaded last, so its presence marks the pair done
     <output>/summary.json         the latest run: counts, and every failed pair with its one-line reason
 
@@ -35,14 +36,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from julnet import storage
-from julnet.config import override_config
+from julnet.config import check_epistemic_video, override_config
 from julnet.errors import GenerateError
 from julnet.progress import Progress, quiet_ray, rate_text
 from julnet.table import aligned
 
 log = logging.getLogger(__name__)
 
-OUTPUT_FILES = {"video": "dubbed.mp4", "sigma": "sigma.mp4", "report": "report.json"}
+OUTPUT_FILES = {"video": "dubbed.mp4", "sigma": "sigma.mp4", "epistemic": "epistemic.mp4", "report": "report.json"}
 SUMMARY_FILE = "summary.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _KEYS = {"video", "audio", "name"}
@@ -117,10 +118,10 @@ def outputs(output_uri: str, name: str) -> dict[str, str]:
     return {key: storage.join(output_uri, name, file) for key, file in OUTPUT_FILES.items()}
 
 
-def split_done(pairs: list[Pair], output_uri: str, uncertainty_video: bool) -> tuple[list[Pair], list[Pair]]:
+def split_done(pairs: list[Pair], output_uri: str, uncertainty_video: bool, epistemic_video: bool) -> tuple[list[Pair], list[Pair]]:
     """(pairs to run, pairs already done), from one listing of the output prefix."""
     present = set(storage.list_files(output_uri))
-    needed = ("video", "sigma", "report") if uncertainty_video else ("video", "report")
+    needed = ["video", "report"] + ["sigma"] * uncertainty_video + ["epistemic"] * epistemic_video
     done = [p for p in pairs if all(outputs(output_uri, p.name)[key] in present for key in needed)]
     names = {p.name for p in done}
     return [p for p in pairs if p.name not in names], done
@@ -133,6 +134,7 @@ def dub_pair(
     *,
     overrides: Sequence[str] = (),
     uncertainty_video: bool = False,
+    epistemic_video: bool = False,
     device: str = "cpu",
 ) -> dict[str, Any]:
     """Dub one pair and upload its outputs (the report last); a row with its status ("done" or "failed"),
@@ -146,7 +148,9 @@ def dub_pair(
         try:
             video, audio = (_fetch(uri, Path(tmp) / kind, local) for kind, uri in (("video", pair.video), ("audio", pair.audio)))
             sigma = Path(tmp) / OUTPUT_FILES["sigma"] if uncertainty_video else None
-            result = dub(video, audio, model, Path(tmp) / OUTPUT_FILES["video"], uncertainty_video=sigma, device=device, overrides=overrides)
+            epistemic = Path(tmp) / OUTPUT_FILES["epistemic"] if epistemic_video else None
+            result = dub(video, audio, model, Path(tmp) / OUTPUT_FILES["video"], uncertainty_video=sigma, epistemic_video=epistemic,
+                         device=device, overrides=overrides)
         except FileNotFoundError as exc:
             row.update(reason="not_found", message=f"not found: {exc.filename or exc}")
         except GenerateError as exc:
@@ -157,9 +161,11 @@ def dub_pair(
         else:
             uris = outputs(output_uri, pair.name)
             storage.upload_file(Path(tmp) / OUTPUT_FILES["video"], uris["video"])
-            if sigma is not None:
-                storage.upload_file(sigma, uris["sigma"])
-            result.update(name=pair.name, video=pair.video, audio=pair.audio, output=uris["video"], uncertainty_video=uris["sigma"] if sigma else None)
+            for key, path in (("sigma", sigma), ("epistemic", epistemic)):
+                if path is not None:
+                    storage.upload_file(path, uris[key])
+            result.update(name=pair.name, video=pair.video, audio=pair.audio, output=uris["video"], uncertainty_video=uris["sigma"] if sigma else None,
+                          epistemic_video=uris["epistemic"] if epistemic else None)
             storage.write_text(uris["report"], json.dumps(result, indent=1))
             summary = result["summary"]
             row.update(status="done", frames=summary["frames"], generate_fps=summary["generate_fps"])
@@ -186,12 +192,12 @@ def _uris(message: str, local: dict[str, str]) -> str:
 class PairDubber:
     """Ray Data callable class: loads the model once per actor, then dubs one manifest row per call."""
 
-    def __init__(self, model: str, output_uri: str, overrides: Sequence[str], uncertainty_video: bool, device: str) -> None:
+    def __init__(self, model: str, output_uri: str, overrides: Sequence[str], uncertainty_video: bool, epistemic_video: bool, device: str) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         from julnet.inference import load_model
 
         self.model = load_model(model, device)
-        self.kwargs = {"overrides": list(overrides), "uncertainty_video": uncertainty_video, "device": device}
+        self.kwargs = {"overrides": list(overrides), "uncertainty_video": uncertainty_video, "epistemic_video": epistemic_video, "device": device}
         self.output_uri = output_uri
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -206,6 +212,7 @@ def run_batch(
     *,
     overrides: Sequence[str] = (),
     uncertainty_video: bool = False,
+    epistemic_video: bool = False,
     workers: int = 1,
     cpus_per_worker: float = 1.0,
     gpus_per_worker: float = 0.0,
@@ -220,8 +227,10 @@ def run_batch(
 
     pairs = read_pairs(manifest_uri)
     cfg = load_model(model)[0]  # a missing or unreadable model fails here, once
-    override_config(cfg, overrides, sections=("generate",))
-    todo, done = split_done(pairs, output_uri, uncertainty_video)
+    settings = override_config(cfg, overrides, sections=("generate",)).generate
+    if epistemic_video:
+        check_epistemic_video(settings)
+    todo, done = split_done(pairs, output_uri, uncertainty_video, epistemic_video)
     log.info("batch generate: %d pairs, %d already done, %d to run on %d workers -> %s", len(pairs), len(done), len(todo), workers, output_uri)
     rows: list[dict[str, Any]] = []
     if todo:
@@ -232,7 +241,7 @@ def run_batch(
             PairDubber,
             fn_constructor_kwargs={
                 "model": model, "output_uri": output_uri, "overrides": list(overrides),
-                "uncertainty_video": uncertainty_video, "device": device,
+                "uncertainty_video": uncertainty_video, "epistemic_video": epistemic_video, "device": device,
             },
             compute=ray.data.ActorPoolStrategy(size=min(workers, len(todo))),
             num_cpus=cpus_per_worker,

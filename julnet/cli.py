@@ -21,7 +21,7 @@ from julnet.progress import ray_runtime_env, setup_logging
 
 T = TypeVar("T")
 DEFAULT_CONFIG = "tiny"  # the preset every command and Ray job uses without --config
-BESIDE = ""  # --uncertainty-video without a path: next to the output
+BESIDE = ""  # --uncertainty-video / --epistemic-video without a path: next to the output
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -197,6 +197,8 @@ def _call(fn: Callable[..., T], *args: Any) -> T:
 
 def _generate(args: argparse.Namespace) -> int:
     """--video/--audio: one video in this process; --manifest: every pair of a manifest on Ray Data actors."""
+    if args.epistemic_samples is not None:  # the flag is generate.epistemic_samples, so --manifest pairs get it too
+        args.overrides = [*args.overrides, f"generate.epistemic_samples={args.epistemic_samples}"]
     if args.manifest:
         return _generate_batch(args)
     from julnet.inference import dub
@@ -205,15 +207,19 @@ def _generate(args: argparse.Namespace) -> int:
         raise ConfigError("pass --video and --audio (one video, in this process) or --manifest (pairs, on Ray Data)")
     if (args.workers, args.cpus_per_worker, args.gpus_per_worker) != (None, None, None):
         raise ConfigError("--workers, --cpus-per-worker and --gpus-per-worker size the Ray Data actors of --manifest")
-    sigma = args.uncertainty_video
-    if sigma == BESIDE:
-        sigma = str(Path(args.out).with_suffix("")) + ".sigma.mp4"
-    result = dub(args.video, args.audio, args.model, args.out, uncertainty_video=sigma, report=args.report, device=args.device,
-                 overrides=args.overrides)
+    sigma, epistemic = (_beside(args.out, path, kind) for path, kind in ((args.uncertainty_video, "sigma"), (args.epistemic_video, "epistemic")))
+    result = dub(args.video, args.audio, args.model, args.out, uncertainty_video=sigma, epistemic_video=epistemic, report=args.report,
+                 device=args.device, overrides=args.overrides)
     summary = result["summary"]
     keys = ("frames", "frames_without_face", "low_confidence_frames", "codecs", "generate_fps")
-    print(json.dumps({"output": args.out, "uncertainty_video": sigma, "report": args.report, **{k: summary[k] for k in keys}}))
+    print(json.dumps({"output": args.out, "uncertainty_video": sigma, "epistemic_video": epistemic, "report": args.report,
+                      **{k: summary[k] for k in keys}}))
     return 0
+
+
+def _beside(out: str, path: str | None, kind: str) -> str | None:
+    """A heat-map video's path: as given, or `<out without .mp4>.<kind>.mp4` for the flag without a path."""
+    return str(Path(out).with_suffix("")) + f".{kind}.mp4" if path == BESIDE else path
 
 
 def _generate_batch(args: argparse.Namespace) -> int:
@@ -221,8 +227,9 @@ def _generate_batch(args: argparse.Namespace) -> int:
 
     if args.video or args.audio or args.report:
         raise ConfigError("--manifest lists the pairs and writes <out>/<name>/report.json: drop --video, --audio and --report")
-    if args.uncertainty_video not in (None, BESIDE):
-        raise ConfigError("with --manifest, --uncertainty-video takes no path: sigma.mp4 goes beside each pair's dubbed.mp4")
+    for flag, path, file in (("--uncertainty-video", args.uncertainty_video, "sigma.mp4"), ("--epistemic-video", args.epistemic_video, "epistemic.mp4")):
+        if path not in (None, BESIDE):
+            raise ConfigError(f"with --manifest, {flag} takes no path: {file} goes beside each pair's dubbed.mp4")
     # Unset flags take their defaults; an explicit 0 must stay 0 and be refused below, not become the default.
     workers = 1 if args.workers is None else args.workers
     cpus = 1.0 if args.cpus_per_worker is None else args.cpus_per_worker
@@ -232,7 +239,7 @@ def _generate_batch(args: argparse.Namespace) -> int:
     if args.device == "cuda" and gpus == 0:
         raise ConfigError("--device cuda needs --gpus-per-worker > 0")
     result = run_batch(args.manifest, args.out, args.model, overrides=args.overrides, uncertainty_video=args.uncertainty_video is not None,
-                       workers=workers, cpus_per_worker=cpus, gpus_per_worker=gpus, device=args.device)
+                       epistemic_video=args.epistemic_video is not None, workers=workers, cpus_per_worker=cpus, gpus_per_worker=gpus, device=args.device)
     print(format_table(result))
     return 1 if result.failed else 0
 
@@ -377,6 +384,15 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--uncertainty-video", nargs="?", const=BESIDE, default=None, metavar="PATH",
         help="also write the sigma map as a heat map over the frames (without PATH: beside the output)",
+    )
+    gen.add_argument(
+        "--epistemic-samples", type=int, default=None, metavar="K",
+        help="epistemic map: the generator re-run on K reference sets (K - 1 extra passes; the report gains epistemic_mean); "
+        "same as --set generate.epistemic_samples=K (default 0: off)",
+    )
+    gen.add_argument(
+        "--epistemic-video", nargs="?", const=BESIDE, default=None, metavar="PATH",
+        help="also write the epistemic map as a heat map over the frames (needs --epistemic-samples; without PATH: beside the output)",
     )
     gen.add_argument("--report", default=None, help="per-frame confidence report (JSON); with --manifest always <out>/<name>/report.json")
     gen.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the networks run")

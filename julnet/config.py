@@ -292,13 +292,28 @@ class EvaluationConfig(Section):
     own_syncnet_lse: bool = True
     lse_max_offset: int = Field(15, ge=0)
     sparsification_steps: int = Field(20, ge=2)
+    # K reference sets per frame for the epistemic map (julnet.evaluation.epistemic): K − 1 extra generator passes; 0: off
+    epistemic_samples: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _never_random(self) -> EvaluationConfig:
         for key in ("lpips_vgg16", "fid_inception", "expert_syncnet"):
             if getattr(self, key).allow_random_init:
                 raise ConfigError(f"evaluation.{key}.allow_random_init: evaluation never runs a metric network on random weights")
+        check_epistemic_samples("evaluation", self.epistemic_samples)
         return self
+
+
+def check_epistemic_samples(section: str, samples: int) -> None:
+    """K reference sets give a spread only from 2 on; 0 switches the epistemic estimate off."""
+    if samples == 1:
+        raise ConfigError(f"{section}.epistemic_samples: 1 reference set has no spread; use 0 (off) or at least 2")
+
+
+def check_epistemic_video(settings: GenerateConfig) -> None:
+    """The epistemic heat-map video shows a map that only generate.epistemic_samples >= 2 computes."""
+    if not settings.epistemic_samples:
+        raise ConfigError("an epistemic video needs generate.epistemic_samples >= 2 (--epistemic-samples K)")
 
 
 class GenerateConfig(Section):
@@ -315,6 +330,16 @@ class GenerateConfig(Section):
     min_audio_seconds: float = Field(0.2, ge=0)
     heat_sigma_max: float = Field(0.5, gt=0)
     crf: int = Field(18, ge=0, le=51)
+    # Epistemic map: the generator re-run on K reference sets (the output's, then K − 1 drawn with epistemic_seed
+    # from the video's frames with a face); its per-pixel std, 0 .. heat_epistemic_max, is the second heat map. 0: off.
+    epistemic_samples: int = Field(0, ge=0)
+    epistemic_seed: int = 0
+    heat_epistemic_max: float = Field(0.1, gt=0)
+
+    @model_validator(mode="after")
+    def _epistemic(self) -> GenerateConfig:
+        check_epistemic_samples("generate", self.epistemic_samples)
+        return self
 
 
 SWEEP_METRICS: dict[str, Literal["min", "max"]] = {"eval_mouth_l1": "min", "eval_l1": "min", "eval_mouth_psnr": "max"}

@@ -71,6 +71,7 @@ def test_the_flag_that_says_where_a_stage_runs_rejects_the_other_doors_flags(tmp
         (["generate", "--model", "m", "--out", str(tmp_path / "o.mp4")], "pass --video and --audio"),
         (["generate", "--video", "v", "--audio", "a", "--model", "m", "--out", "o.mp4", "--workers", "2"], "size the Ray Data actors"),
         (["generate", "--manifest", "p.jsonl", "--model", "m", "--out", "o", "--uncertainty-video", "s.mp4"], "takes no path"),
+        (["generate", "--manifest", "p.jsonl", "--model", "m", "--out", "o", "--epistemic-video", "e.mp4"], "--epistemic-video takes no path"),
         (["generate", "--manifest", "p.jsonl", "--model", "m", "--out", "o", "--workers", "0"], "--workers must be at least 1"),
         (["generate", "--manifest", "p.jsonl", "--model", "m", "--out", "o", "--cpus-per-worker", "0"], "--cpus-per-worker positive"),
     ]

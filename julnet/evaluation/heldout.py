@@ -4,7 +4,8 @@ Each frame becomes the loader's example (target, source with the mouth zeroed, r
 chunk, the audio window centred on it), so a model is measured on the inputs it was trained on. References
 are drawn as in training (`random`: other frames of the chunk with a face, never the target, seeded per chunk)
 or fixed per chunk as `julnet generate` picks them (`even`, `first`, among the frames with a face): like
-training, evaluation never takes a faceless frame as a reference.
+training, evaluation never takes a faceless frame as a reference. With `epistemic_samples` K >= 2, each frame
+also gets K − 1 more reference sets for the epistemic map, drawn among the chunk's frames with a face.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class FrameBatch:
     first_frame: int
     batch: dict[str, Tensor]
     usable: Tensor  # (B,) bool
+    resampled: Tensor | None = None  # (B, K − 1, 3R, H, W) uint8: the epistemic map's other reference sets, or None when off
 
 
 def plan_videos(manifest_uri: str, settings: EvaluationConfig) -> list[VideoPlan]:
@@ -72,7 +74,10 @@ def video_batches(plan: VideoPlan, settings: EvaluationConfig, size: tuple[int, 
         frames, audio, usable = read_chunk(unit, *size)
         count = min(len(frames), plan.frames - done)
         # A chunk without a face has nothing to reference or score: its frames are only counted (zeros as references).
-        refs = reference_table(usable, count, num_references, settings.references, unit.seed) if usable[:count].any() else np.zeros((count, num_references), int)
+        faces = usable[:count].any()
+        refs = reference_table(usable, count, num_references, settings.references, unit.seed) if faces else np.zeros((count, num_references), int)
+        others = max(settings.epistemic_samples - 1, 0)
+        extra = resampled_table(usable, count, num_references, others, unit.seed) if faces else np.zeros((count, others, num_references), int)
         chw = torch.from_numpy(np.ascontiguousarray(np.moveaxis(frames, -1, -3)))
         for start in range(0, count, settings.batch_size):
             rows = slice(start, min(start + settings.batch_size, count))
@@ -83,7 +88,8 @@ def video_batches(plan: VideoPlan, settings: EvaluationConfig, size: tuple[int, 
                 "references": chw[refs[rows]].flatten(1, 2),
                 "audio": torch.tensor(audio[rows]),
             }
-            yield FrameBatch(plan.video_id, done + start, batch, torch.from_numpy(usable[rows].copy()))
+            resampled = chw[extra[rows]].flatten(2, 3) if others else None
+            yield FrameBatch(plan.video_id, done + start, batch, torch.from_numpy(usable[rows].copy()), resampled)
         done += count
 
 
@@ -97,3 +103,11 @@ def reference_table(usable: np.ndarray, count: int, num_references: int, strateg
         raise ValueError(f"a chunk of {len(usable)} frames has no frame with a face to use as a reference")
     fixed = reference_indices(usable.tolist(), num_references, strategy)
     return np.tile(np.asarray(fixed), (count, 1))
+
+
+def resampled_table(usable: np.ndarray, count: int, num_references: int, sets: int, seed: int) -> np.ndarray:
+    """(count, sets, R) more reference sets per frame for the epistemic map, among the chunk's frames with a face
+    (the target may be one, as in `julnet generate`), from a stream of their own so the first set stays `reference_table`'s."""
+    rng = np.random.default_rng([seed, 1])
+    draws = [draw_references(rng, num_references, range(0), len(usable), usable) for _ in range(count * sets)]
+    return np.asarray(draws, dtype=int).reshape(count, sets, num_references)

@@ -28,8 +28,8 @@ _MODELS_URI = re.compile(r"^models:/([^/@]+)(?:/(\d+)|@(.+))$")
 
 
 def sparsification_image(result: EvaluationResult) -> np.ndarray:
-    """The sparsification curves of σ and ε̂ with their oracle, titled with what was evaluated."""
-    ause = {name: result.metrics[f"ause_{name}"] for name in ("sigma", "error_pred") if f"ause_{name}" in result.metrics}
+    """The sparsification curves of σ and ε̂ (and the epistemic map) with their oracle, titled with what was evaluated."""
+    ause = {name: result.metrics[f"ause_{name}"] for name in ("sigma", "error_pred", "epistemic") if f"ause_{name}" in result.metrics}
     title = f"{result.model} on {result.data} ({result.split}, {result.counts['frames']} frames)"
     return sparsification_plot(result.sparsification, ause, title)
 

@@ -30,12 +30,17 @@ METRIC_DIRECTIONS: dict[str, Direction] = {
     "ause_error_pred": "lower",
     "aurg_sigma": "higher",
     "aurg_error_pred": "higher",
+    "spearman_epistemic": "higher",
+    "ause_epistemic": "lower",
+    "aurg_epistemic": "higher",
     "nll_sigma": "lower",
     "coverage50_gap_sigma": "lower",
     "coverage90_gap_sigma": "lower",
     "uce_sigma": "lower",
     "aurc_confidence": "lower",
     "eaurc_confidence": "lower",
+    "aurc_epistemic": "lower",
+    "eaurc_epistemic": "lower",
 }
 """Whether a larger value of each metric is better; promotion compares candidates with it."""
 
@@ -58,7 +63,7 @@ class EvaluationResult:
     metrics: dict[str, float]
     unavailable: dict[str, str]  # metric -> reason it was not computed
     counts: dict[str, int]  # videos, frames, lse_videos, calibration frames
-    sparsification: dict[str, list[float]]  # fractions, oracle, sigma, error_pred: mean remaining error per frame
+    sparsification: dict[str, list[float]]  # fractions, oracle, sigma, error_pred (, epistemic): mean remaining error per frame
     settings: dict[str, Any]
     seconds: float
     directions: dict[str, Direction] = field(default_factory=dict)

@@ -5,7 +5,8 @@ number depends on the batch size), and measured in batches: PSNR over the face c
 LPIPS and FID (when their networks' weights are configured),
 LSE-D/C per video over the generated mouths (the expert SyncNet against the source video's raw audio, else
 the project's own SyncNet against the shards' audio windows, named `_own`), and how well σ (and the predicted
-error ε̂) rank the true error: Spearman and the sparsification curve / AUSE, per frame over all pixels, averaged over frames.
+error ε̂) rank the true error: Spearman and the sparsification curve / AUSE, per frame over all pixels, averaged over frames;
+with `evaluation.epistemic_samples` K >= 2, the same for the epistemic map (julnet.evaluation.epistemic) and its frame-level AURC.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from julnet.evaluation.calibration import (
     sparsification,
     spearman,
 )
+from julnet.evaluation.epistemic import reference_spread
 from julnet.evaluation.expert_syncnet import (
     CLIP_FRAMES,
     FPS,
@@ -165,7 +167,7 @@ def evaluate(
     total = sum(p.frames for p in plans)
     log.info("evaluate %s on %s (%s split by %s): %d videos, %d frames at %dx%d", label, data_uri, ev.split, ev.split_by, len(plans), total, *size)
 
-    meter = _Meter(judges, ev.sparsification_steps, ev.lse_max_offset, settings.audio.window)
+    meter = _Meter(judges, ev.sparsification_steps, ev.lse_max_offset, settings.audio.window, epistemic=ev.epistemic_samples > 0)
     lines, t0 = Progress("[evaluate]", total, "frames", logger=log), time.perf_counter()
     with torch.inference_mode():
         for plan in plans:
@@ -177,7 +179,8 @@ def evaluate(
                     continue
                 frames = flatten_batch(chunk.batch, "frame", torch_device)
                 image, sigma, error_pred = _predict(generator, uncertainty, frames)
-                meter.add(image, frames.target, sigma, error_pred, frames.audio, chunk.usable, chunk.first_frame)
+                epistemic = None if chunk.resampled is None else _epistemic(generator, frames, image, chunk.resampled)
+                meter.add(image, frames.target, sigma, error_pred, frames.audio, chunk.usable, chunk.first_frame, epistemic)
                 lines.update(meter.frames + meter.faceless_frames)
             meter.end_video()
     lines.close()
@@ -306,17 +309,28 @@ def _predict(generator: Generator, uncertainty: UncertaintyModule, frames: Frame
     return torch.cat(images), torch.cat(sigmas), torch.cat(errors)
 
 
+def _epistemic(generator: Generator, frames: Frames, images: Tensor, resampled: Tensor) -> Tensor:
+    """The epistemic map of each frame, one frame at a time like `_predict` (its K − 1 extra passes as one batch)."""
+    others = resampled.to(images.device).float().div(255)  # (B, K − 1, 3R, H, W)
+    return torch.cat([
+        reference_spread(generator, images[i : i + 1], frames.source[i : i + 1], others[i][:, None], frames.audio[i : i + 1])
+        for i in range(len(images))
+    ])
+
+
 class _Meter:
     """Running sums of every metric over the frames seen so far."""
 
-    def __init__(self, judges: Judges, steps: int, max_offset: int, window: int):
+    def __init__(self, judges: Judges, steps: int, max_offset: int, window: int, epistemic: bool = False):
         self.judges, self.steps, self.max_offset, self.window = judges, steps, max_offset, window
         self.frames = 0
         self.sums = {"psnr": 0.0, "psnr_mouth": 0.0, "lpips": 0.0}
         self.generated_features, self.real_features = RunningStatistics(), RunningStatistics()  # O(D²) memory, any frame count
+        self.rankers = ("sigma", "error_pred", "epistemic") if epistemic else ("sigma", "error_pred")  # maps ranked against ε
         self.calibration: dict[str, list[float]] = {
-            f"{metric}_{name}": [] for metric in ("spearman", "ause", "aurg") for name in ("sigma", "error_pred")
+            f"{metric}_{name}": [] for metric in ("spearman", "ause", "aurg") for name in self.rankers
         } | {"nll_sigma": [], "uce_sigma": []}
+        self.mouth_epistemic: list[float] = []  # per frame: the epistemic map's mean over the mouth box
         self.reliability: np.ndarray | None = None  # (2, bins): summed per-frame mean σ and mean |ε| of each σ bin
         self.coverage: dict[float, list[float]] = {p: [] for p in COVERAGE_LEVELS}  # per frame; reported as |mean − p|
         self.mouth_errors: list[tuple[float, float]] = []  # per frame over the mouth box: (mean ε̂, mean true error)
@@ -386,7 +400,8 @@ class _Meter:
         self.stretch = None
 
     def add(
-        self, generated: Tensor, target: Tensor, sigma: Tensor, error_pred: Tensor, audio: Tensor, usable: Tensor, first_frame: int
+        self, generated: Tensor, target: Tensor, sigma: Tensor, error_pred: Tensor, audio: Tensor, usable: Tensor, first_frame: int,
+        epistemic: Tensor | None = None,
     ) -> None:
         """One batch of consecutive frames of the current video from `first_frame`; only those with a face
         (`usable`) are scored: a faceless held-out frame has no mouth to compare."""
@@ -394,6 +409,7 @@ class _Meter:
         self.faceless_frames += int((~usable).sum())
         if not usable.all():
             generated, target, sigma, error_pred = generated[usable], target[usable], sigma[usable], error_pred[usable]
+            epistemic = None if epistemic is None else epistemic[usable]
         b = len(generated)
         if b == 0:
             return
@@ -405,17 +421,21 @@ class _Meter:
         if not isinstance(self.judges.fid, Unavailable):
             self.generated_features.add(self.judges.fid(generated))
             self.real_features.add(self.judges.fid(target))
-        self._calibrate(error_map(generated, target).cpu(), sigma.cpu(), error_pred.cpu())
+        self._calibrate(error_map(generated, target).cpu(), sigma.cpu(), error_pred.cpu(), None if epistemic is None else epistemic.cpu())
 
-    def _calibrate(self, error: Tensor, sigma: Tensor, error_pred: Tensor) -> None:
-        """Per frame, over all its pixels: Spearman, sparsification (AUSE, AURG) of σ and of ε̂ against the true error,
-        and how well σ sizes it as a Laplace(0, σ) scale: NLL, interval coverage and UCE; and the mouth means that
-        `julnet generate`'s confidence (exp(−mean ε̂ / scale), so ranked by mean ε̂) and its risk-coverage use."""
+    def _calibrate(self, error: Tensor, sigma: Tensor, error_pred: Tensor, epistemic: Tensor | None) -> None:
+        """Per frame, over all its pixels: Spearman, sparsification (AUSE, AURG) of σ, of ε̂ (and of the epistemic map)
+        against the true error, and how well σ sizes it as a Laplace(0, σ) scale: NLL, interval coverage and UCE; and the
+        mouth means that `julnet generate`'s confidence (exp(−mean ε̂ / scale), so ranked by mean ε̂) and its risk-coverage use."""
         top, left, side = mouth_box(*error.shape[-2:])
         mouth = (..., slice(top, top + side), slice(left, left + side))
         for i in range(len(error)):
             self.calibration_frames += 1
             self.mouth_errors.append((float(error_pred[i][mouth].double().mean()), float(error[i][mouth].double().mean())))
+            maps = {"sigma": sigma[i], "error_pred": error_pred[i]}
+            if epistemic is not None:
+                maps["epistemic"] = epistemic[i]
+                self.mouth_epistemic.append(float(epistemic[i][mouth].double().mean()))
             self.calibration["nll_sigma"].append(nll_laplace(sigma[i], error[i]))
             bins = reliability(sigma[i], error[i], UCE_BINS)  # sorted once, for UCE and the reliability diagram
             self.calibration["uce_sigma"].append(bins.uce)
@@ -423,7 +443,7 @@ class _Meter:
             self.reliability = points if self.reliability is None else self.reliability + points
             for p, covered in interval_coverage(sigma[i], error[i], COVERAGE_LEVELS).items():
                 self.coverage[p].append(covered)
-            for name, predicted in (("sigma", sigma[i]), ("error_pred", error_pred[i])):
+            for name, predicted in maps.items():
                 self.calibration[f"spearman_{name}"].append(spearman(predicted, error[i]))
                 result = sparsification(predicted, error[i], self.steps)
                 self.calibration[f"ause_{name}"].append(result.ause)
@@ -455,8 +475,11 @@ class _Meter:
         predicted, observed = np.array(self.mouth_errors).T  # over all frames: the frames a user would keep or drop
         risk = aurc(-predicted, observed)  # confidence falls as the mouth's mean ε̂ rises, whatever generate.error_scale
         metrics["aurc_confidence"], metrics["eaurc_confidence"] = risk.aurc, risk.aurc - risk.oracle_aurc
+        if self.mouth_epistemic:  # frames ranked by the epistemic map's mouth mean, least spread kept first
+            spread = aurc(-np.array(self.mouth_epistemic), observed)
+            metrics["aurc_epistemic"], metrics["eaurc_epistemic"] = spread.aurc, spread.aurc - spread.oracle_aurc
         curves = {"fractions": self.curves["fractions"].tolist()}
-        curves.update({k: (self.curves[k] / self.calibration_frames).tolist() for k in ("oracle", "sigma", "error_pred")})
+        curves.update({k: (self.curves[k] / self.calibration_frames).tolist() for k in ("oracle", *self.rankers)})
         predicted_bins, observed_bins = (self.reliability / self.calibration_frames).tolist()
         calibration = {
             "reliability": {"predicted": predicted_bins, "observed": observed_bins},

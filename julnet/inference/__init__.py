@@ -32,6 +32,8 @@ Report (JSON), per frame, over the mouth region (face.mouth_box) of the crop:
 - `error_pred_mean`: mean predicted absolute error ε̂ (pixel values in [0, 1]);
 - `confidence` = exp(-error_pred_mean / generate.error_scale), in (0, 1]; 1 means no error expected;
 - `low_confidence`: confidence < generate.confidence_threshold;
+- `epistemic_mean` (only with generate.epistemic_samples K >= 2): mean of the epistemic map, the per-pixel std of
+  the generator's output over K reference sets (julnet.evaluation.epistemic; the first set is the output's own);
 - `face_found`: False for pass-through frames (their statistics are null, confidence 0, flagged low);
 - `tracking_lost`: the tracked subject was not found in the source frame (lost, or no face at all);
 - `source_frame`: the source frame shown; `box`: the crop box (x0, y0, x1, y1) in source pixels, end-exclusive;

@@ -17,13 +17,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from julnet.config import Config, GenerateConfig, override_config
+from julnet.config import Config, GenerateConfig, check_epistemic_video, override_config
 from julnet.data import audio as features
 from julnet.data.crop import crop_boxes, crop_frame, pixel_box
+from julnet.data.examples import draw_references
 from julnet.data.references import reference_indices
 from julnet.data.track import track_video
 from julnet.data.video import FPS, SAMPLE_RATE, VideoError, iter_frames, probe, read_audio
 from julnet.errors import BadAudioError, BadVideoError, GenerateError, NoFaceError, UnsupportedModelError
+from julnet.evaluation.epistemic import reference_spread
 from julnet.face import mask_mouth, mouth_box
 from julnet.inference.composite import heat_map, mouth_rect, paste
 from julnet.inference.media import (
@@ -54,6 +56,7 @@ class _Model:
     generator: Generator
     uncertainty: UncertaintyModule
     references: torch.Tensor  # (1, 3R, h, w)
+    resampled: torch.Tensor | None  # (K − 1, 3R, h, w): the other reference sets of the epistemic map, or None when off
     windows: torch.Tensor  # (total, window, n_mels)
     height: int
     width: int
@@ -68,6 +71,7 @@ def dub(
     out_path: str | os.PathLike[str],
     *,
     uncertainty_video: str | os.PathLike[str] | None = None,
+    epistemic_video: str | os.PathLike[str] | None = None,
     report: str | os.PathLike[str] | None = None,
     device: str | torch.device = "cpu",
     overrides: Sequence[str] = (),
@@ -77,18 +81,21 @@ def dub(
 
     Settings: the model config's `generate` section with `overrides` (`generate.key=value`) applied.
     Output: `out_path` (MP4, the source's size padded to even, yuv420p, 25 fps, the new audio), optionally the
-    σ heat-map video and the JSON report, each renamed into place only once everything succeeded; their missing
-    folders are created first of all. Raises GenerateError subclasses (one-line messages) for bad input or output
-    paths, and ConfigError for bad overrides, before any output file is created.
+    σ heat-map video, the epistemic heat-map video (needs generate.epistemic_samples >= 2) and the JSON report,
+    each renamed into place only once everything succeeded; their missing folders are created first of all.
+    Raises GenerateError subclasses (one-line messages) for bad input or output paths, and ConfigError for bad
+    overrides, before any output file is created.
     """
     t_start = time.perf_counter()
     video_path, audio_path, out_path = Path(video_path), Path(audio_path), Path(out_path)
-    prepare_outputs({"output video": out_path, "uncertainty video": uncertainty_video, "report": report})
+    prepare_outputs({"output video": out_path, "uncertainty video": uncertainty_video, "epistemic video": epistemic_video, "report": report})
     torch_device = torch.device(device)
     if torch_device.type == "cuda" and not torch.cuda.is_available():
         raise GenerateError("--device cuda but no CUDA device is available")
     cfg, generator, uncertainty = model if isinstance(model, tuple) else load_model(model, torch_device)
     settings = override_config(cfg, overrides, sections=("generate",)).generate
+    if epistemic_video is not None:
+        check_epistemic_video(settings)
     if cfg.audio.features != "logmel":
         raise UnsupportedModelError("this model takes DeepSpeech audio features (audio.features=deepspeech); generate supports log-mel models only")
     height, width = resolution or model_resolution(cfg, getattr(generator, "trained_stage", None))
@@ -105,18 +112,19 @@ def dub(
     n = len(faces.found)
     t_landmarks = time.perf_counter()
     log.info("generate: landmarks of %d source frames (%d with a face) in %.1f s; %d frames to generate", n, sum(faces.found), t_landmarks - t_start, total)
-    refs = _references(video_path, faces, cfg.generator.num_references, settings.reference_strategy, height, width).to(torch_device)
+    refs = _references(video_path, faces, cfg.generator.num_references, settings, height, width).to(torch_device)
     windows = torch.from_numpy(features.frame_windows(features.frame_features(samples, SAMPLE_RATE, total, FPS, cfg.audio.n_mels), cfg.audio.window))
-    net = _Model(generator, uncertainty, refs, windows, height, width, torch_device)
+    net = _Model(generator, uncertainty, refs[:1], refs[1:] if len(refs) > 1 else None, windows, height, width, torch_device)
     mux_audio = read_audio(audio_path, OUT_AUDIO_RATE)
     need = round(total / FPS * OUT_AUDIO_RATE)
     mux_audio = np.pad(mux_audio, (0, max(0, need - len(mux_audio))))[:need]
 
-    outputs = _Outputs(out_path, uncertainty_video, report, (info.width, info.height), settings.crf, mux_audio)
+    outputs = _Outputs(out_path, {"sigma": uncertainty_video, "epistemic": epistemic_video}, report, (info.width, info.height), settings.crf, mux_audio)
     try:
         entries = _generate(video_path, total, faces, net, settings, outputs)
         t_end = time.perf_counter()
-        summary = _summary(entries, n, total, outputs.codecs, height, width, t_end - t_start, t_end - t_landmarks, net.model_seconds)
+        summary = _summary(entries, n, total, outputs.codecs, height, width, t_end - t_start, t_end - t_landmarks, net.model_seconds,
+                           net.resampled is not None)
         out_width, out_height = even_size(info.width, info.height)
         summary.update(source_size=[info.height, info.width], output_size=[out_height, out_width])
         result = {
@@ -135,30 +143,32 @@ def dub(
 
 
 class _Outputs:
-    """The output video, and optionally the heat-map video and the report, under hidden temporary names until
-    commit() renames them into place (the output video last); discard() removes them."""
+    """The output video, and optionally the heat-map videos (by map name: sigma, epistemic) and the report, under
+    hidden temporary names until commit() renames them into place (the output video last); discard() removes them."""
 
-    def __init__(self, out: Path, heat: str | os.PathLike[str] | None, report: str | os.PathLike[str] | None, size: tuple[int, int],
-                 crf: int, mux_audio: np.ndarray) -> None:
+    def __init__(self, out: Path, heats: dict[str, str | os.PathLike[str] | None], report: str | os.PathLike[str] | None,
+                 size: tuple[int, int], crf: int, mux_audio: np.ndarray) -> None:
         self.codecs = choose_codecs()
         if self.codecs != ("libx264", "aac"):
             log.warning("H.264 + AAC encoders unavailable in this PyAV build: writing %s + %s in MP4 instead", *self.codecs)
         self.report, self.report_tmp = report, None
         self.writers: list[VideoWriter] = []
+        self.heats: dict[str, VideoWriter] = {}
         try:
             self.main = VideoWriter(out, *size, self.codecs, crf, mux_audio)
             self.writers.append(self.main)
-            self.heat = VideoWriter(Path(heat), *size, self.codecs, crf, mux_audio) if heat is not None else None
-            if self.heat is not None:
-                self.writers.append(self.heat)
+            for name, path in heats.items():
+                if path is not None:
+                    self.heats[name] = VideoWriter(Path(path), *size, self.codecs, crf, mux_audio)
+                    self.writers.append(self.heats[name])
         except BaseException:
             self.discard()
             raise
 
-    def write(self, frame: np.ndarray, heat_frame: np.ndarray | None) -> None:
+    def write(self, frame: np.ndarray, heat_frames: dict[str, np.ndarray]) -> None:
         self.main.write(frame)
-        if self.heat is not None and heat_frame is not None:
-            self.heat.write(heat_frame)
+        for name, writer in self.heats.items():
+            writer.write(heat_frames[name])
 
     def commit(self, result: dict[str, Any]) -> None:
         for w in self.writers:
@@ -189,8 +199,8 @@ def _generate(video_path: Path, total: int, faces: _Faces, net: _Model, settings
         for j, (i, frame) in enumerate(frames):
             batch.append((j, i, frame))
             if len(batch) == settings.batch_frames or j == total - 1:
-                for out, heat_frame, entry in _dub_batch(batch, faces, net, settings, outputs.heat is not None):
-                    encoder.submit(outputs.write, out, heat_frame)
+                for out, heat_frames, entry in _dub_batch(batch, faces, net, settings, set(outputs.heats)):
+                    encoder.submit(outputs.write, out, heat_frames)
                     entries.append(entry)
                 progress.update(len(entries))
                 batch = []
@@ -212,51 +222,63 @@ def _track(video_path: Path, cfg: Config) -> _Faces:
     return _Faces(crop_boxes(track.landmarks, max_missing=1.0).boxes, found, [bool(x) for x in track.lost])
 
 
-def _references(video_path: Path, faces: _Faces, count: int, strategy: str, height: int, width: int) -> torch.Tensor:
-    """Pass 2: the reference crops (1, 3R, h, w) in [0, 1], chosen once per video among frames with a face, each read from a seek."""
-    ref_idx = reference_indices(faces.found, count, strategy)
-    crops = {i: crop_frame(next(iter_frames(video_path, FPS, start=i)), faces.boxes[i], height, width) for i in set(ref_idx)}
-    refs = np.concatenate([crops[i] for i in ref_idx], axis=2)  # (h, w, 3R) in reference order
-    return torch.from_numpy(refs).permute(2, 0, 1)[None].float().div(255)
+def _references(video_path: Path, faces: _Faces, count: int, settings: GenerateConfig, height: int, width: int) -> torch.Tensor:
+    """Pass 2: reference crops (S, 3R, h, w) in [0, 1] among frames with a face, each frame read from one seek: set 0,
+    the output's, by `reference_strategy`; with the epistemic map, K − 1 more drawn with `epistemic_seed` (S = max(K, 1))."""
+    rng, usable = np.random.default_rng(settings.epistemic_seed), np.array(faces.found)
+    sets = [reference_indices(faces.found, count, settings.reference_strategy)]
+    sets += [draw_references(rng, count, range(0), len(usable), usable).tolist() for _ in range(settings.epistemic_samples - 1)]
+    crops = {i: crop_frame(next(iter_frames(video_path, FPS, start=i)), faces.boxes[i], height, width) for i in {i for s in sets for i in s}}
+    refs = np.stack([np.concatenate([crops[i] for i in s], axis=2) for s in sets])  # (S, h, w, 3R) in reference order
+    return torch.from_numpy(refs).permute(0, 3, 1, 2).float().div(255)
 
 
 def _dub_batch(
-    batch: list[tuple[int, int, np.ndarray]], faces: _Faces, net: _Model, settings: GenerateConfig, heat: bool
-) -> list[tuple[np.ndarray, np.ndarray | None, dict[str, Any]]]:
-    """Pass 3 for a batch of (output index, source index, frame): (output frame, heat-map frame, report entry) each.
+    batch: list[tuple[int, int, np.ndarray]], faces: _Faces, net: _Model, settings: GenerateConfig, heats: set[str]
+) -> list[tuple[np.ndarray, dict[str, np.ndarray], dict[str, Any]]]:
+    """Pass 3 for a batch of (output index, source index, frame): (output frame, heat-map frames by name, report entry) each.
 
-    The frames with a face go through the generator and the uncertainty module together; the statistics and the
-    heat map cover the mouth region, the only part pasted back. Frames without a face pass through, flagged."""
+    The frames with a face go through the generator and the uncertainty module together (and, with the epistemic
+    map, the generator again on the other reference sets); the statistics and the heat maps cover the mouth region,
+    the only part pasted back. Frames without a face pass through, flagged."""
     with_face = [k for k, (_, i, _) in enumerate(batch) if faces.found[i]]
-    results: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    results: dict[int, tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]] = {}
     if with_face:
         crops = np.stack([crop_frame(batch[k][2], faces.boxes[batch[k][1]], net.height, net.width) for k in with_face])
         t_model = time.perf_counter()
         target = torch.from_numpy(crops).permute(0, 3, 1, 2).float().div(255).to(net.device)
         audio = net.windows[[batch[k][0] for k in with_face]].to(net.device)
         with torch.inference_mode():
-            gen = net.generator(mask_mouth(target), net.references.expand(len(with_face), -1, -1, -1), audio)
+            source = mask_mouth(target)
+            gen = net.generator(source, net.references.expand(len(with_face), -1, -1, -1), audio)
             unc = net.uncertainty(gen.image, gen.features)
+            maps = {"sigma": unc.log_sigma[:, 0].exp().cpu().numpy()}
+            if net.resampled is not None:
+                resampled = net.resampled[:, None].expand(-1, len(with_face), -1, -1, -1)
+                maps["epistemic"] = reference_spread(net.generator, gen.image, source, resampled, audio)[:, 0].cpu().numpy()
         images = (gen.image.permute(0, 2, 3, 1) * 255).cpu().numpy()
-        sigma, err = unc.log_sigma[:, 0].exp().cpu().numpy(), unc.error_pred[:, 0].cpu().numpy()
-        results = {k: (images[r], sigma[r], err[r]) for r, k in enumerate(with_face)}
+        err = unc.error_pred[:, 0].cpu().numpy()
+        results = {k: (images[r], {name: m[r] for name, m in maps.items()}, err[r]) for r, k in enumerate(with_face)}
         net.model_seconds += time.perf_counter() - t_model
     top, left, side = mouth_box(net.height, net.width)
-    out: list[tuple[np.ndarray, np.ndarray | None, dict[str, Any]]] = []
+    scales = {"sigma": settings.heat_sigma_max, "epistemic": settings.heat_epistemic_max}
+    out: list[tuple[np.ndarray, dict[str, np.ndarray], dict[str, Any]]] = []
     for k, (j, i, frame) in enumerate(batch):
         entry: dict[str, Any] = {"frame": j, "source_frame": i, "face_found": faces.found[i], "tracking_lost": faces.lost[i],
                                  "box": list(pixel_box(faces.boxes[i])), "mouth_box": list(mouth_rect(faces.boxes[i], net.height, net.width))}
         if k not in results:
             entry.update(sigma_mean=None, error_pred_mean=None, confidence=0.0, low_confidence=True)
-            out.append((frame, frame if heat else None, entry))
+            if net.resampled is not None:
+                entry["epistemic_mean"] = None
+            out.append((frame, {name: frame for name in heats}, entry))
             continue
-        image, sigma, err = results[k]
-        s = float(sigma[top : top + side, left : left + side].mean())
+        image, frame_maps, err = results[k]
+        means = {f"{name}_mean": float(m[top : top + side, left : left + side].mean()) for name, m in frame_maps.items()}
         e = float(err[top : top + side, left : left + side].mean())
         conf = math.exp(-e / settings.error_scale)
-        entry.update(sigma_mean=s, error_pred_mean=e, confidence=conf, low_confidence=conf < settings.confidence_threshold)
-        heat_frame = paste(frame, 0.5 * heat_map(sigma, settings.heat_sigma_max) + 0.5 * image, faces.boxes[i], settings.feather) if heat else None
-        out.append((paste(frame, image, faces.boxes[i], settings.feather), heat_frame, entry))
+        entry.update(sigma_mean=means.pop("sigma_mean"), error_pred_mean=e, confidence=conf, low_confidence=conf < settings.confidence_threshold, **means)
+        heat_frames = {name: paste(frame, 0.5 * heat_map(frame_maps[name], scales[name]) + 0.5 * image, faces.boxes[i], settings.feather) for name in heats}
+        out.append((paste(frame, image, faces.boxes[i], settings.feather), heat_frames, entry))
     return out
 
 
@@ -270,7 +292,8 @@ def _write_report_tmp(report: Path, result: dict[str, Any]) -> Path:
 
 
 def _summary(
-    entries: list[dict[str, Any]], n: int, total: int, codecs: tuple[str, str], h: int, w: int, seconds: float, gen_seconds: float, model_seconds: float
+    entries: list[dict[str, Any]], n: int, total: int, codecs: tuple[str, str], h: int, w: int, seconds: float, gen_seconds: float,
+    model_seconds: float, epistemic: bool,
 ) -> dict[str, Any]:
     def stats(key: str) -> dict[str, float] | None:
         values = np.array([e[key] for e in entries if e["face_found"]], dtype=np.float64)
@@ -293,6 +316,7 @@ def _summary(
         "confidence": stats("confidence"),
         "sigma_mean": stats("sigma_mean"),
         "error_pred_mean": stats("error_pred_mean"),
+        **({"epistemic_mean": stats("epistemic_mean")} if epistemic else {}),
         "crop_size": [h, w],
         "codecs": list(codecs),
         "seconds": seconds,
