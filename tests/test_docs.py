@@ -49,6 +49,7 @@ DOCUMENTS = [
     "docs/data.md",
     "docs/training.md",
     "docs/sweeps.md",
+    "docs/experiments.md",
     "docs/evaluation.md",
     "docs/registry.md",
     "docs/inference.md",
