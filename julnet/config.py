@@ -50,6 +50,7 @@ class AudioConfig(Section):
 
 
 class GeneratorConfig(Section):
+    kind: Literal["julnet"] = "julnet"  # the generator family (julnet.models.talking_face.GENERATORS)
     encoder_channels: list[int] = Field(default=[64, 128, 256], min_length=2)
     id_channels: int = Field(128, ge=1)
     audio_channels: int = Field(128, ge=1)
@@ -58,9 +59,14 @@ class GeneratorConfig(Section):
     num_references: int = Field(5, ge=1)
 
     @property
+    def levels(self) -> int:
+        """Levels of the face encoder of the chosen family (each after the first halves the image)."""
+        return len(self.encoder_channels)
+
+    @property
     def downsample(self) -> int:
-        """Factor by which the face encoders shrink the image (each stage after the first halves it)."""
-        return 2 ** (len(self.encoder_channels) - 1)
+        """Factor by which the face encoder shrinks the image."""
+        return 2 ** (self.levels - 1)
 
 
 class DiscriminatorConfig(Section):
@@ -405,7 +411,7 @@ class Config(Section):
                 if value % factor:
                     raise ConfigError(
                         f"train.stages.{i}.{key}: {value} is not a multiple of {factor}, "
-                        f"which the generator's {len(self.generator.encoder_channels)}-level encoder needs"
+                        f"which the {self.generator.kind} generator's {self.generator.levels}-level encoder needs"
                     )
         names = [s.name for s in self.train.stages]
         if len(set(names)) != len(names):
