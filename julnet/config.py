@@ -49,19 +49,29 @@ class AudioConfig(Section):
         return self
 
 
+class Wav2LipConfig(Section):
+    """The Wav2Lip-style generator's widths (generator.kind=wav2lip, julnet.models.wav2lip)."""
+
+    face_channels: list[int] = Field(default=[16, 32, 64, 128, 256, 512], min_length=2)  # per level; each halves the size
+    audio_channels: list[int] = Field(default=[32, 64, 128, 256, 512], min_length=1)  # per level; each halves the mel bins
+    output_channels: int = Field(32, ge=1)  # the output block's features, which the uncertainty module reads
+
+
 class GeneratorConfig(Section):
-    kind: Literal["julnet"] = "julnet"  # the generator family (julnet.models.talking_face.GENERATORS)
+    kind: Literal["julnet", "wav2lip"] = "julnet"  # the generator family (julnet.models.talking_face.GENERATORS)
+    # julnet (DINet-style, paper Fig. 3):
     encoder_channels: list[int] = Field(default=[64, 128, 256], min_length=2)
     id_channels: int = Field(128, ge=1)
     audio_channels: int = Field(128, ge=1)
     deform_blocks: int = Field(4, ge=1)
     decoder_channels: int = Field(128, ge=1)
-    num_references: int = Field(5, ge=1)
+    num_references: int = Field(5, ge=1)  # both families
+    wav2lip: Wav2LipConfig = Wav2LipConfig()
 
     @property
     def levels(self) -> int:
         """Levels of the face encoder of the chosen family (each after the first halves the image)."""
-        return len(self.encoder_channels)
+        return len(self.wav2lip.face_channels if self.kind == "wav2lip" else self.encoder_channels)
 
     @property
     def downsample(self) -> int:

@@ -17,8 +17,9 @@ from torch import Tensor, nn
 from julnet.config import Config
 from julnet.models.generator import Generator, GeneratorOutput
 from julnet.models.uncertainty import UncertaintyModule, UncertaintyOutput
+from julnet.models.wav2lip import Wav2LipGenerator
 
-GENERATORS: dict[str, type[nn.Module]] = {cls.kind: cls for cls in (Generator,)}
+GENERATORS: dict[str, type[nn.Module]] = {cls.kind: cls for cls in (Generator, Wav2LipGenerator)}
 
 
 class TalkingFaceOutput(NamedTuple):
