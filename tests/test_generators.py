@@ -53,6 +53,12 @@ def test_wav2lip_repaints_from_the_upper_half_of_the_source_and_the_audio():
     assert torch.count_nonzero(audio.grad) > 0
 
 
+def test_the_train_mode_of_the_models_reaches_the_talking_face_itself():
+    models = build_models(load_config("wav2lip-tiny"), pretrained=False).train(False)
+    assert not models.talking_face.training and not models.talking_face.uncertainty.training
+    assert models.train().talking_face.training
+
+
 def test_a_checkpoint_of_one_family_is_refused_by_the_other_in_one_line():
     wav2lip, julnet = load_config("wav2lip-tiny"), load_config("tiny")
     theirs = build_models(wav2lip, pretrained=False)

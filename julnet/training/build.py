@@ -32,8 +32,8 @@ class Models:
         return {"generator": face.generator, "uncertainty": face.uncertainty, **{name: bare(getattr(self, name)) for name in self.TRAINED[1:]}}
 
     def train(self, mode: bool = True) -> Models:
-        for module in self.trained().values():
-            module.train(mode)
+        for name in self.TRAINED:
+            bare(getattr(self, name)).train(mode)
         return self
 
 
