@@ -448,7 +448,7 @@ def inference_part(cfg: Config, full: Trainer, args: argparse.Namespace, stage: 
                 say(f"  inference b={size} {precision}: {row['s_per_forward_median'] * 1e3:.2f} ms, {row['frames_per_s']:.1f} frames/s (n={repeats})")
             del batch
     finally:
-        generator.train(), uncertainty.train()
+        face.train()
         free(device)
     return part
 
