@@ -26,9 +26,8 @@ import torch  # noqa: E402
 from julnet.config import load_config  # noqa: E402
 from julnet.data.preprocess import run  # noqa: E402
 from julnet.evaluation.suite import evaluate  # noqa: E402
-from julnet.models.generator import Generator  # noqa: E402
 from julnet.models.syncnet import SyncNet  # noqa: E402
-from julnet.training.build import build_uncertainty  # noqa: E402
+from julnet.models.talking_face import build_talking_face  # noqa: E402
 
 CLIPS = [ROOT / "tests" / "data" / "bbaf2n.mpg", ROOT / "tests" / "data" / "id2_vcd_swwp2s.mpg"]
 
@@ -57,8 +56,7 @@ def main() -> None:
                 f"syncnet.weights.path={weights}", "evaluation.split=train", f"evaluation.max_frames_per_video={args.frames}",
                 "evaluation.max_frames=null", f"evaluation.batch_size={args.batch_size}",
             ])
-            generator = Generator(cfg)
-            model = (cfg, generator, build_uncertainty(cfg, generator.feature_channels))
+            model = (cfg, build_talking_face(cfg))
             one_frame = settings.model_copy(update={"evaluation": settings.evaluation.model_copy(update={"max_frames": 1})})
             evaluate(model, f"{tmp}/data/manifest.json", one_frame, device=args.device)  # warm-up: first-call costs
             result = evaluate(model, f"{tmp}/data/manifest.json", settings, device=args.device, model_id=f"random {preset}")

@@ -62,8 +62,7 @@ from gpu_check import machine_info  # noqa: E402
 from julnet.config import load_config  # noqa: E402
 from julnet.data.video import read_audio, read_frames  # noqa: E402
 from julnet.inference import dub, load_model  # noqa: E402
-from julnet.models.generator import Generator  # noqa: E402
-from julnet.training.build import build_uncertainty  # noqa: E402
+from julnet.models.talking_face import build_talking_face  # noqa: E402
 
 VIDEO = ROOT / "tests" / "data" / "bbaf2n.mpg"
 
@@ -71,9 +70,7 @@ VIDEO = ROOT / "tests" / "data" / "bbaf2n.mpg"
 def random_model(preset: str, device: str):
     cfg = load_config(preset)
     torch.manual_seed(0)
-    generator = Generator(cfg)
-    uncertainty = build_uncertainty(cfg, generator.feature_channels)
-    return cfg, generator.to(device).eval(), uncertainty.to(device).eval()
+    return cfg, build_talking_face(cfg).to(device).eval()
 
 
 def write_wav(path: Path, samples: np.ndarray) -> None:

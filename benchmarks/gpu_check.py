@@ -159,7 +159,7 @@ class Trainer:
         self.cfg, self.device, self.uncertainty = cfg, device, uncertainty
         self.models = build_models(cfg, device)
         if not uncertainty:
-            self.models.uncertainty = NoUncertainty().to(device)
+            self.models.talking_face.uncertainty = NoUncertainty().to(device)
         self.optimizers = build_optimizers(cfg, self.models)
         self.models.train()
         self.reset()
@@ -435,17 +435,14 @@ def train_part(
 def inference_part(cfg: Config, full: Trainer, args: argparse.Namespace, stage: StageConfig, seconds: float) -> dict[str, Any]:
     """Generator + uncertainty module forward in inference_mode: model-only frames/s."""
     device = full.device
-    generator, uncertainty = bare(full.models.generator), bare(full.models.uncertainty)
-    generator.eval(), uncertainty.eval()
-    use_features = cfg.un.use_features
+    face = bare(full.models.talking_face).eval()
     precisions = ["fp32"] + (["fp16 autocast"] if device.type == "cuda" else [])
     part: dict[str, Any] = {"height": stage.height, "width": stage.width, "results": []}
     deadline = time.perf_counter() + seconds
 
     def forward(batch: dict[str, Tensor], autocast: bool) -> None:
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16, enabled=autocast):
-            gen = generator(batch["source"], batch["references"], batch["audio"])
-            uncertainty(gen.image, gen.features if use_features else None)
+            face(batch["source"], batch["references"], batch["audio"])
 
     try:
         for size in args.infer_batches:
@@ -466,7 +463,7 @@ def inference_part(cfg: Config, full: Trainer, args: argparse.Namespace, stage: 
                 say(f"  inference b={size} {precision}: {row['s_per_forward_median'] * 1e3:.2f} ms, {row['frames_per_s']:.1f} frames/s (n={repeats})")
             del batch
     finally:
-        generator.train(), uncertainty.train()
+        face.train()
         free(device)
     return part
 

@@ -49,18 +49,34 @@ class AudioConfig(Section):
         return self
 
 
+class Wav2LipConfig(Section):
+    """The Wav2Lip-style generator's widths (generator.kind=wav2lip, julnet.models.wav2lip)."""
+
+    face_channels: list[int] = Field(default=[16, 32, 64, 128, 256, 512], min_length=2)  # per level; each halves the size
+    audio_channels: list[int] = Field(default=[32, 64, 128, 256, 512], min_length=1)  # per level; each halves the mel bins
+    output_channels: int = Field(32, ge=1)  # the output block's features, which the uncertainty module reads
+
+
 class GeneratorConfig(Section):
+    kind: Literal["julnet", "wav2lip"] = "julnet"  # the generator family (julnet.models.talking_face.GENERATORS)
+    # julnet (DINet-style, paper Fig. 3):
     encoder_channels: list[int] = Field(default=[64, 128, 256], min_length=2)
     id_channels: int = Field(128, ge=1)
     audio_channels: int = Field(128, ge=1)
     deform_blocks: int = Field(4, ge=1)
     decoder_channels: int = Field(128, ge=1)
-    num_references: int = Field(5, ge=1)
+    num_references: int = Field(5, ge=1)  # both families
+    wav2lip: Wav2LipConfig = Wav2LipConfig()
+
+    @property
+    def levels(self) -> int:
+        """Levels of the face encoder of the chosen family (each after the first halves the image)."""
+        return len(self.wav2lip.face_channels if self.kind == "wav2lip" else self.encoder_channels)
 
     @property
     def downsample(self) -> int:
-        """Factor by which the face encoders shrink the image (each stage after the first halves it)."""
-        return 2 ** (len(self.encoder_channels) - 1)
+        """Factor by which the face encoder shrinks the image."""
+        return 2 ** (self.levels - 1)
 
 
 class DiscriminatorConfig(Section):
@@ -437,7 +453,7 @@ class Config(Section):
                 if value % factor:
                     raise ConfigError(
                         f"train.stages.{i}.{key}: {value} is not a multiple of {factor}, "
-                        f"which the generator's {len(self.generator.encoder_channels)}-level encoder needs"
+                        f"which the {self.generator.kind} generator's {self.generator.levels}-level encoder needs"
                     )
         names = [s.name for s in self.train.stages]
         if len(set(names)) != len(names):

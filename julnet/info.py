@@ -29,29 +29,30 @@ def model_info(cfg: Config) -> dict[str, Any]:
     h, w = stage.height, stage.width
     with torch.device("meta"):
         m = build_models(cfg, device="meta", pretrained=False)
+        g, un = m.talking_face.generator, m.talking_face.uncertainty
         frame = torch.rand(1, 3, h, w)
         refs = torch.rand(1, 3 * cfg.generator.num_references, h, w)
         audio = torch.rand(1, cfg.audio.dim, cfg.audio.window)
-        features = torch.rand(1, m.generator.feature_channels, h, w)
+        features = torch.rand(1, g.feature_channels, h, w)
         clip = torch.rand(1, 3 * cfg.audio.window, h, w)
         mouths = torch.rand(1, 3 * cfg.audio.window, cfg.syncnet.mouth_size, cfg.syncnet.mouth_size)
         gflops = {
-            "generator": _gflops(m.generator, frame, refs, audio),
-            "uncertainty": _gflops(m.uncertainty, frame, features if cfg.un.use_features else None),
+            "generator": _gflops(g, frame, refs, audio),
+            "uncertainty": _gflops(un, frame, features if cfg.un.use_features else None),
             "frame_discriminator": _gflops(m.frame_discriminator, frame),
             "clip_discriminator": _gflops(m.clip_discriminator, clip),
             "syncnet": _gflops(m.syncnet, audio, mouths),
             "vgg": _gflops(m.vgg, frame),
         }
-    g = m.generator
     parts = {name: _params(child) for name, child in g.named_children()}
     return {
         "config": cfg.name,
+        "generator_kind": cfg.generator.kind,
         "resolution": [h, w],
         "params": {
             "generator": _params(g),
             "generator_parts": parts,
-            "uncertainty": _params(m.uncertainty),
+            "uncertainty": _params(un),
             "frame_discriminator": _params(m.frame_discriminator),
             "clip_discriminator": _params(m.clip_discriminator),
             "syncnet": _params(m.syncnet),

@@ -43,7 +43,7 @@ def test_checkpoint_round_trip_restores_everything(tiny: Config, tmp_path: Path)
     opts = build_optimizers(tiny, models)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     with torch.no_grad():
-        models.generator.face_decoder.to_image.bias.fill_(0.25)
+        models.talking_face.generator.face_decoder.to_image.bias.fill_(0.25)
     torch.manual_seed(123)
     state = ckpt.training_state(tiny, models, opts, scaler, step=7, stage="frame")
     expected_draw = torch.rand(3)
@@ -55,7 +55,7 @@ def test_checkpoint_round_trip_restores_everything(tiny: Config, tmp_path: Path)
     loaded = ckpt.load_checkpoint(path)
     ckpt.restore_training_state(loaded, fresh, fresh_opts, scaler)
     assert loaded["step"] == 7 and loaded["stage"] == "frame" and loaded["config"] == tiny.to_dict()
-    assert torch.equal(fresh.generator.face_decoder.to_image.bias, models.generator.face_decoder.to_image.bias)
+    assert torch.equal(fresh.talking_face.generator.face_decoder.to_image.bias, models.talking_face.generator.face_decoder.to_image.bias)
     assert torch.equal(torch.rand(3), expected_draw), "RNG state restored"
     assert set(loaded["models"]) == {"generator", "uncertainty", "frame_discriminator", "clip_discriminator"}
     assert set(loaded["optimizers"]) == {"generator", "frame_discriminator", "clip_discriminator"}

@@ -153,8 +153,8 @@ def test_suite_numbers_match_a_hand_computation_and_do_not_depend_on_batch_size(
         for chunk in video_batches(plan, settings.evaluation, (104, 80), 5):
             frames = flatten_batch(chunk.batch, "frame", torch.device("cpu"))
             outs = [loaded[1](frames.source[i : i + 1], frames.references[i : i + 1], frames.audio[i : i + 1]) for i in range(len(frames.target))]
-            image = torch.cat([o.image for o in outs])  # one frame at a time, as the suite generates
-            sigma = torch.cat([loaded[2](o.image, o.features).log_sigma.exp() for o in outs])
+            image = torch.cat([o.generated.image for o in outs])  # one frame at a time, as the suite generates
+            sigma = torch.cat([o.uncertainty.log_sigma.exp() for o in outs])
             gen, real = image.double().numpy(), frames.target.double().numpy()
             for g, r, s in zip(gen, real, sigma.numpy()):
                 psnrs.append(10 * math.log10(1 / np.mean((g - r) ** 2)))

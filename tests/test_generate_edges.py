@@ -36,12 +36,12 @@ def _states(stage_steps: tuple[tuple[str, tuple[int, ...]], ...]):
     for stage, steps in stage_steps:
         for step in steps:
             with torch.no_grad():
-                models.generator.face_decoder.to_image.bias.fill_(step / 100)
+                models.talking_face.generator.face_decoder.to_image.bias.fill_(step / 100)
             yield stage, step, training_state(cfg, models, opts, scaler, step, stage)
 
 
-def _marker(generator) -> int:
-    return round(float(generator.face_decoder.to_image.bias[0].detach()) * 100)
+def _marker(face) -> int:
+    return round(float(face.generator.face_decoder.to_image.bias[0].detach()) * 100)
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +78,8 @@ def _files(root: Path) -> list[str]:
 def test_a_ray_run_directory_resolves_to_the_newest_checkpoint_of_its_last_stage(ray_run: Path, tmp_path: Path) -> None:
     assert locate_checkpoint(ray_run) == ray_run / "clip" / "step-00000002"
     assert locate_checkpoint(ray_run / "frame") == ray_run / "frame" / "step-00000006"  # a stage folder: its newest
-    cfg, generator, _ = load_model(ray_run)  # what generate, evaluate, batch and pyfunc call
-    assert generator.trained_stage == "clip" and _marker(generator) == 2
+    cfg, face = load_model(ray_run)  # what generate, evaluate, batch and pyfunc call
+    assert face.trained_stage == "clip" and _marker(face) == 2
     assert load_checkpoint(ray_run)["step"] == 2  # --init takes the same run directory
 
     running = tmp_path / "job2"  # the clip stage has not written a checkpoint yet

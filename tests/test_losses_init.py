@@ -16,7 +16,8 @@ from julnet.losses.perceptual import perceptual_loss
 from julnet.losses.uncertainty import bin_centres, error_map, histogram_kl, histogram_loss, tail_mismatch, uncertainty_loss
 from julnet.models.uncertainty import DEFAULT_INIT_SIGMA, UncertaintyModule, UncertaintyOutput
 from julnet.models.vgg import VGG19Features
-from julnet.training.build import build_models, build_uncertainty
+from julnet.models.talking_face import build_uncertainty
+from julnet.training.build import build_models
 
 # Adam's step size for the 50-step tests: σ moves about this much in log units per step, so 50 steps cover the
 # ~2 log units from σ ≈ 1 down to the bins of a 0.03-mean error map.
@@ -96,8 +97,8 @@ def test_untrained_generator_gets_a_kl_lowering_gradient_too(tiny: Config):
     batch = SyntheticFaces(tiny, tiny.train.stages[0]).batch(0)
     scale = 255.0 if batch["target"].dtype == torch.uint8 else 1.0
     with torch.no_grad():
-        gen = models.generator(batch["source"].float() / scale, batch["references"].float() / scale, batch["audio"])
-        tau = models.uncertainty(gen.image, gen.features).log_sigma
+        gen, unc = models.talking_face(batch["source"].float() / scale, batch["references"].float() / scale, batch["audio"])
+        tau = unc.log_sigma
     error = error_map(gen.image, batch["target"].float() / scale)
     assert (tau.exp() < bin_centres(error, tiny.hist)[0]).all()
     tau.requires_grad_(True)
@@ -197,16 +198,17 @@ def test_detach_image_cuts_the_module_input_from_the_generator(tiny: Config, use
     models = build_models(cfg, pretrained=False)
     batch = SyntheticFaces(cfg, cfg.train.stages[0]).batch(0)
     scale = 255.0 if batch["target"].dtype == torch.uint8 else 1.0
-    gen = models.generator(batch["source"].float() / scale, batch["references"].float() / scale, batch["audio"])
+    face = models.talking_face
+    gen = face.generator(batch["source"].float() / scale, batch["references"].float() / scale, batch["audio"])
     gen.image.retain_grad()
-    out = models.uncertainty(gen.image, gen.features if use_features else None)
+    out = face.uncertainty(gen.image, gen.features if use_features else None)
     (out.log_sigma.square().mean() + out.error_pred.mean()).backward()  # only the module's outputs, no ε
-    grads = [p.grad for p in models.generator.parameters()]
+    grads = [p.grad for p in face.generator.parameters()]
     reached = any(g is not None and g.abs().sum() > 0 for g in grads)
     assert reached is reaches_generator
     image_grad = gen.image.grad
     assert (image_grad is not None and image_grad.abs().sum() > 0) is not detach_image
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in models.uncertainty.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in face.uncertainty.parameters())
 
 
 def test_perceptual_mean_is_the_sum_over_its_terms():

@@ -65,8 +65,8 @@ def test_a_registered_model_carries_its_lineage_loads_by_alias_and_dubs(
     assert alias_version(client, name, "challenger") is None
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
-    cfg, generator, _ = load_model(f"models:/{name}@champion")
-    assert cfg.name == "tiny" and generator.trained_stage == "frame"
+    cfg, face = load_model(f"models:/{name}@champion")
+    assert cfg.name == "tiny" and face.trained_stage == "frame"
 
     model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
     [result] = model.predict({"video": VIDEO.read_bytes(), "audio": str(SPEECH)})

@@ -161,12 +161,12 @@ def test_the_ranking_metric_is_a_fixed_batch_scored_without_any_lambda(grid_data
     torch.manual_seed(0)
     models = build_models(cfg, "cpu", pretrained=False).train()
     metrics = heldout_metrics(models, batch, "frame", torch.device("cpu"), chunk=4)
-    assert models.generator.training, "the training mode is restored after scoring"
+    assert models.talking_face.generator.training, "the training mode is restored after scoring"
     other = heldout_metrics(models, batch, "frame", torch.device("cpu"), chunk=6)
     assert metrics.keys() == {"eval_l1", "eval_mouth_l1", "eval_mouth_psnr"}
     assert all(math.isclose(metrics[k], other[k], rel_tol=1e-5) for k in metrics), "chunking does not change the result"
     with torch.no_grad():
-        image = models.generator.eval()(batch["source"].float() / 255, batch["references"].float() / 255, batch["audio"]).image
+        image = models.talking_face.generator.eval()(batch["source"].float() / 255, batch["references"].float() / 255, batch["audio"]).image
     target, mouth = batch["target"].float() / 255, (slice(None), slice(None), slice(32, 96), slice(8, 72))
     assert math.isclose(metrics["eval_l1"], (image - target).abs().mean().item(), rel_tol=1e-5)
     assert math.isclose(metrics["eval_mouth_l1"], (image - target)[mouth].abs().mean().item(), rel_tol=1e-5), "the mouth box at 104x80"

@@ -11,8 +11,9 @@ import torch
 from torch import Tensor, nn
 
 from julnet.config import Config, ConfigError
-from julnet.models.generator import Generator, GeneratorOutput
-from julnet.models.uncertainty import UncertaintyModule, UncertaintyOutput
+from julnet.models.generator import GeneratorOutput
+from julnet.models.talking_face import TalkingFace
+from julnet.models.uncertainty import UncertaintyOutput
 from julnet.training.build import build_models
 
 BASELINES = ("baseline:reference-copy", "baseline:untrained")
@@ -20,8 +21,6 @@ BASELINES = ("baseline:reference-copy", "baseline:untrained")
 
 class ReferenceCopy(nn.Module):
     """The first reference frame as the output; its 'features' are the image itself."""
-
-    trained_stage = None
 
     def forward(self, source: Tensor, references: Tensor, audio: Tensor) -> GeneratorOutput:
         image = references[:, :3]
@@ -40,13 +39,12 @@ def is_baseline(model: str) -> bool:
     return model.startswith("baseline:")
 
 
-def load_baseline(name: str, cfg: Config | None) -> tuple[Config, Generator | ReferenceCopy, UncertaintyModule | NoUncertainty]:
-    """(config, generator, uncertainty module) of a named floor row, in eval mode."""
+def load_baseline(name: str, cfg: Config | None) -> tuple[Config, TalkingFace]:
+    """(config, talking face) of a named floor row, in eval mode."""
     if name not in BASELINES:
         raise ConfigError(f"unknown baseline {name!r}: choose one of {', '.join(BASELINES)}")
     if cfg is None:
         raise ConfigError(f"{name} has no config of its own: pass --config (the preset of the models it is compared with)")
     if name == "baseline:reference-copy":
-        return cfg, ReferenceCopy().eval(), NoUncertainty().eval()
-    models = build_models(cfg, pretrained=False)
-    return cfg, models.generator.eval(), models.uncertainty.eval()
+        return cfg, TalkingFace(ReferenceCopy(), NoUncertainty(), use_features=False).eval()
+    return cfg, build_models(cfg, pretrained=False).talking_face.eval()

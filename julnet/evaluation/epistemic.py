@@ -10,12 +10,10 @@ The first set is the one the output was generated with, so its image is reused a
 from __future__ import annotations
 
 import torch
-from torch import Tensor
-
-from julnet.models.generator import Generator
+from torch import Tensor, nn
 
 
-def reference_spread(generator: Generator, first: Tensor, source: Tensor, references: Tensor, audio: Tensor) -> Tensor:
+def reference_spread(generator: nn.Module, first: Tensor, source: Tensor, references: Tensor, audio: Tensor) -> Tensor:
     """Per-pixel std (population, over the K sets) of the generated image, averaged over colour channels like ε (Eq. 2).
 
     first: (B, 3, H, W), the image generated with the first reference set; source: (B, 3, H, W) masked;

@@ -61,9 +61,8 @@ from julnet.evaluation.unavailable import Unavailable
 from julnet.face import crop_mouth, mouth_box
 from julnet.losses.psnr import mouth_psnr, psnr
 from julnet.losses.uncertainty import error_map
-from julnet.models.generator import Generator
 from julnet.models.syncnet import SyncNet
-from julnet.models.uncertainty import UncertaintyModule
+from julnet.models.talking_face import TalkingFace
 from julnet.pretrained import read_state_dict
 from julnet.progress import Progress
 from julnet.training.build import resolve_device
@@ -73,7 +72,7 @@ from julnet.version import code_version
 
 log = logging.getLogger(__name__)
 
-LoadedModel = tuple[Config, Generator, UncertaintyModule]
+LoadedModel = tuple[Config, TalkingFace]
 
 
 @dataclass
@@ -142,25 +141,25 @@ def evaluate(
 ) -> EvaluationResult:
     """Measure a model on `settings.evaluation.split` of the dataset at `data_uri` (a manifest URI).
 
-    `model` is anything `julnet.training.trained.load_model` accepts, or an already loaded (config, generator,
-    uncertainty) tuple (then put in eval mode on `device`; `model_id` names it in the result). `judges`
+    `model` is anything `julnet.training.trained.load_model` accepts, or an already loaded (config, talking
+    face) pair (then put in eval mode on `device`; `model_id` names it in the result). `judges`
     lets a caller load the metric networks once for several candidates.
     """
     ev = settings.evaluation
     torch_device = resolve_device(str(device))
     if isinstance(model, tuple):
-        model_cfg, generator, uncertainty = model
-        generator, uncertainty = generator.to(torch_device).eval(), uncertainty.to(torch_device).eval()
+        model_cfg, face = model
+        face = face.to(torch_device).eval()
         label = model_id or "in-memory model"
     else:
-        model_cfg, generator, uncertainty = load_model(model, torch_device)
+        model_cfg, face = load_model(model, torch_device)
         label = model_id or os.fspath(model)
     manifest = read_manifest(data_uri)
     _check_audio(manifest.settings, model_cfg, "the model's config")
     judges = judges or load_judges(settings, torch_device)
     if isinstance(judges.sync, SyncJudge) and judges.sync.source == "own":
         _check_audio(manifest.settings, settings, "the evaluation config (its SyncNet)")
-    stage = getattr(generator, "trained_stage", None)
+    stage = face.trained_stage
     size = model_resolution(model_cfg, stage)
     plans = plan_videos(data_uri, ev)
     videos = {v.id: v for v in manifest.videos}
@@ -178,8 +177,8 @@ def evaluate(
                     lines.update(meter.frames + meter.faceless_frames)
                     continue
                 frames = flatten_batch(chunk.batch, "frame", torch_device)
-                image, sigma, error_pred = _predict(generator, uncertainty, frames)
-                epistemic = None if chunk.resampled is None else _epistemic(generator, frames, image, chunk.resampled)
+                image, sigma, error_pred = _predict(face, frames)
+                epistemic = None if chunk.resampled is None else _epistemic(face.generator, frames, image, chunk.resampled)
                 meter.add(image, frames.target, sigma, error_pred, frames.audio, chunk.usable, chunk.first_frame, epistemic)
                 lines.update(meter.frames + meter.faceless_frames)
             meter.end_video()
@@ -189,7 +188,7 @@ def evaluate(
     sync = judges.sync
     return EvaluationResult(
         model=label,
-        model_sha256=weights_sha256(generator, uncertainty),
+        model_sha256=weights_sha256(face.generator, face.uncertainty),
         model_stage=stage,
         resolution=list(size),
         data=data_uri,
@@ -296,20 +295,19 @@ class _ExpertVideoSync:
         return lse(torch.cat(self.video_embeddings).cpu(), torch.cat(self.audio_embeddings).cpu(), max_offset)
 
 
-def _predict(generator: Generator, uncertainty: UncertaintyModule, frames: Frames) -> tuple[Tensor, Tensor, Tensor]:
+def _predict(face: TalkingFace, frames: Frames) -> tuple[Tensor, Tensor, Tensor]:
     """Generated images, σ and ε̂, one frame at a time: float32 kernels are chosen by batch shape, so a batched
     forward moves σ by ~1e-6 with `evaluation.batch_size`, and AUSE, which ranks σ, would move with it."""
     images, sigmas, errors = [], [], []
     for i in range(len(frames.source)):
-        out = generator(frames.source[i : i + 1], frames.references[i : i + 1], frames.audio[i : i + 1])
-        unc = uncertainty(out.image, out.features)
+        out, unc = face(frames.source[i : i + 1], frames.references[i : i + 1], frames.audio[i : i + 1])
         images.append(out.image)
         sigmas.append(unc.log_sigma.exp())
         errors.append(unc.error_pred)
     return torch.cat(images), torch.cat(sigmas), torch.cat(errors)
 
 
-def _epistemic(generator: Generator, frames: Frames, images: Tensor, resampled: Tensor) -> Tensor:
+def _epistemic(generator: nn.Module, frames: Frames, images: Tensor, resampled: Tensor) -> Tensor:
     """The epistemic map of each frame, one frame at a time like `_predict` (its K − 1 extra passes as one batch)."""
     others = resampled.to(images.device).float().div(255)  # (B, K − 1, 3R, H, W)
     return torch.cat([

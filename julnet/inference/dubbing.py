@@ -31,8 +31,7 @@ from julnet.inference.composite import heat_map, mouth_rect, paste
 from julnet.inference.media import (
     OUT_AUDIO_RATE, Background, VideoWriter, choose_codecs, default_mode, even_size, prefetch, prepare_outputs, read_speech, source_frames,
 )
-from julnet.models.generator import Generator
-from julnet.models.uncertainty import UncertaintyModule
+from julnet.models.talking_face import TalkingFace
 from julnet.progress import Progress
 from julnet.redact import redact_tree
 from julnet.training.trained import load_model, model_resolution
@@ -53,8 +52,7 @@ class _Faces:
 class _Model:
     """What generation needs per batch: the networks, the fixed references and audio windows, the crop size."""
 
-    generator: Generator
-    uncertainty: UncertaintyModule
+    face: TalkingFace
     references: torch.Tensor  # (1, 3R, h, w)
     resampled: torch.Tensor | None  # (K − 1, 3R, h, w): the other reference sets of the epistemic map, or None when off
     windows: torch.Tensor  # (total, window, n_mels)
@@ -67,7 +65,7 @@ class _Model:
 def dub(
     video_path: str | os.PathLike[str],
     audio_path: str | os.PathLike[str],
-    model: str | os.PathLike[str] | tuple[Config, Generator, UncertaintyModule],
+    model: str | os.PathLike[str] | tuple[Config, TalkingFace],
     out_path: str | os.PathLike[str],
     *,
     uncertainty_video: str | os.PathLike[str] | None = None,
@@ -92,13 +90,13 @@ def dub(
     torch_device = torch.device(device)
     if torch_device.type == "cuda" and not torch.cuda.is_available():
         raise GenerateError("--device cuda but no CUDA device is available")
-    cfg, generator, uncertainty = model if isinstance(model, tuple) else load_model(model, torch_device)
+    cfg, face = model if isinstance(model, tuple) else load_model(model, torch_device)
     settings = override_config(cfg, overrides, sections=("generate",)).generate
     if epistemic_video is not None:
         check_epistemic_video(settings)
     if cfg.audio.features != "logmel":
         raise UnsupportedModelError("this model takes DeepSpeech audio features (audio.features=deepspeech); generate supports log-mel models only")
-    height, width = resolution or model_resolution(cfg, getattr(generator, "trained_stage", None))
+    height, width = resolution or model_resolution(cfg, face.trained_stage)
     try:
         info = probe(video_path, min_side=1, max_side=1 << 30)
     except VideoError as exc:
@@ -114,7 +112,7 @@ def dub(
     log.info("generate: landmarks of %d source frames (%d with a face) in %.1f s; %d frames to generate", n, sum(faces.found), t_landmarks - t_start, total)
     refs = _references(video_path, faces, cfg.generator.num_references, settings, height, width).to(torch_device)
     windows = torch.from_numpy(features.frame_windows(features.frame_features(samples, SAMPLE_RATE, total, FPS, cfg.audio.n_mels), cfg.audio.window))
-    net = _Model(generator, uncertainty, refs[:1], refs[1:] if len(refs) > 1 else None, windows, height, width, torch_device)
+    net = _Model(face, refs[:1], refs[1:] if len(refs) > 1 else None, windows, height, width, torch_device)
     mux_audio = read_audio(audio_path, OUT_AUDIO_RATE)
     need = round(total / FPS * OUT_AUDIO_RATE)
     mux_audio = np.pad(mux_audio, (0, max(0, need - len(mux_audio))))[:need]
@@ -250,12 +248,11 @@ def _dub_batch(
         audio = net.windows[[batch[k][0] for k in with_face]].to(net.device)
         with torch.inference_mode():
             source = mask_mouth(target)
-            gen = net.generator(source, net.references.expand(len(with_face), -1, -1, -1), audio)
-            unc = net.uncertainty(gen.image, gen.features)
+            gen, unc = net.face(source, net.references.expand(len(with_face), -1, -1, -1), audio)
             maps = {"sigma": unc.log_sigma[:, 0].exp().cpu().numpy()}
             if net.resampled is not None:
                 resampled = net.resampled[:, None].expand(-1, len(with_face), -1, -1, -1)
-                maps["epistemic"] = reference_spread(net.generator, gen.image, source, resampled, audio)[:, 0].cpu().numpy()
+                maps["epistemic"] = reference_spread(net.face.generator, gen.image, source, resampled, audio)[:, 0].cpu().numpy()
         images = (gen.image.permute(0, 2, 3, 1) * 255).cpu().numpy()
         err = unc.error_pred[:, 0].cpu().numpy()
         results = {k: (images[r], {name: m[r] for name, m in maps.items()}, err[r]) for r, k in enumerate(with_face)}

@@ -151,6 +151,8 @@ class GeneratorOutput(NamedTuple):
 class Generator(nn.Module):
     """Masked source + references + audio window -> face with the mouth repainted (paper Fig. 3)."""
 
+    kind = "julnet"  # generator.kind
+
     def __init__(self, cfg: Config):
         super().__init__()
         g = cfg.generator

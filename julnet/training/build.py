@@ -9,31 +9,31 @@ from torch import nn
 
 from julnet.config import Config
 from julnet.models.discriminator import PatchDiscriminator, clip_discriminator, frame_discriminator
-from julnet.models.generator import Generator
 from julnet.models.syncnet import SyncNet
-from julnet.models.uncertainty import UncertaintyModule
+from julnet.models.talking_face import TalkingFace, build_talking_face
 from julnet.models.vgg import VGG19Features
 from julnet.pretrained import load_into
 
 
 @dataclass
 class Models:
-    generator: Generator
-    uncertainty: UncertaintyModule
+    talking_face: TalkingFace  # generator + uncertainty module
     frame_discriminator: PatchDiscriminator
     clip_discriminator: PatchDiscriminator
     syncnet: SyncNet  # frozen
     vgg: VGG19Features  # frozen
 
-    TRAINED = ("generator", "uncertainty", "frame_discriminator", "clip_discriminator")
+    TRAINED = ("talking_face", "frame_discriminator", "clip_discriminator")
 
     def trained(self) -> dict[str, nn.Module]:
-        """The networks this project trains (and checkpoints), unwrapped from DDP."""
-        return {name: bare(getattr(self, name)) for name in self.TRAINED}
+        """The networks this project trains, unwrapped from DDP, under their checkpoint names (the talking face's
+        generator and uncertainty module apart, as checkpoints have always stored them)."""
+        face = bare(self.talking_face)
+        return {"generator": face.generator, "uncertainty": face.uncertainty, **{name: bare(getattr(self, name)) for name in self.TRAINED[1:]}}
 
     def train(self, mode: bool = True) -> Models:
-        for module in self.trained().values():
-            module.train(mode)
+        for name in self.TRAINED:
+            bare(getattr(self, name)).train(mode)
         return self
 
 
@@ -52,26 +52,11 @@ class Optimizers:
         return dict(vars(self))
 
 
-def build_uncertainty(cfg: Config, feature_channels: int) -> UncertaintyModule:
-    """The uncertainty module as `un` configures it: inputs, which of them carry gradient, σ at initialisation."""
-    un = cfg.un
-    return UncertaintyModule(
-        feature_channels if un.use_features else 0,
-        un.hidden_channels,
-        un.detach_features,
-        (un.log_sigma_min, un.log_sigma_max),
-        init_sigma=un.init_sigma,
-        detach_image=un.detach_image,
-    )
-
-
 def build_models(cfg: Config, device: torch.device | str = "cpu", pretrained: bool = True) -> Models:
     """All networks, seeded by train.seed so random init is reproducible; frozen ones loaded when `pretrained`."""
     torch.manual_seed(cfg.train.seed)
-    generator = Generator(cfg)
     models = Models(
-        generator=generator,
-        uncertainty=build_uncertainty(cfg, generator.feature_channels),
+        talking_face=build_talking_face(cfg),
         frame_discriminator=frame_discriminator(cfg.discriminator),
         clip_discriminator=clip_discriminator(cfg.discriminator, cfg.audio.window),
         syncnet=SyncNet(cfg, cfg.audio.window),
@@ -80,7 +65,7 @@ def build_models(cfg: Config, device: torch.device | str = "cpu", pretrained: bo
     if pretrained:
         load_into(models.vgg, cfg.perceptual.vgg, "VGG-19", "perceptual.vgg", cfg.tracking.uri)
         load_into(models.syncnet, cfg.syncnet.weights, "SyncNet", "syncnet.weights", cfg.tracking.uri)
-    for name in ("generator", "uncertainty", "frame_discriminator", "clip_discriminator", "syncnet", "vgg"):
+    for name in ("talking_face", "frame_discriminator", "clip_discriminator", "syncnet", "vgg"):
         getattr(models, name).to(device)
     return models
 
@@ -89,13 +74,13 @@ def build_optimizers(cfg: Config, models: Models) -> Optimizers:
     o = cfg.optim
     # Fused Adam on CUDA (train.fused_adam): one kernel per step, and it can skip a step on the device (found_inf),
     # which TrainStep's deferred finite check relies on. The CPU keeps torch's default Adam.
-    fused = cfg.train.fused_adam and next(bare(models.generator).parameters()).device.type == "cuda"
+    fused = cfg.train.fused_adam and next(bare(models.talking_face).parameters()).device.type == "cuda"
 
     def adam(params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=lr, betas=o.betas, **({"fused": True} if fused else {}))
 
     return Optimizers(
-        generator=adam([*models.generator.parameters(), *models.uncertainty.parameters()], o.lr),
+        generator=adam(list(models.talking_face.parameters()), o.lr),
         frame_discriminator=adam(list(models.frame_discriminator.parameters()), o.d_lr),
         clip_discriminator=adam(list(models.clip_discriminator.parameters()), o.d_lr),
     )

@@ -24,7 +24,7 @@ import torch
 import yaml
 
 from julnet import artifacts
-from julnet.config import Config
+from julnet.config import Config, ConfigError
 from julnet.training.build import Models, Optimizers
 
 STATE_FILE = "state.pt"
@@ -76,9 +76,17 @@ def restore_training_state(state: dict[str, Any], models: Models, optimizers: Op
 
 
 def load_model_weights(state: dict[str, Any], models: Models) -> None:
-    """Weights only (a warm start from an earlier stage or a registered model)."""
+    """Weights only (a warm start from an earlier stage or a registered model), of the same generator family."""
+    ours, theirs = models.trained()["generator"].kind, checkpoint_kind(state)
+    if ours != theirs:
+        raise ConfigError(f"generator.kind={ours} cannot load a checkpoint of generator.kind={theirs}: train a {ours} model from scratch or use a {theirs} config")
     for name, module in models.trained().items():
         module.load_state_dict(state["models"][name])
+
+
+def checkpoint_kind(state: dict[str, Any]) -> str:
+    """The generator family a checkpoint holds (checkpoints from before generator.kind hold the JULNet generator)."""
+    return state["config"].get("generator", {}).get("kind", "julnet")
 
 
 def checkpoint_dir(root: Path, step: int) -> Path:

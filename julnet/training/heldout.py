@@ -34,7 +34,7 @@ def heldout_batch(manifest_uri: str, stage: StageConfig, num_references: int, sp
 @torch.no_grad()
 def heldout_metrics(models: Models, batch: dict[str, Tensor], kind: StageKind, device: torch.device, chunk: int) -> dict[str, float]:
     """eval_l1, eval_mouth_l1 (mean absolute error in [0, 1]) and eval_mouth_psnr (dB) of the generator in eval mode."""
-    generator = bare(models.generator)
+    generator = bare(models.talking_face).generator
     was_training = generator.training
     generator.eval()
     sums = {"eval_l1": 0.0, "eval_mouth_l1": 0.0, "eval_mouth_psnr": 0.0}

@@ -21,6 +21,7 @@ from julnet.losses.perceptual import perceptual_loss
 from julnet.losses.sync import sync_loss
 from julnet.losses.total import total_loss
 from julnet.losses.uncertainty import uncertainty_loss
+from julnet.models.talking_face import TalkingFaceOutput
 from julnet.training.build import Models, Optimizers, bare
 
 log = logging.getLogger(__name__)
@@ -190,11 +191,10 @@ class TrainStep:
         if self._compile_pending:
             return self._first_compiled(batch, kind)
         frames = flatten_batch(batch, kind, self.device, self.memory_format)
-        m = self.models
         with self._autocast():
-            gen = m.generator(frames.source, frames.references, frames.audio)
-        metrics = self._update_discriminators(frames, gen.image.detach())
-        metrics.update(self._update_generator(frames, gen.image, gen.features))
+            out = self.models.talking_face(frames.source, frames.references, frames.audio)
+        metrics = self._update_discriminators(frames, out.generated.image.detach())
+        metrics.update(self._update_generator(frames, out))
         self.scaler.update()
         return metrics
 
@@ -255,15 +255,14 @@ class TrainStep:
     def preview(self, batch: dict[str, Tensor], kind: StageKind, rows: int = 4) -> dict[str, Tensor]:
         """What the model makes of the first frames of a batch (eval mode), for sample grids."""
         frames = flatten_batch(batch, kind, self.device, self.memory_format)
-        generator, uncertainty = bare(self.models.generator), bare(self.models.uncertainty)
-        modes = generator.training, uncertainty.training
-        generator.eval(), uncertainty.eval()
+        face = bare(self.models.talking_face)
+        mode = face.training
+        face.eval()
         try:
-            source, refs, audio = frames.source[:rows], frames.references[:rows], frames.audio[:rows]
-            gen = generator(source, refs, audio)
-            unc = uncertainty(gen.image, gen.features if self.cfg.un.use_features else None)
+            source = frames.source[:rows]
+            gen, unc = face(source, frames.references[:rows], frames.audio[:rows])
         finally:
-            generator.train(modes[0]), uncertainty.train(modes[1])
+            face.train(mode)
         return {"source": source, "generated": gen.image, "target": frames.target[:rows], "log_sigma": unc.log_sigma, "error_pred": unc.error_pred}
 
     def _autocast(self) -> torch.autocast:
@@ -288,8 +287,9 @@ class TrainStep:
                 metrics[name] = losses[name].detach()
         return metrics
 
-    def _update_generator(self, frames: Frames, image: Tensor, features: Tensor) -> StepMetrics:
+    def _update_generator(self, frames: Frames, out: TalkingFaceOutput) -> StepMetrics:
         m, cfg = self.models, self.cfg
+        image = out.generated.image
         # Frozen and unwrapped: the discriminators only pass gradients to the generator here.
         frame_d, clip_d = bare(m.frame_discriminator), bare(m.clip_discriminator)
         discriminators = (frame_d, clip_d)
@@ -298,8 +298,7 @@ class TrainStep:
         flags: StepMetrics = {}
         try:
             with self._autocast():
-                unc = m.uncertainty(image, features if cfg.un.use_features else None)
-                parts = uncertainty_loss(image, frames.target, unc, cfg.un, cfg.hist)
+                parts = uncertainty_loss(image, frames.target, out.uncertainty, cfg.un, cfg.hist)
                 parts["ad_g"] = lsgan_generator(frame_d(image))
                 parts["ad"] = parts["ad_g"]
                 if frames.clip_len > 1:
@@ -309,8 +308,7 @@ class TrainStep:
                     parts["sync"] = sync_loss(m.syncnet, frames.clip_audio, frames.clips(image))
                 parts["pe"] = perceptual_loss(m.vgg, image, frames.target, cfg.perceptual.scales, cfg.perceptual.reduction)
                 parts["total"] = total_loss(parts, cfg.loss)
-            module = nn.ModuleList([m.generator, m.uncertainty])
-            grad_norm = self._apply(parts["total"], module, self.optimizers.generator, "total", flags, parts)
+            grad_norm = self._apply(parts["total"], m.talking_face, self.optimizers.generator, "total", flags, parts)
         finally:
             for d in discriminators:
                 d.requires_grad_(True)

@@ -1,6 +1,6 @@
 """A trained model as evaluation and inference run it: load a checkpoint from any URI, and the size to run it at.
 
-`load_model` is the one reader of a trained generator + uncertainty module for use (not for resuming training,
+`load_model` is the one reader of a trained talking face (generator + uncertainty module) for use (not for resuming training,
 which is julnet.training.checkpoint's): it sits on the training floor so evaluation and inference both use it.
 """
 
@@ -15,9 +15,7 @@ import torch
 
 from julnet.config import Config
 from julnet.errors import ModelNotFoundError, UnsupportedModelError
-from julnet.models.generator import Generator
-from julnet.models.uncertainty import UncertaintyModule
-from julnet.training.build import build_uncertainty
+from julnet.models.talking_face import TalkingFace, build_talking_face
 from julnet.training.checkpoint import fetch_checkpoint, load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -25,13 +23,13 @@ log = logging.getLogger(__name__)
 
 def load_model(
     model: str | os.PathLike[str], device: torch.device | str = "cpu", tracking_uri: str | None = None
-) -> tuple[Config, Generator, UncertaintyModule]:
-    """(config, generator, uncertainty module) in eval mode from a registered model (`models:/name@alias`,
+) -> tuple[Config, TalkingFace]:
+    """(config, talking face) in eval mode from a registered model (`models:/name@alias`,
     `models:/name/3`), a run's model (`runs:/<id>/model`), an s3:// or local checkpoint directory, a run
     directory (its newest checkpoint) or a state.pt; the config is the checkpoint's own.
 
     MLflow URIs resolve against `tracking_uri` (default: tracking.uri's fallbacks, $MLFLOW_TRACKING_URI first).
-    The generator carries `trained_stage`: the name of the stage the checkpoint was trained on (or None).
+    The talking face carries `trained_stage`: the name of the stage the checkpoint was trained on (or None).
     """
     from mlflow.exceptions import MlflowException  # here: only a failed MLflow lookup needs it
 
@@ -49,16 +47,15 @@ def load_model(
         try:
             state = load_checkpoint(found)
             cfg = Config.model_validate(state["config"])
-            generator = Generator(cfg)
-            uncertainty = build_uncertainty(cfg, generator.feature_channels)
-            generator.load_state_dict(state["models"]["generator"])
-            uncertainty.load_state_dict(state["models"]["uncertainty"])
+            face = build_talking_face(cfg)
+            face.generator.load_state_dict(state["models"]["generator"])
+            face.uncertainty.load_state_dict(state["models"]["uncertainty"])
         except (KeyError, TypeError, RuntimeError, ValueError, OSError) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else ""
             raise UnsupportedModelError(f"{text}: not a julnet checkpoint ({type(exc).__name__}: {reason})") from exc
-    generator.trained_stage = state.get("stage")
-    log.info("model %s (config %s, stage %s)", text, cfg.name, generator.trained_stage)
-    return cfg, generator.to(device).eval(), uncertainty.to(device).eval()
+    face.trained_stage = state.get("stage")
+    log.info("model %s (config %s, generator %s, stage %s)", text, cfg.name, cfg.generator.kind, face.trained_stage)
+    return cfg, face.to(device).eval()
 
 
 def model_resolution(cfg: Config, stage: str | None = None) -> tuple[int, int]:
