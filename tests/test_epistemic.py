@@ -170,7 +170,7 @@ def test_evaluation_ranks_the_true_error_by_the_epistemic_map_next_to_sigma(held
             frames = flatten_batch(chunk.batch, "frame", torch.device("cpu"))
             for i in range(len(frames.target)):
                 sets_i = [frames.references[i : i + 1], *(chunk.resampled[i, s][None].float() / 255 for s in range(2))]
-                images = [loaded[1](frames.source[i : i + 1], r, frames.audio[i : i + 1]).image[0].double() for r in sets_i]
+                images = [loaded[1].generator(frames.source[i : i + 1], r, frames.audio[i : i + 1]).image[0].double() for r in sets_i]
                 spread = torch.stack(images).std(dim=0, correction=0).mean(dim=0).numpy()
                 error = (images[0] - frames.target[i].double()).abs().mean(dim=0).numpy()
                 ranks.append(stats.spearmanr(spread.ravel(), error.ravel()).statistic)

@@ -104,3 +104,15 @@ def test_julnet_train_refuses_to_warm_start_from_the_other_family(model_dir: Pat
                    "--init", str(model_dir), check=False)
     assert proc.returncode != 0
     assert "generator.kind=wav2lip cannot load a checkpoint of generator.kind=julnet" in proc.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_the_ray_job_refuses_the_other_familys_init_before_any_worker_starts(model_dir, ray_cluster, grid_dataset, mlflow_server, tmp_path):
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster.address, "PYTHONPATH": str(REPO)}
+    args = ["--config", "wav2lip-tiny", "--data", grid_dataset, "--storage", str(tmp_path / "runs"), "--name", "cross", "--init", str(model_dir),
+            "--set", f"tracking.uri={mlflow_server.uri}"]
+    proc = subprocess.run([sys.executable, "ray_jobs/train.py", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("julnet train: error: generator.kind=wav2lip cannot load a checkpoint of generator.kind=julnet"), last
+    assert not (tmp_path / "runs").exists(), "nothing trained, nothing stored"

@@ -77,11 +77,23 @@ def restore_training_state(state: dict[str, Any], models: Models, optimizers: Op
 
 def load_model_weights(state: dict[str, Any], models: Models) -> None:
     """Weights only (a warm start from an earlier stage or a registered model), of the same generator family."""
-    ours, theirs = models.trained()["generator"].kind, checkpoint_kind(state)
-    if ours != theirs:
-        raise ConfigError(f"generator.kind={ours} cannot load a checkpoint of generator.kind={theirs}: train a {ours} model from scratch or use a {theirs} config")
+    check_same_family(models.trained()["generator"].kind, state)
     for name, module in models.trained().items():
         module.load_state_dict(state["models"][name])
+
+
+def check_same_family(ours: str, state: dict[str, Any]) -> None:
+    """ConfigError, in one line, when the checkpoint `state` holds another generator family than `ours`."""
+    theirs = checkpoint_kind(state)
+    if ours != theirs:
+        raise ConfigError(f"generator.kind={ours} cannot load a checkpoint of generator.kind={theirs}: train a {ours} model from scratch or use a {theirs} config")
+
+
+def check_warm_start(cfg: Config, init: str, tracking_uri: str | None = None) -> None:
+    """A warm start that cannot work (no checkpoint there, another format, another generator family) fails here, in
+    one line, before any worker starts; the workers fetch it again."""
+    with tempfile.TemporaryDirectory(prefix="julnet-init-") as tmp:
+        check_same_family(cfg.generator.kind, load_checkpoint(fetch_checkpoint(init, Path(tmp), tracking_uri)))
 
 
 def checkpoint_kind(state: dict[str, Any]) -> str:

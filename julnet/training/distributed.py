@@ -35,6 +35,7 @@ from julnet.tracking import RunTracker, resolve_tracking_uri
 from julnet.training.build import Models, build_models, build_optimizers
 from julnet.training.checkpoint import (
     STATE_FILE,
+    check_warm_start,
     checkpoint_dir,
     fetch_checkpoint,
     load_checkpoint,
@@ -363,6 +364,8 @@ def train_run(
     storage.require_durable(storage_uri, "storage")
     run_uri = storage.join(storage_uri, name)
     tracking_uri = resolve_tracking_uri(cfg.tracking.uri)
+    if init:
+        check_warm_start(cfg, init, tracking_uri)
     tracker = RunTracker(tracking_uri, cfg.tracking.experiment, name)
     own_tags = {"julnet.data": manifest_uri, "julnet.storage": run_uri, "julnet.code_version": code_version()}
     run_id = tracker.start(params=cfg.flat(), tags={**own_tags, **(tags or {})})
