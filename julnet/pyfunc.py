@@ -35,19 +35,22 @@ class DubbingModel(mlflow.pyfunc.PythonModel):
         return [self._dub(request) for request in _requests(model_input)]
 
     def _dub(self, request: dict[str, Any]) -> dict[str, Any]:
-        want_heat = bool(request.get("uncertainty_video", False))
+        samples = int(request.get("epistemic_samples") or 0)  # generate.epistemic_samples: K reference sets, 0 = off
         with tempfile.TemporaryDirectory(prefix="julnet-predict-") as tmp:
             video = _as_file(request["video"], Path(tmp) / "video")
             audio = _as_file(request["audio"], Path(tmp) / "audio")
             out = Path(request["out"]) if request.get("out") else Path(tmp) / "out.mp4"
-            heat = out.with_name(out.stem + ".uncertainty.mp4") if want_heat else None
-            report = dub(video, audio, self.model, out, uncertainty_video=heat, device=self.device)
+            extra = {name: out.with_name(f"{out.stem}.{suffix}.mp4") for name, suffix in HEAT_VIDEOS.items() if request.get(name)}
+            report = dub(video, audio, self.model, out, uncertainty_video=extra.get("uncertainty_video"), epistemic_video=extra.get("epistemic_video"),
+                         device=self.device, overrides=[f"generate.epistemic_samples={samples}"] if samples else ())
             result: dict[str, Any] = {"summary": report["summary"], "frames": report["frames"]}
             keep = bool(request.get("out"))
-            result["video"] = str(out) if keep else out.read_bytes()
-            if heat is not None:
-                result["uncertainty_video"] = str(heat) if keep else heat.read_bytes()
+            for name, path in {"video": out, **extra}.items():
+                result[name] = str(path) if keep else path.read_bytes()
         return result
+
+
+HEAT_VIDEOS = {"uncertainty_video": "uncertainty", "epistemic_video": "epistemic"}  # request key -> suffix beside `out`
 
 
 def _requests(model_input: Any) -> list[dict[str, Any]]:

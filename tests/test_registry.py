@@ -69,13 +69,15 @@ def test_a_registered_model_carries_its_lineage_loads_by_alias_and_dubs(
     assert cfg.name == "tiny" and face.trained_stage == "frame"
 
     model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
-    [result] = model.predict({"video": VIDEO.read_bytes(), "audio": str(SPEECH)})
+    [result] = model.predict({"video": VIDEO.read_bytes(), "audio": str(SPEECH), "epistemic_samples": 2, "epistemic_video": True})
     expected = round(len(read_audio(SPEECH, 16000)) / 16000 * 25)
     assert result["summary"]["frames"] == expected == len(result["frames"])
-    out = tmp_path / "dubbed.mp4"
-    out.write_bytes(result["video"])
-    assert sum(1 for _ in iter_frames(out)) == expected
-    assert np.isfinite([f["sigma_mean"] for f in result["frames"]]).all()
+    for key in ("video", "epistemic_video"):
+        out = tmp_path / f"{key}.mp4"
+        out.write_bytes(result[key])
+        assert sum(1 for _ in iter_frames(out)) == expected, key
+    assert np.isfinite([(f["sigma_mean"], f["epistemic_mean"]) for f in result["frames"]]).all()
+    assert "uncertainty_video" not in result and result["summary"]["epistemic_mean"]["mean"] >= 0
 
     with pytest.raises(ValueError, match="lacks audio"):
         model.predict([{"video": str(VIDEO)}])
