@@ -15,8 +15,10 @@ _REF_H, _REF_W, _SIDE, _TOP, _LEFT = 416, 320, 256, 128, 32
 
 
 def mouth_box(height: int, width: int) -> tuple[int, int, int]:
-    """(top, left, side) of the square mouth region in a face crop of this size."""
-    return round(height * _TOP / _REF_H), round(width * _LEFT / _REF_W), round(height * _SIDE / _REF_H)
+    """(top, left, side) of the square mouth region in a face crop of this size: sized by the height and centred
+    where the 416x320 region's centre falls, so a crop resized to another aspect (wav2lip's 96x96) keeps it on the mouth."""
+    side = round(height * _SIDE / _REF_H)
+    return round(height * _TOP / _REF_H), round(width * (_LEFT + _SIDE / 2) / _REF_W - side / 2), side
 
 
 def mask_mouth(image: ImageT) -> ImageT:

@@ -29,6 +29,14 @@ def _inputs(preset: str, batch: int = 2) -> tuple[torch.Tensor, torch.Tensor, to
             torch.randn(batch, cfg.audio.dim, cfg.audio.window))
 
 
+def test_the_mouth_region_stays_centred_on_the_mouth_in_a_square_crop():
+    from julnet.face import mouth_box
+
+    assert [mouth_box(h, w) for h, w in ((416, 320), (208, 160), (104, 80))] == [(128, 32, 256), (64, 16, 128), (32, 8, 64)]
+    top, left, side = mouth_box(96, 96)  # wav2lip's crop: a 416x320 crop resized, the mouth box's centre at x = 160/320
+    assert (top, side) == (30, 59) and abs(left + side / 2 - 48) <= 0.5
+
+
 @pytest.mark.parametrize("preset", FAMILIES)
 @pytest.mark.parametrize("use_features", [True, False])
 def test_each_family_carries_the_uncertainty_module(preset: str, use_features: bool):
