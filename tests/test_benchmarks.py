@@ -16,9 +16,9 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.mark.slow
 def test_gpu_check_runs_on_cpu_and_writes_every_figure(tmp_path: Path):
     out = tmp_path / "gpu_check.json"
-    # The tiny preset at 48x40 (much smaller leaves the ID encoder's last batch norm 1x1 at batch 1), 1 repeat,
+    # The tiny preset at 80x64 (much smaller leaves the ID encoder's last batch norm 1x1 at batch 1), 1 repeat,
     # no warm-up, batches 1 and 2: about 30 steps on the CPU.
-    shrink = [f"--set=train.stages.{i}.{key}={value}" for i in (0, 1) for key, value in (("height", 48), ("width", 40))]
+    shrink = [f"--set=train.stages.{i}.{key}={value}" for i in (0, 1) for key, value in (("height", 80), ("width", 64))]
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--preset", "tiny", *shrink,
          "--repeats", "1", "--warmup", "0", "--max-batch", "2", "--infer-batches", "1", "2", "--budget-s", "100000",
@@ -62,7 +62,7 @@ def test_train_step_benchmark_runs_one_iteration_on_the_tiny_preset(tmp_path: Pa
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "train_step.py"), "--config", "tiny", "--stage", "clip", "--batch", "1",
          "--repeats", "1", "--warmup", "0", "--threads", "1", "--device", "cpu",
-         "--set=train.stages.1.height=48", "--set=train.stages.1.width=40", "--out", str(out)],
+         "--set=train.stages.1.height=80", "--set=train.stages.1.width=64", "--out", str(out)],
         capture_output=True, text=True, timeout=600, cwd=tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"},
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

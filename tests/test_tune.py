@@ -294,7 +294,7 @@ def test_a_grid_sweep_runs_every_variant_to_the_end(ray_cluster, grid_dataset, m
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"variants.csv", "variants.png"} <= artifacts, artifacts
     lines = Path(client.download_artifacts(parent.info.run_id, "variants.csv", str(tmp_path))).read_text().splitlines()
-    assert lines[0].startswith("variant,trials,eval_mouth_l1_mean,eval_mouth_l1_std,psnr_mouth_mean") and len(lines) == 3, lines
+    assert lines[0].startswith("variant,trials,eval_mouth_l1_mean,eval_mouth_l1_std,") and "psnr_mouth_mean" in lines[0] and len(lines) == 3, lines
 
 
 def test_the_variant_summary_is_the_mean_and_sample_std_over_each_variants_finished_seeds():
