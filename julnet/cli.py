@@ -72,7 +72,7 @@ def _train(args: argparse.Namespace) -> None:
     if args.synthetic == bool(args.data):
         raise ConfigError("pass exactly one of --data MANIFEST_URI and --synthetic")
     if args.data:
-        batches = StepBatches(args.data, stage, cfg.generator.num_references, cfg.audio.window, cfg.train.seed)
+        batches = StepBatches(args.data, stage, cfg.generator.num_references, cfg.audio.window, cfg.train.seed, mix=cfg.train.mix_chunks)
     else:
         batches = SyntheticFaces(cfg, stage, seed=cfg.train.seed).batch
     result = train_stage(cfg, Path(args.out), batches, stage, init=Path(args.init) if args.init else None)

@@ -237,6 +237,9 @@ class TrainConfig(Section):
     # torch.compile the networks (nn.Module.compile, in place); if the first compiled step fails, one log line says
     # why and training goes on eagerly.
     compile: bool = False
+    # Chunks (row groups: runs of one video's frames) whose examples the loader interleaves at random, so a batch
+    # mixes videos (julnet.data.loader). 1 streams one chunk after another: batches of a single video.
+    mix_chunks: int = Field(8, ge=1)
     log_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(100, ge=1)
     keep_last: int = Field(3, ge=1)

@@ -7,7 +7,7 @@ import torch
 from julnet import storage
 from julnet.config import StageConfig
 from julnet.data.examples import decode_frames
-from julnet.data.loader import TORCH_DTYPES, collate, examples_dataset, examples_per_epoch, iter_examples, plan_units
+from julnet.data.loader import TORCH_DTYPES, collate, examples_dataset, examples_per_epoch, interleave, iter_examples, plan_units
 from julnet.data.manifest import manifest_root, read_manifest
 from julnet.data.shards import read_row_group
 from julnet.face import mouth_box
@@ -82,6 +82,30 @@ def test_a_fixed_seed_gives_identical_examples(grid_dataset):
     assert not torch.equal(a["references"], c["references"])
     seeds = {epoch: [u.seed for u in plan_units(grid_dataset, seed=1, epoch=epoch)] for epoch in (0, 1)}
     assert seeds[0] != seeds[1], "each epoch draws new targets and references"
+
+
+def test_interleave_yields_every_item_once_in_each_streams_order_and_mixed():
+    streams = [[(k, i) for i in range(n)] for k, n in enumerate((10, 10, 5, 20))]
+    out = list(interleave([iter(s) for s in streams], [len(s) for s in streams], np.random.default_rng(0)))
+    assert sorted(out) == sorted(x for s in streams for x in s)
+    assert all([x for x in out if x[0] == k] == s for k, s in enumerate(streams))
+    assert len({k for k, _ in out[:12]}) >= 3, "the first dozen items come from most streams, not one"
+    again = list(interleave([iter(s) for s in streams], [len(s) for s in streams], np.random.default_rng(0)))
+    assert again == out
+
+
+def test_a_batch_mixes_videos_unless_mixing_is_off(grid_dataset):
+    """Issue 13: batch after batch of one video made the generator chase that video and forget the other."""
+    stage = STAGES[0]
+    frames = _frames_by_video(grid_dataset, (stage.height, stage.width))
+
+    def videos(examples):
+        return [next(v for v, f in frames.items() if (f == e["target"]).all(axis=(1, 2, 3)).any()) for e in examples]
+
+    mixed = videos(list(iter_examples(grid_dataset, stage, 5, seed=0))[:8])
+    assert len(set(mixed)) == 2, mixed
+    straight = videos(list(iter_examples(grid_dataset, stage, 5, seed=0, mix=1))[:8])
+    assert len(set(straight)) == 1, straight
 
 
 def test_an_empty_split_is_a_clear_error(grid_dataset):

@@ -1,8 +1,11 @@
 """Training examples from a preprocessed dataset, as a Ray Dataset or a plain iterator (same code path).
 
-The unit of work is one row group: a chunk of one video. Each unit is read, decoded once at the stage's
-resolution and turned into examples by `chunk_examples`; references always come from the same chunk.
-Everything random derives from (seed, epoch, unit), so a fixed seed gives identical examples.
+A chunk is one row group: up to `chunk_frames` frames of one video. Each chunk is read, decoded once at the stage's
+resolution and turned into examples by `chunk_examples`; references always come from the same chunk. The unit of
+work is a group of `mix` chunks whose examples are interleaved at random, so that a batch holds frames of several
+videos: batch after batch of one video's neighbouring frames makes the generator chase that video and forget the
+others (a spike in the loss each time the video changes). Everything random derives from (seed, epoch, chunk), so
+a fixed seed gives identical examples.
 """
 
 from __future__ import annotations
@@ -25,6 +28,11 @@ if TYPE_CHECKING:
 
 # Column dtypes as torch sees them; iter_torch_batches needs every column named.
 TORCH_DTYPES = {"target": torch.uint8, "source": torch.uint8, "references": torch.uint8, "audio": torch.float32}
+
+
+# Chunks whose examples are interleaved (train.mix_chunks): each holds one decoded chunk in memory while it is drawn
+# from (250 frames at 416x320 are 100 MB).
+MIX_CHUNKS = 8
 
 
 @dataclass(frozen=True)
@@ -91,18 +99,44 @@ def read_chunk(unit: Unit, height: int, width: int) -> tuple[np.ndarray, np.ndar
     return frames, audio, ~np.isnan(landmarks).any(axis=1)
 
 
-def unit_examples(unit: Unit, stage: StageConfig, num_references: int) -> Iterator[dict[str, np.ndarray]]:
-    """Read, decode and expand one chunk into examples at the stage's resolution."""
-    frames, audio, usable = read_chunk(unit, stage.height, stage.width)
-    yield from chunk_examples(frames, audio, usable, stage, num_references, np.random.default_rng(unit.seed))
+def interleave(streams: list[Iterator[Any]], lengths: list[int], rng: np.random.Generator) -> Iterator[Any]:
+    """Every item of every stream, streams drawn at random in proportion to what each has left (each stream's own
+    order kept), so that any stretch of the output is a uniform mix of the streams. `lengths` are the streams' sizes."""
+    left = np.array(lengths, dtype=np.int64)
+    while left.sum() > 0:
+        k = int(rng.choice(len(streams), p=left / left.sum()))
+        left[k] -= 1
+        yield next(streams[k])
+
+
+def group_examples(units: list[Unit], stage: StageConfig, num_references: int) -> Iterator[dict[str, np.ndarray]]:
+    """Read and decode a group of chunks at the stage's resolution and yield their examples interleaved at random."""
+    streams, lengths = [], []
+    span = units[0].window if stage.kind == "clip" else 1
+    for unit in units:
+        frames, audio, usable = read_chunk(unit, stage.height, stage.width)
+        streams.append(chunk_examples(frames, audio, usable, stage, num_references, np.random.default_rng(unit.seed)))
+        lengths.append(len(target_starts(usable, span)))
+    yield from interleave(streams, lengths, np.random.default_rng([u.seed for u in units]))
+
+
+def plan_groups(
+    manifest_uri: str, split: Split = "train", seed: int = 0, epoch: int = 0, mix: int = MIX_CHUNKS
+) -> list[list[Unit]]:
+    """The epoch's shuffled chunks (plan_units) in consecutive groups of `mix`, the last one possibly smaller."""
+    if mix < 1:
+        raise ValueError(f"mix_chunks must be at least 1, got {mix}")
+    units = plan_units(manifest_uri, split, seed=seed, epoch=epoch)
+    return [units[i : i + mix] for i in range(0, len(units), mix)]
 
 
 def iter_examples(
-    manifest_uri: str, stage: StageConfig, num_references: int, split: Split = "train", seed: int = 0, epoch: int = 0
+    manifest_uri: str, stage: StageConfig, num_references: int, split: Split = "train", seed: int = 0, epoch: int = 0,
+    mix: int = MIX_CHUNKS,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Examples of one epoch without Ray (unit tests, the single-process loop)."""
-    for unit in plan_units(manifest_uri, split, seed=seed, epoch=epoch):
-        yield from unit_examples(unit, stage, num_references)
+    for group in plan_groups(manifest_uri, split, seed, epoch, mix):
+        yield from group_examples(group, stage, num_references)
 
 
 class StepBatches:
@@ -110,11 +144,12 @@ class StepBatches:
     so a run resumed at any step sees exactly the batches an unbroken run would."""
 
     def __init__(
-        self, manifest_uri: str, stage: StageConfig, num_references: int, window: int, seed: int = 0, pin_memory: bool = False
+        self, manifest_uri: str, stage: StageConfig, num_references: int, window: int, seed: int = 0, pin_memory: bool = False,
+        mix: int = MIX_CHUNKS,
     ):
         """`pin_memory`: batches in page-locked memory, for asynchronous copies to a CUDA device."""
         self.manifest_uri, self.stage, self.num_references, self.seed = manifest_uri, stage, num_references, seed
-        self.pin_memory = pin_memory
+        self.pin_memory, self.mix = pin_memory, mix
         self.per_epoch = examples_per_epoch(manifest_uri, stage, window) // stage.batch_size
         if self.per_epoch == 0:
             raise ValueError(f"{manifest_uri}: one epoch holds fewer examples than a batch of {stage.batch_size}")
@@ -130,7 +165,7 @@ class StepBatches:
         return next(self._batches)
 
     def _epoch(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
-        examples = iter_examples(self.manifest_uri, self.stage, self.num_references, seed=self.seed, epoch=epoch)
+        examples = iter_examples(self.manifest_uri, self.stage, self.num_references, seed=self.seed, epoch=epoch, mix=self.mix)
         for _ in range(self.per_epoch):
             yield collate([next(examples) for _ in range(self.stage.batch_size)], self.pin_memory)
 
@@ -158,16 +193,17 @@ def examples_dataset(
     split: Split = "train",
     seed: int = 0,
     epochs: Iterable[int] = (0,),
+    mix: int = MIX_CHUNKS,
 ) -> ray.data.Dataset:
-    """The same examples as a streaming Ray Dataset over the given epochs: one read-and-decode task per
-    chunk, order preserved."""
+    """The same examples as a streaming Ray Dataset over the given epochs: one read-decode-interleave task per
+    group of chunks, order preserved."""
     import ray.data
 
-    units = [u for epoch in epochs for u in plan_units(manifest_uri, split, seed=seed, epoch=epoch)]
-    ds = ray.data.from_items([asdict(u) for u in units], override_num_blocks=len(units))
+    groups = [g for epoch in epochs for g in plan_groups(manifest_uri, split, seed, epoch, mix)]
+    ds = ray.data.from_items([{"units": [asdict(u) for u in g]} for g in groups], override_num_blocks=len(groups))
 
     def expand(row: dict[str, Any]) -> Iterator[dict[str, np.ndarray]]:
-        yield from unit_examples(Unit(**row), stage, num_references)
+        yield from group_examples([Unit(**u) for u in row["units"]], stage, num_references)
 
     ds = ds.flat_map(expand)
     ds.context.execution_options.preserve_order = True

@@ -297,7 +297,8 @@ def _dataset_factory(run: StageRun):
         per_epoch = examples_per_epoch(run.manifest, stage, cfg.audio.window)
         needed = (stage.steps - start) * stage.batch_size * cfg.train.num_workers
         epochs = max(1, math.ceil(needed / max(per_epoch, 1))) + 1
-        return examples_dataset(run.manifest, stage, cfg.generator.num_references, "train", cfg.train.seed, range(start, start + epochs))
+        return examples_dataset(run.manifest, stage, cfg.generator.num_references, "train", cfg.train.seed, range(start, start + epochs),
+                                cfg.train.mix_chunks)
 
     return make
 
