@@ -16,8 +16,8 @@ What it measures, on synthetic faces (julnet.data.synthetic) resident on the dev
    parameter-free stub and whose L_un is absent, interleaved step by step with the full one (alternating
    which goes first). Only this script patches julnet.training.step.uncertainty_loss, and only during the
    stubbed variant's steps; the step logic itself is TrainStep's.
-4. Inference: generator + uncertainty module forward in inference_mode, fp32 as `julnet generate` runs it
-   (and, for comparison, under fp16 autocast), at --infer-batches (default 1 and 16): model-only frames/s.
+4. Inference: generator + uncertainty module forward in inference_mode, fp32 with the batch norms folded, as
+   `julnet generate` runs it (and, for comparison, under fp16 autocast), at --infer-batches (default 1 and 16): model-only frames/s.
 5. On CUDA, as time allows (frame stage, batch 1 and the largest): host syncs per training step (torch's sync
    debug mode); one profiled step (GPU kernel time by kind and by kernel, how busy the GPU is over an unprofiled
    step, and which convolutions fall back to cuDNN's generic kernels); and the largest batch again with
@@ -60,6 +60,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from julnet.config import Config, StageConfig, load_config  # noqa: E402
 from julnet.data.synthetic import SyntheticFaces  # noqa: E402
+from julnet.models.blocks import fold_batch_norm  # noqa: E402
 from julnet.training import step as step_module  # noqa: E402
 from julnet.training.build import bare, build_models, build_optimizers  # noqa: E402
 from julnet.training.step import TrainStep  # noqa: E402
@@ -433,9 +434,10 @@ def train_part(
 
 
 def inference_part(cfg: Config, full: Trainer, args: argparse.Namespace, stage: StageConfig, seconds: float) -> dict[str, Any]:
-    """Generator + uncertainty module forward in inference_mode: model-only frames/s."""
+    """Generator + uncertainty module forward in inference_mode, batch norms folded as `julnet generate` runs it:
+    model-only frames/s."""
     device = full.device
-    face = bare(full.models.talking_face).eval()
+    face = fold_batch_norm(bare(full.models.talking_face))
     precisions = ["fp32"] + (["fp16 autocast"] if device.type == "cuda" else [])
     part: dict[str, Any] = {"height": stage.height, "width": stage.width, "results": []}
     deadline = time.perf_counter() + seconds
@@ -463,7 +465,7 @@ def inference_part(cfg: Config, full: Trainer, args: argparse.Namespace, stage: 
                 say(f"  inference b={size} {precision}: {row['s_per_forward_median'] * 1e3:.2f} ms, {row['frames_per_s']:.1f} frames/s (n={repeats})")
             del batch
     finally:
-        face.train()
+        del face
         free(device)
     return part
 

@@ -31,6 +31,7 @@ from julnet.evaluation.unavailable import Unavailable
 from julnet.face import mask_mouth, mouth_box
 from julnet.inference import load_model
 from julnet.losses.sync import mouth_clip
+from julnet.models.blocks import fold_batch_norm
 from julnet.models.syncnet import SyncNet
 from julnet.training.step import flatten_batch
 from tests.conftest import HELDOUT_VIDEO, run_cli
@@ -145,14 +146,16 @@ def test_suite_numbers_match_a_hand_computation_and_do_not_depend_on_batch_size(
     judges = Judges(base.lpips, _projection_features, base.sync)
     result = evaluate(loaded, heldout, settings, judges=judges, model_id="tiny-1-step")
 
-    # The same frames by hand: generate, then PSNR by its formula, Spearman with scipy, FID with sqrtm.
+    # The same frames by hand: generate (with the batch norms folded, as the suite runs the model), then PSNR by its
+    # formula, Spearman with scipy, FID with sqrtm.
+    face = fold_batch_norm(loaded[1])
     plan = plan_videos(heldout, settings.evaluation)[0]
     psnrs, psnrs_mouth, ranks, gen_all, real_all = [], [], [], [], []
     top, left, side = mouth_box(104, 80)
     with torch.no_grad():
         for chunk in video_batches(plan, settings.evaluation, (104, 80), 5):
             frames = flatten_batch(chunk.batch, "frame", torch.device("cpu"))
-            outs = [loaded[1](frames.source[i : i + 1], frames.references[i : i + 1], frames.audio[i : i + 1]) for i in range(len(frames.target))]
+            outs = [face(frames.source[i : i + 1], frames.references[i : i + 1], frames.audio[i : i + 1]) for i in range(len(frames.target))]
             image = torch.cat([o.generated.image for o in outs])  # one frame at a time, as the suite generates
             sigma = torch.cat([o.uncertainty.log_sigma.exp() for o in outs])
             gen, real = image.double().numpy(), frames.target.double().numpy()

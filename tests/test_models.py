@@ -6,12 +6,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from julnet.config import Config, PretrainedWeights
+from julnet.config import Config, PretrainedWeights, load_config
+from julnet.models.blocks import fold_batch_norm
 from julnet.models.generator import AdaAT, AffineParams, Generator
 from julnet.models.syncnet import SyncNet
 from julnet.models.uncertainty import UncertaintyModule
 from julnet.models.vgg import VGG19Features
 from julnet.pretrained import MissingWeightsError, load_into, sha256_of
+from julnet.models.talking_face import build_talking_face
 from julnet.training.build import build_models
 
 
@@ -64,6 +66,23 @@ def test_generator_output_depends_on_audio_and_references(tiny: Config):
     audio = torch.randn(1, tiny.audio.dim, 5, requires_grad=True)
     g(torch.rand(1, 3, 104, 80), refs, audio).image.sum().backward()
     assert audio.grad.abs().sum() > 0 and refs.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("preset", ["tiny", "wav2lip-tiny"])
+def test_folding_batch_norms_keeps_the_outputs_and_leaves_the_model_trainable(preset: str):
+    cfg = load_config(preset)
+    face = build_talking_face(cfg).train()
+    for norm in (m for m in face.modules() if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d))):
+        norm.running_mean.normal_(), norm.running_var.uniform_(0.5, 2.0), norm.weight.data.uniform_(0.5, 2.0), norm.bias.data.normal_()
+    h, w = (cfg.train.stages[0].height, cfg.train.stages[0].width)
+    inputs = (torch.rand(2, 3, h, w), torch.rand(2, 3 * cfg.generator.num_references, h, w), torch.randn(2, cfg.audio.dim, 5))
+    folded = fold_batch_norm(face)
+    norms = lambda m: sum(isinstance(x, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)) for x in m.modules())  # noqa: E731
+    assert 0 < norms(folded) < norms(face) and face.training and not folded.training
+    with torch.no_grad():
+        expected, got = face.eval()(*inputs), folded(*inputs)
+    torch.testing.assert_close(got.generated.image, expected.generated.image, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(got.uncertainty.log_sigma, expected.uncertainty.log_sigma, atol=2e-5, rtol=1e-4)
 
 
 def test_uncertainty_module_plugs_into_any_generator():

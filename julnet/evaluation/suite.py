@@ -61,6 +61,7 @@ from julnet.evaluation.unavailable import Unavailable
 from julnet.face import crop_mouth, mouth_box
 from julnet.losses.psnr import mouth_psnr, psnr
 from julnet.losses.uncertainty import error_map
+from julnet.models.blocks import fold_batch_norm
 from julnet.models.syncnet import SyncNet
 from julnet.models.talking_face import TalkingFace
 from julnet.pretrained import read_state_dict
@@ -161,6 +162,8 @@ def evaluate(
         _check_audio(manifest.settings, settings, "the evaluation config (its SyncNet)")
     stage = face.trained_stage
     size = model_resolution(model_cfg, stage)
+    model_sha256 = weights_sha256(face.generator, face.uncertainty)
+    face = fold_batch_norm(face)
     plans = plan_videos(data_uri, ev)
     videos = {v.id: v for v in manifest.videos}
     total = sum(p.frames for p in plans)
@@ -188,7 +191,7 @@ def evaluate(
     sync = judges.sync
     return EvaluationResult(
         model=label,
-        model_sha256=weights_sha256(face.generator, face.uncertainty),
+        model_sha256=model_sha256,
         model_stage=stage,
         resolution=list(size),
         data=data_uri,

@@ -31,6 +31,7 @@ from julnet.inference.composite import heat_map, mouth_rect, paste
 from julnet.inference.media import (
     OUT_AUDIO_RATE, Background, VideoWriter, choose_codecs, default_mode, even_size, prefetch, prepare_outputs, read_speech, source_frames,
 )
+from julnet.models.blocks import fold_batch_norm
 from julnet.models.talking_face import TalkingFace
 from julnet.progress import Progress
 from julnet.redact import redact_tree
@@ -91,6 +92,7 @@ def dub(
     if torch_device.type == "cuda" and not torch.cuda.is_available():
         raise GenerateError("--device cuda but no CUDA device is available")
     cfg, face = model if isinstance(model, tuple) else load_model(model, torch_device)
+    face = fold_batch_norm(face)
     settings = override_config(cfg, overrides, sections=("generate",)).generate
     if epistemic_video is not None:
         check_epistemic_video(settings)
