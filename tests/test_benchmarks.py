@@ -56,6 +56,29 @@ def test_gpu_check_runs_on_cpu_and_writes_every_figure(tmp_path: Path):
     assert all(r["frames_per_s"] > 0 for r in report["inference"]["results"])
 
 
+def test_dinet_ratio_benchmark_times_both_models_side_by_side(tmp_path: Path):
+    out = tmp_path / "dinet_ratio.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "dinet_ratio.py"), "--dinet", str(REPO / "tests" / "data" / "dinet_standin"),
+         "--config", "tiny", "--size", "80x64", "--repeats", "2", "--warmup", "0", "--threads", "1", "--json", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["machine"]["torch"] == torch_version() and report["parameters"]["dinet"] < report["parameters"]["julnet_generator"]
+    assert set(report["train"]) == {"dinet", "julnet_generator", "julnet_with_uncertainty"}
+    assert set(report["inference"]) == {"dinet", "julnet_with_uncertainty", "julnet_folded"}
+    assert all(row["repeats"] == 2 and 0 < row["min_s"] <= row["median_s"] <= row["max_s"] for part in ("train", "inference") for row in report[part].values())
+    assert set(report["ratios"]) == {"train_generator", "train_with_uncertainty", "inference_with_uncertainty", "inference_folded"}
+    assert all(ratio > 0 for ratio in report["ratios"].values()) and "ratio" in proc.stdout
+
+
+def test_dinet_ratio_benchmark_names_a_checkout_without_dinet(tmp_path: Path):
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "dinet_ratio.py"), "--dinet", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and f"--dinet {tmp_path}: no models/DINet.py there" in proc.stderr
+
+
 @pytest.mark.slow
 def test_train_step_benchmark_runs_one_iteration_on_the_tiny_preset(tmp_path: Path):
     out = tmp_path / "train_step.json"
