@@ -32,7 +32,7 @@ from julnet import storage
 from julnet.config import Config, ConfigError, StageConfig
 from julnet.data.loader import examples_per_epoch
 from julnet.data.manifest import read_manifest
-from julnet.evaluation.publish import log_to_mlflow
+from julnet.evaluation.publish import METRIC_PREFIX, log_to_mlflow
 from julnet.evaluation.result import METRIC_DIRECTIONS
 from julnet.evaluation.suite import evaluate
 from julnet.pretrained import check_configured
@@ -53,7 +53,6 @@ RESULTS_FILE = "results.csv"
 PLOT_FILE = "metric_per_trial.png"
 VARIANTS_FILE = "variants.csv"
 VARIANTS_PLOT_FILE = "variants.png"
-SCORE_PREFIX = "eval_"  # what log_to_mlflow puts before a suite metric on the evaluated run
 TRIALS_DIR = "trials"
 
 
@@ -366,7 +365,7 @@ def results_table(grid, cfg: Config, parent: RunTracker) -> list[TrialRow]:
         status = "error" if result.error else "finished" if steps >= sweep_steps(cfg) else "stopped" if steps else "incomplete"
         params = {key: sample for key, sample in (result.config or {}).items() if key in keys}
         scored = run.data.metrics if run else {}
-        scores = {key: float(scored.get(SCORE_PREFIX + key, math.nan)) for key in s.score}
+        scores = {key: float(scored.get(METRIC_PREFIX + key, math.nan)) for key in s.score}
         rows.append(TrialRow(trial, status, int(steps), float(value), run.info.run_id if run else "", params, scores))
         if run and status != "finished" and run.info.status == "RUNNING":  # Tune ended the trial's process under it
             client.set_terminated(run.info.run_id, "KILLED" if status == "stopped" else "FAILED")

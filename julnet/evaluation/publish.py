@@ -23,6 +23,7 @@ from julnet.visualize import reliability_plot, risk_coverage_plot, sparsificatio
 log = logging.getLogger(__name__)
 
 EVALUATION_KIND = "evaluation"
+METRIC_PREFIX = "eval_"  # what a suite metric is called on the run it is logged to: eval_psnr_mouth, ...
 _RUNS_URI = re.compile(r"^runs:/([^/]+)")
 _MODELS_URI = re.compile(r"^models:/([^/@]+)(?:/(\d+)|@(.+))$")
 
@@ -82,7 +83,7 @@ def log_to_mlflow(result: EvaluationResult, tracking_uri: str, *, run_id: str | 
     """Log `result` on the existing run `run_id`, or on a linked evaluation run in `experiment`; return the run id."""
     if run_id is not None:
         tracker = RunTracker.existing(tracking_uri, run_id)
-        tracker.log_metrics([(0, {f"eval_{k}": v for k, v in result.metrics.items()})])
+        tracker.log_metrics([(0, {METRIC_PREFIX + k: v for k, v in result.metrics.items()})])
         tracker.set_tags(evaluation_tags(result, "julnet.eval."))
         folder = f"evaluation/{result.data_sha256[:12]}"
     else:
