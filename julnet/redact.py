@@ -86,7 +86,19 @@ def _redact_uri(match: re.Match[str]) -> str:
     return f"{scheme}{MASK + '@' if userinfo else ''}{rest}{query or ''}"
 
 
+def _environment() -> list[tuple[str, str]]:
+    """os.environ's items, read safely while another thread sets or unsets a variable (MLflow's telemetry does, in
+    Ray Tune trials): reading os.environ.items() then can raise KeyError, and listing its names RuntimeError."""
+    for _ in range(100):
+        try:
+            names = list(os.environ)
+        except RuntimeError:  # the mapping changed size while its names were listed
+            continue
+        return [(name, value) for name in names if (value := os.environ.get(name)) is not None]
+    raise RuntimeError("the environment kept changing while julnet read it for secrets to redact")
+
+
 def _environment_secrets() -> list[str]:
     """Values of secret-named environment variables, longest first (so a value containing another goes whole)."""
-    found = {value for name, value in os.environ.items() if secret_key(name) and len(value) >= MIN_SECRET_CHARS}
+    found = {value for name, value in _environment() if secret_key(name) and len(value) >= MIN_SECRET_CHARS}
     return sorted(found, key=len, reverse=True)

@@ -52,6 +52,31 @@ def test_redact_masks_secret_environment_values_and_secret_named_keys(monkeypatc
     assert tree == {"db": {"password": "***", "uri": "http://***@h"}, "rows": ["***", 3], "token": None}
 
 
+class _ChangingEnviron(dict):
+    """An os.environ that another thread edits while it is read: listing its names fails once (size changed), and one
+    listed name is gone by the time its value is read (os.environ.items() raised KeyError on it in a Tune trial)."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        self.listings = 0
+
+    def __iter__(self):
+        self.listings += 1
+        if self.listings == 1:
+            raise RuntimeError("dictionary changed size during iteration")
+        return iter([*super().keys(), "_MLFLOW_TELEMETRY_SESSION_ID"])
+
+    def items(self):
+        return [(name, self[name]) for name in self]
+
+
+def test_redaction_reads_an_environment_another_thread_is_changing(monkeypatch: pytest.MonkeyPatch) -> None:
+    changing = _ChangingEnviron({"AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI-example-secret", "HOME": "/root"})
+    monkeypatch.setattr(os, "environ", changing)
+    assert redact("key wJalrXUtnFEMI-example-secret here") == "key *** here"
+    assert changing.listings == 2
+
+
 def test_config_keeps_the_real_value_and_shows_only_the_redacted_one() -> None:
     uri = f"http://alice:{CANARY}@mlflow.example.com/"
     cfg = load_config("tiny", [f"tracking.uri={uri}", f"syncnet.weights.path={PRESIGNED}"])
