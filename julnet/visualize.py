@@ -181,8 +181,11 @@ def sweep_plot(trials: list[tuple[str, str, float]], metric: str, best: str | No
 
 
 def variant_plot(summary: list[dict[str, Any]]) -> np.ndarray:
-    """An RGB uint8 figure of a grid sweep's variants, one panel per metric: mean over seeds, ± std as error bars."""
-    keys = list(summary[0]["stats"]) if summary else []
+    """An RGB uint8 figure of a grid sweep's variants, one panel per metric: mean over seeds, ± std as error bars.
+    Metrics no variant has a value for (LPIPS without its weights) get no panel; the title names them."""
+    every = list(summary[0]["stats"]) if summary else []
+    keys = [k for k in every if any(np.isfinite(entry["stats"][k][0]) for entry in summary)]
+    missing = [k for k in every if k not in keys]
     figure = Figure(figsize=(max(4.0, 0.45 * len(summary) + 1.5), 2.4 * max(len(keys), 1)), dpi=100, layout="constrained")
     canvas = FigureCanvasAgg(figure)
     names = [entry["variant"] for entry in summary]
@@ -195,6 +198,6 @@ def variant_plot(summary: list[dict[str, Any]]) -> np.ndarray:
         axes.set_xlim(-0.5, len(names) - 0.5)
         axes.set_ylabel(key, fontsize=8)
         axes.grid(True, axis="y", alpha=0.3)
-    figure.suptitle("per variant: mean ± std over seeds", fontsize=9)
+    figure.suptitle("per variant: mean ± std over seeds" + (f" (no value: {', '.join(missing)})" if missing else ""), fontsize=9)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()

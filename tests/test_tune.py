@@ -299,6 +299,7 @@ def test_a_grid_sweep_runs_every_variant_to_the_end(ray_cluster, grid_dataset, m
 
 def test_the_variant_summary_is_the_mean_and_sample_std_over_each_variants_finished_seeds():
     from julnet.sweep import TrialRow, format_table, variant_summary, variants_csv
+    from julnet.visualize import variant_plot
 
     def row(trial: str, variant: str, status: str, metric: float, psnr: float) -> TrialRow:
         return TrialRow(trial, status, 6, metric, f"run-{trial}", {"variant": variant, "train.seed": int(trial[-1])}, {"psnr_mouth": psnr})
@@ -313,3 +314,10 @@ def test_the_variant_summary_is_the_mean_and_sample_std_over_each_variants_finis
     text = format_table({"trials": [vars(r) for r in rows], "metric": "eval_mouth_l1", "variants": summary})
     assert "21 ± 1.4" in text and "\nno_un    1       0.3 " in text and "n/a" in text, text
     assert variants_csv(summary).splitlines()[0] == "variant,trials,eval_mouth_l1_mean,eval_mouth_l1_std,psnr_mouth_mean,psnr_mouth_std"
+    # One panel per metric some variant has a value for (240 px each): LPIPS, n/a everywhere without weights, has none.
+    for r in rows:
+        r.scores["lpips"] = math.nan
+    with_lpips = variant_summary(rows, "eval_mouth_l1", ["psnr_mouth", "lpips"])
+    assert all(math.isnan(e["stats"]["lpips"][0]) for e in with_lpips)
+    plot = variant_plot(with_lpips)
+    assert plot.shape == variant_plot(summary).shape == (2 * 240, plot.shape[1], 3) and plot.std() > 0
