@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from julnet import storage
 from julnet.config import load_config
@@ -267,5 +268,11 @@ def test_a_video_without_a_face_is_rejected_as_no_face(tmp_path):
         pcm.sample_rate = 16000
         out.mux(sound.encode(pcm))
         out.mux(sound.encode())
-    _, report = run(str(path.parent), str(tmp_path / "out"), load_config("tiny"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        _, report = run(str(path.parent), str(tmp_path / "out"), load_config("tiny"))
+        assert torch.get_num_threads() == 2, "preprocessing in this process changed its torch thread count"
+    finally:
+        torch.set_num_threads(threads)
     assert report.accepted == 0 and [r.reason for r in report.rejected] == ["no_face"]

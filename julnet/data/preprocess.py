@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import tempfile
+from contextlib import contextmanager
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
@@ -198,7 +199,23 @@ def process_shard(plan: ShardPlan, cfg: Config, output_uri: str, scorer: SyncSco
     result_uri = storage.join(output_uri, "shards", f"{plan.name}.json")
     if storage.exists(result_uri):
         return ShardResult.model_validate_json(storage.read_text(result_uri))
-    torch.set_num_threads(1)
+    with _torch_threads(1):  # one shard per CPU: a task's SyncNet scoring must not spread over the machine's cores
+        return _process_shard(plan, cfg, output_uri, result_uri, scorer)
+
+
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """torch's intra-op thread count set to `n` inside, restored after (it is process-wide)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _process_shard(plan: ShardPlan, cfg: Config, output_uri: str, result_uri: str, scorer: SyncScorer | None) -> ShardResult:
+    """process_shard's work once it is known not to be done yet."""
     shard_uri = storage.join(output_uri, "shards", f"{plan.name}.parquet")
     for uri in (shard_uri, result_uri):
         storage.discard_partial(uri)
