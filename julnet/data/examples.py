@@ -42,6 +42,16 @@ def _chw(frames: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(frames, -1, -3))
 
 
+def target_span(stage: StageConfig, window: int) -> int:
+    """Frames per target: one (frame stage), or a clip of `window` frames, the audio window (clip stage)."""
+    return window if stage.kind == "clip" else 1
+
+
+def count_examples(usable: np.ndarray, stage: StageConfig, window: int) -> int:
+    """How many examples `chunk_examples` yields for a chunk whose frames with a face are `usable` (K,) bool."""
+    return len(target_starts(usable, target_span(stage, window)))
+
+
 def target_starts(usable: np.ndarray, span: int) -> np.ndarray:
     """First frames of the chunk's targets: every non-overlapping run of `span` frames (from frame 0) whose frames
     all have a face, and only when some other frame with a face is left to be a reference.
@@ -76,7 +86,7 @@ def chunk_examples(
     window = audio.shape[-1]
     chw = _chw(frames)
     clip = stage.kind == "clip"
-    span = window if clip else 1
+    span = target_span(stage, window)
     for start in rng.permutation(target_starts(usable, span)):
         targets = range(int(start), int(start) + span)
         refs = draw_references(rng, num_references, targets, len(usable), usable)

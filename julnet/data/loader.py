@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
-from julnet.config import StageConfig
-from julnet.data.examples import chunk_examples, decode_frames, target_starts
+from julnet.config import StageConfig, TrainConfig
+from julnet.data.examples import chunk_examples, count_examples, decode_frames
 from julnet.data.manifest import Split, manifest_root, read_manifest
 from julnet.data.shards import chunk_ranges, read_row_group
 
@@ -30,9 +30,9 @@ if TYPE_CHECKING:
 TORCH_DTYPES = {"target": torch.uint8, "source": torch.uint8, "references": torch.uint8, "audio": torch.float32}
 
 
-# Chunks whose examples are interleaved (train.mix_chunks): each holds one decoded chunk in memory while it is drawn
-# from (250 frames at 416x320 are 100 MB).
-MIX_CHUNKS = 8
+# Chunks whose examples are interleaved, train.mix_chunks's default: each holds one decoded chunk in memory while it
+# is drawn from (250 frames at 416x320 are 100 MB).
+MIX_CHUNKS: int = TrainConfig.model_fields["mix_chunks"].default
 
 
 @dataclass(frozen=True)
@@ -51,14 +51,13 @@ class Unit:
 
 def examples_per_epoch(manifest_uri: str, stage: StageConfig, window: int, split: Split = "train") -> int:
     """How many examples one epoch of a split yields at this stage: targets (frames, or clips) with faces, chunk by
-    chunk (`target_starts` on the manifest's faceless frames, as the loader applies it to the landmarks)."""
+    chunk (`count_examples` on the manifest's faceless frames, as the loader applies it to the landmarks)."""
     manifest = read_manifest(manifest_uri)
-    span = window if stage.kind == "clip" else 1
     total = 0
     for v in manifest.split(split):
         usable = np.ones(v.frames, dtype=bool)
         usable[v.faceless_frames] = False
-        total += sum(len(target_starts(usable[c.start : c.stop], span)) for c in chunk_ranges(v.frames, v.segments, manifest.settings["chunk_frames"]))
+        total += sum(count_examples(usable[c.start : c.stop], stage, window) for c in chunk_ranges(v.frames, v.segments, manifest.settings["chunk_frames"]))
     return total
 
 
@@ -112,11 +111,10 @@ def interleave(streams: list[Iterator[Any]], lengths: list[int], rng: np.random.
 def group_examples(units: list[Unit], stage: StageConfig, num_references: int) -> Iterator[dict[str, np.ndarray]]:
     """Read and decode a group of chunks at the stage's resolution and yield their examples interleaved at random."""
     streams, lengths = [], []
-    span = units[0].window if stage.kind == "clip" else 1
     for unit in units:
         frames, audio, usable = read_chunk(unit, stage.height, stage.width)
         streams.append(chunk_examples(frames, audio, usable, stage, num_references, np.random.default_rng(unit.seed)))
-        lengths.append(len(target_starts(usable, span)))
+        lengths.append(count_examples(usable, stage, unit.window))
     yield from interleave(streams, lengths, np.random.default_rng([u.seed for u in units]))
 
 

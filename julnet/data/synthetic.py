@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from julnet.config import Config, StageConfig
+from julnet.data.examples import target_span
 from julnet.face import mask_mouth, mouth_box
 
 
@@ -25,7 +26,7 @@ class SyntheticFaces:
         Clip stage: target/source (B,T,3,H,W), audio (B,T,D,window) with T = window."""
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
         b, clip = self.stage.batch_size, self.stage.kind == "clip"
-        t = self.window if clip else 1
+        t = target_span(self.stage, self.window)
         span = t + self.window - 1
         openings = torch.rand(b, span, generator=g)
         audio_rows = openings[..., None] * self.code + 0.1 * torch.randn(b, span, self.dim, generator=g)
