@@ -196,7 +196,7 @@ class PairDubber:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         from julnet.inference import load_model
 
-        self.model = load_model(model, device)
+        self.model = load_model(model, device, folded=True)
         self.kwargs = {"overrides": list(overrides), "uncertainty_video": uncertainty_video, "epistemic_video": epistemic_video, "device": device}
         self.output_uri = output_uri
 

@@ -29,7 +29,7 @@ class DubbingModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         self.device = (context.model_config or {}).get("device", "cpu")
-        self.model = load_model(context.artifacts[CHECKPOINT_ARTIFACT], self.device)
+        self.model = load_model(context.artifacts[CHECKPOINT_ARTIFACT], self.device, folded=True)
 
     def predict(self, context: mlflow.pyfunc.PythonModelContext, model_input: Any, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         return [self._dub(request) for request in _requests(model_input)]

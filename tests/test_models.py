@@ -79,6 +79,7 @@ def test_folding_batch_norms_keeps_the_outputs_and_leaves_the_model_trainable(pr
     folded = fold_batch_norm(face)
     norms = lambda m: sum(isinstance(x, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)) for x in m.modules())  # noqa: E731
     assert 0 < norms(folded) < norms(face) and face.training and not folded.training
+    assert fold_batch_norm(folded) is folded, "folding a folded model copied it again"
     with torch.no_grad():
         expected, got = face.eval()(*inputs), folded(*inputs)
     torch.testing.assert_close(got.generated.image, expected.generated.image, atol=2e-5, rtol=1e-4)

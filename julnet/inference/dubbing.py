@@ -92,7 +92,7 @@ def dub(
     if torch_device.type == "cuda" and not torch.cuda.is_available():
         raise GenerateError("--device cuda but no CUDA device is available")
     cfg, face = model if isinstance(model, tuple) else load_model(model, torch_device)
-    face = fold_batch_norm(face)
+    face = fold_batch_norm(face)  # a no-op for a model loaded with folded=True
     settings = override_config(cfg, overrides, sections=("generate",)).generate
     if epistemic_video is not None:
         check_epistemic_video(settings)

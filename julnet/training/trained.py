@@ -15,6 +15,7 @@ import torch
 
 from julnet.config import Config
 from julnet.errors import ModelNotFoundError, UnsupportedModelError
+from julnet.models.blocks import fold_batch_norm
 from julnet.models.talking_face import TalkingFace, build_talking_face
 from julnet.training.checkpoint import fetch_checkpoint, load_checkpoint
 
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def load_model(
-    model: str | os.PathLike[str], device: torch.device | str = "cpu", tracking_uri: str | None = None
+    model: str | os.PathLike[str], device: torch.device | str = "cpu", tracking_uri: str | None = None, folded: bool = False
 ) -> tuple[Config, TalkingFace]:
     """(config, talking face) in eval mode from a registered model (`models:/name@alias`,
     `models:/name/3`), a run's model (`runs:/<id>/model`), an s3:// or local checkpoint directory, a run
@@ -30,6 +31,7 @@ def load_model(
 
     MLflow URIs resolve against `tracking_uri` (default: tracking.uri's fallbacks, $MLFLOW_TRACKING_URI first).
     The talking face carries `trained_stage`: the name of the stage the checkpoint was trained on (or None).
+    `folded`: batch norms folded into their convolutions once here, for a process that only runs inference.
     """
     from mlflow.exceptions import MlflowException  # here: only a failed MLflow lookup needs it
 
@@ -55,7 +57,8 @@ def load_model(
             raise UnsupportedModelError(f"{text}: not a julnet checkpoint ({type(exc).__name__}: {reason})") from exc
     face.trained_stage = state.get("stage")
     log.info("model %s (config %s, generator %s, stage %s)", text, cfg.name, cfg.generator.kind, face.trained_stage)
-    return cfg, face.to(device).eval()
+    face = face.to(device).eval()
+    return cfg, fold_batch_norm(face) if folded else face
 
 
 def model_resolution(cfg: Config, stage: str | None = None) -> tuple[int, int]:
