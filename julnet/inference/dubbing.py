@@ -123,10 +123,10 @@ def dub(
     try:
         entries = _generate(video_path, total, faces, net, settings, outputs)
         t_end = time.perf_counter()
-        summary = _summary(entries, n, total, outputs.codecs, height, width, t_end - t_start, t_end - t_landmarks, net.model_seconds,
-                           net.resampled is not None)
+        summary = _summary(entries, n, net.resampled is not None)
         out_width, out_height = even_size(info.width, info.height)
-        summary.update(source_size=[info.height, info.width], output_size=[out_height, out_width])
+        summary.update(crop_size=[height, width], codecs=list(outputs.codecs), source_size=[info.height, info.width],
+                       output_size=[out_height, out_width], **_speed(summary, t_end - t_start, t_end - t_landmarks, net.model_seconds))
         result = {
             "video": str(video_path), "audio": str(audio_path), "output": str(out_path),
             "settings": settings.model_dump(), "summary": summary, "frames": entries,
@@ -290,25 +290,24 @@ def _write_report_tmp(report: Path, result: dict[str, Any]) -> Path:
     return Path(tmp)
 
 
-def _summary(
-    entries: list[dict[str, Any]], n: int, total: int, codecs: tuple[str, str], h: int, w: int, seconds: float, gen_seconds: float,
-    model_seconds: float, epistemic: bool,
-) -> dict[str, Any]:
+def _summary(entries: list[dict[str, Any]], n: int, epistemic: bool) -> dict[str, Any]:
+    """The report's per-video figures from its per-frame entries (one per output frame; `n` source frames)."""
+
     def stats(key: str) -> dict[str, float] | None:
         values = np.array([e[key] for e in entries if e["face_found"]], dtype=np.float64)
         if values.size == 0:
             return None
         return {"mean": float(values.mean()), "min": float(values.min()), "max": float(values.max()), "p10": float(np.percentile(values, 10)), "p90": float(np.percentile(values, 90))}
 
+    total = len(entries)
     low = sum(e["low_confidence"] for e in entries)
-    faceless = sum(not e["face_found"] for e in entries)
     return {
         "frames": total,
         "fps": FPS,
         "duration_s": total / FPS,
         "source_frames": n,
         "looped": total > n,
-        "frames_without_face": faceless,
+        "frames_without_face": sum(not e["face_found"] for e in entries),
         "tracking_lost_frames": sum(e["tracking_lost"] for e in entries),
         "low_confidence_frames": low,
         "low_confidence_fraction": low / max(total, 1),
@@ -316,11 +315,16 @@ def _summary(
         "sigma_mean": stats("sigma_mean"),
         "error_pred_mean": stats("error_pred_mean"),
         **({"epistemic_mean": stats("epistemic_mean")} if epistemic else {}),
-        "crop_size": [h, w],
-        "codecs": list(codecs),
+    }
+
+
+def _speed(summary: dict[str, Any], seconds: float, gen_seconds: float, model_seconds: float) -> dict[str, Any]:
+    """Frames/s end to end, after the landmark pass (generate) and of the networks alone (frames with a face)."""
+    total, with_face = summary["frames"], summary["frames"] - summary["frames_without_face"]
+    return {
         "seconds": seconds,
         "generate_fps": total / max(gen_seconds, 1e-9),
         "end_to_end_fps": total / max(seconds, 1e-9),
         "model_seconds": model_seconds,
-        "model_fps": (total - faceless) / model_seconds if model_seconds > 0 else None,
+        "model_fps": with_face / model_seconds if model_seconds > 0 else None,
     }
