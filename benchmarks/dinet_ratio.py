@@ -11,7 +11,11 @@ round in a rotating order, after --warmup untimed rounds, --repeats timed rounds
 - training: forward + backward of an L1 loss against a target, for DINet's generator; julnet's generator alone;
   and julnet's generator + uncertainty module with L_un (eq. 9), the part of julnet's step DINet has no twin for;
 - inference: one forward pass without autograd, DINet's generator against julnet's generator + uncertainty module,
-  as is and with its batch norms folded into the convolutions as `julnet generate` and `julnet evaluate` run it.
+  as is and with its batch norms folded into the convolutions as `julnet generate` and `julnet evaluate` run it;
+- the whole training step (julnet.training.step.TrainStep, frame stage: both discriminators' updates, generator
+  with every loss, optimiser steps) with DINet's generator in julnet's place (no uncertainty module, no L_un: the
+  step DINet trains with, since JULNet reuses its discriminators and losses), julnet's full step, and julnet's
+  step with the uncertainty module and L_un off.
 It prints the machine, median [min..max] seconds of each and julnet / DINet ratios, and writes them as JSON.
 """
 
@@ -33,10 +37,12 @@ import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
+import gpu_check as check  # noqa: E402
 from gpu_check import RANDOM_WEIGHTS, machine_info  # noqa: E402
 from julnet.config import load_config  # noqa: E402
 from julnet.losses.uncertainty import uncertainty_loss  # noqa: E402
 from julnet.models.blocks import fold_batch_norm  # noqa: E402
+from julnet.models.generator import GeneratorOutput  # noqa: E402
 from julnet.models.talking_face import build_talking_face  # noqa: E402
 
 
@@ -54,6 +60,17 @@ def load_dinet(root: Path) -> type[nn.Module]:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.DINet
+
+
+class DinetGenerator(nn.Module):
+    """DINet's generator behind julnet's generator interface, so that julnet's training step can train it."""
+
+    def __init__(self, dinet: nn.Module):
+        super().__init__()
+        self.dinet = dinet
+
+    def forward(self, source: Tensor, references: Tensor, audio: Tensor) -> GeneratorOutput:
+        return GeneratorOutput(self.dinet(source, references, audio), None)  # type: ignore[arg-type]  # no features
 
 
 def timed(fn: Callable[[], Any]) -> float:
@@ -104,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(args.config, list(RANDOM_WEIGHTS))
     refs, dim, window = cfg.generator.num_references, cfg.audio.dim, cfg.audio.window
 
-    dinet = load_dinet(args.dinet)(3, 3 * refs, dim)
+    dinet_class = load_dinet(args.dinet)
+    dinet = dinet_class(3, 3 * refs, dim)
     talking = build_talking_face(cfg)
     source, target = torch.rand(args.batch, 3, height, width), torch.rand(args.batch, 3, height, width)
     references, audio = torch.rand(args.batch, 3 * refs, height, width), torch.randn(args.batch, dim, window)
@@ -146,15 +164,25 @@ def main(argv: list[str] | None = None) -> int:
     infer_times = rounds({"dinet": infer(dinet), "julnet_with_uncertainty": infer(talking), "julnet_folded": infer(fold_batch_norm(talking))},
                          args.repeats, args.warmup)
 
-    result: dict[str, Any] = {"train": {k: summary(v) for k, v in train.items()}, "inference": {k: summary(v) for k, v in infer_times.items()}}
+    stage = check.pick_stage(cfg, "frame").model_copy(update={"height": height, "width": width, "batch_size": args.batch})
+    batch, cpu = check.make_batch(cfg, stage, args.batch, torch.device("cpu")), torch.device("cpu")
+    steps = {"dinet": check.Trainer(cfg, cpu, uncertainty=False, generator=DinetGenerator(dinet_class(3, 3 * refs, dim))),
+             "julnet_full": check.Trainer(cfg, cpu, uncertainty=True), "julnet_no_uncertainty": check.Trainer(cfg, cpu, uncertainty=False)}
+    step_times = rounds({name: (lambda t=trainer: t(batch, "frame")) for name, trainer in steps.items()}, args.repeats, args.warmup)
+    step_gflops = {name: check.count_flops(trainer, batch, "frame") / 1e9 for name, trainer in steps.items()}
+
+    result: dict[str, Any] = {"train": {k: summary(v) for k, v in train.items()}, "inference": {k: summary(v) for k, v in infer_times.items()},
+                              "step": {k: summary(v) | {"gflop": step_gflops[k]} for k, v in step_times.items()}}
     base_train, base_infer = result["train"]["dinet"]["median_s"], result["inference"]["dinet"]["median_s"]
     result["ratios"] = {
         "train_generator": result["train"]["julnet_generator"]["median_s"] / base_train,
         "train_with_uncertainty": result["train"]["julnet_with_uncertainty"]["median_s"] / base_train,
         "inference_with_uncertainty": result["inference"]["julnet_with_uncertainty"]["median_s"] / base_infer,
         "inference_folded": result["inference"]["julnet_folded"]["median_s"] / base_infer,
+        "step_full": result["step"]["julnet_full"]["median_s"] / result["step"]["dinet"]["median_s"],
+        "step_no_uncertainty": result["step"]["julnet_no_uncertainty"]["median_s"] / result["step"]["dinet"]["median_s"],
     }
-    for part, rows in (("forward + backward", result["train"]), ("inference", result["inference"])):
+    for part, rows in (("forward + backward", result["train"]), ("inference", result["inference"]), ("training step", result["step"])):
         for name, row in rows.items():
             ratio = row["median_s"] / rows["dinet"]["median_s"]
             print(f"{part:18s} {name:24s} {row['median_s']:8.3f} s [{row['min_s']:.3f}..{row['max_s']:.3f}]  ratio {ratio:.3f}", flush=True)

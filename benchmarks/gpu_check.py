@@ -154,11 +154,14 @@ def _no_uncertainty_loss(*args: Any, **kwargs: Any) -> dict[str, Tensor]:
 
 
 class Trainer:
-    """One set of networks + optimizers + TrainStep; `uncertainty=False` stubs the module and L_un out."""
+    """One set of networks + optimizers + TrainStep; `uncertainty=False` stubs the module and L_un out, and
+    `generator` (returning GeneratorOutput) stands in for julnet's: dinet_ratio.py times DINet's in this step."""
 
-    def __init__(self, cfg: Config, device: torch.device, uncertainty: bool):
+    def __init__(self, cfg: Config, device: torch.device, uncertainty: bool, generator: nn.Module | None = None):
         self.cfg, self.device, self.uncertainty = cfg, device, uncertainty
         self.models = build_models(cfg, device)
+        if generator is not None:
+            self.models.talking_face.generator = generator.to(device)
         if not uncertainty:
             self.models.talking_face.uncertainty = NoUncertainty().to(device)
         self.optimizers = build_optimizers(cfg, self.models)

@@ -68,8 +68,14 @@ def test_dinet_ratio_benchmark_times_both_models_side_by_side(tmp_path: Path):
     assert report["machine"]["torch"] == torch_version() and report["parameters"]["dinet"] < report["parameters"]["julnet_generator"]
     assert set(report["train"]) == {"dinet", "julnet_generator", "julnet_with_uncertainty"}
     assert set(report["inference"]) == {"dinet", "julnet_with_uncertainty", "julnet_folded"}
-    assert all(row["repeats"] == 2 and 0 < row["min_s"] <= row["median_s"] <= row["max_s"] for part in ("train", "inference") for row in report[part].values())
-    assert set(report["ratios"]) == {"train_generator", "train_with_uncertainty", "inference_with_uncertainty", "inference_folded"}
+    assert set(report["step"]) == {"dinet", "julnet_full", "julnet_no_uncertainty"}
+    parts = ("train", "inference", "step")
+    assert all(row["repeats"] == 2 and 0 < row["min_s"] <= row["median_s"] <= row["max_s"] for part in parts for row in report[part].values())
+    step_gflop = {name: row["gflop"] for name, row in report["step"].items()}
+    # The stand-in generator is far smaller than julnet's, and the uncertainty module adds FLOPs to julnet's step.
+    assert 0 < step_gflop["dinet"] < step_gflop["julnet_no_uncertainty"] < step_gflop["julnet_full"]
+    assert set(report["ratios"]) == {"train_generator", "train_with_uncertainty", "inference_with_uncertainty", "inference_folded",
+                                     "step_full", "step_no_uncertainty"}
     assert all(ratio > 0 for ratio in report["ratios"].values()) and "ratio" in proc.stdout
 
 
