@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
                          args.repeats, args.warmup)
 
     stage = check.pick_stage(cfg, "frame").model_copy(update={"height": height, "width": width, "batch_size": args.batch})
-    batch, cpu = check.make_batch(cfg, stage, args.batch, torch.device("cpu")), torch.device("cpu")
+    cpu = torch.device("cpu")
+    batch = check.make_batch(cfg, stage, args.batch, cpu)
     steps = {"dinet": check.Trainer(cfg, cpu, uncertainty=False, generator=DinetGenerator(dinet_class(3, 3 * refs, dim))),
              "julnet_full": check.Trainer(cfg, cpu, uncertainty=True), "julnet_no_uncertainty": check.Trainer(cfg, cpu, uncertainty=False)}
     step_times = rounds({name: (lambda t=trainer: t(batch, "frame")) for name, trainer in steps.items()}, args.repeats, args.warmup)
@@ -173,14 +174,14 @@ def main(argv: list[str] | None = None) -> int:
 
     result: dict[str, Any] = {"train": {k: summary(v) for k, v in train.items()}, "inference": {k: summary(v) for k, v in infer_times.items()},
                               "step": {k: summary(v) | {"gflop": step_gflops[k]} for k, v in step_times.items()}}
-    base_train, base_infer = result["train"]["dinet"]["median_s"], result["inference"]["dinet"]["median_s"]
+    base_train, base_infer, base_step = (result[part]["dinet"]["median_s"] for part in ("train", "inference", "step"))
     result["ratios"] = {
         "train_generator": result["train"]["julnet_generator"]["median_s"] / base_train,
         "train_with_uncertainty": result["train"]["julnet_with_uncertainty"]["median_s"] / base_train,
         "inference_with_uncertainty": result["inference"]["julnet_with_uncertainty"]["median_s"] / base_infer,
         "inference_folded": result["inference"]["julnet_folded"]["median_s"] / base_infer,
-        "step_full": result["step"]["julnet_full"]["median_s"] / result["step"]["dinet"]["median_s"],
-        "step_no_uncertainty": result["step"]["julnet_no_uncertainty"]["median_s"] / result["step"]["dinet"]["median_s"],
+        "step_full": result["step"]["julnet_full"]["median_s"] / base_step,
+        "step_no_uncertainty": result["step"]["julnet_no_uncertainty"]["median_s"] / base_step,
     }
     for part, rows in (("forward + backward", result["train"]), ("inference", result["inference"]), ("training step", result["step"])):
         for name, row in rows.items():

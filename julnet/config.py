@@ -95,8 +95,7 @@ class SyncNetConfig(Section):
 class UncertaintyConfig(Section):
     """The uncertainty module (paper 3.2) and the weights and gradient paths of L_un (eq. 9)."""
 
-    # The paper gives no width. 32 keeps the module + L_un under 5 % of a training step: at 64 they took 6 % of the
-    # paper step (0.73 s of 12.3-13.2 s, CPU) and 5.5-6 % on an H200; 32 halves that (docs/design.md).
+    # The paper gives no width; 32 keeps the module + L_un under 5 % of a training step (64: 6 %; docs/design.md).
     hidden_channels: int = Field(32, ge=1)
     use_features: bool = True  # also feed the generator's last decoder features to the module
     detach_features: bool = False  # those features carry no gradient back into the generator
