@@ -10,7 +10,7 @@ from julnet.config import Config, PretrainedWeights, load_config
 from julnet.models.blocks import fold_batch_norm
 from julnet.models.generator import AdaAT, AffineParams, Generator
 from julnet.models.syncnet import SyncNet
-from julnet.models.uncertainty import UncertaintyModule
+from julnet.models.uncertainty import Pointwise, UncertaintyModule
 from julnet.models.vgg import VGG19Features
 from julnet.pretrained import MissingWeightsError, load_into, sha256_of
 from julnet.models.talking_face import build_talking_face
@@ -97,6 +97,24 @@ def test_uncertainty_module_plugs_into_any_generator():
     assert -3.0 <= out.log_sigma.min() and out.log_sigma.max() <= 3.0
     out.log_sigma.sum().backward()
     assert image.grad is not None and image.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_pointwise_layer_is_a_1x1_conv_over_its_inputs_concatenated(memory_format: torch.memory_format):
+    torch.manual_seed(0)
+    layer = Pointwise(3 + 8, 5)
+    conv = torch.nn.Conv2d(3 + 8, 5, 1)
+    conv.load_state_dict(layer.state_dict())  # the same parameters under the same keys
+    image, features = (torch.randn(2, c, 7, 6).contiguous(memory_format=memory_format).requires_grad_() for c in (3, 8))
+    out, expected = layer([image, features]), conv(torch.cat([image, features], 1))
+    torch.testing.assert_close(out, expected)
+    assert out.is_contiguous(memory_format=memory_format), "the output keeps the inputs' memory format"
+    grads = torch.autograd.grad(out.square().sum(), [image, features, layer.weight, layer.bias])
+    expected_grads = torch.autograd.grad(expected.square().sum(), [image, features, conv.weight, conv.bias])
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match="expected 11 input channels in all, got \\[3, 4\\]"):
+        layer([image, features[:, :4]])
 
 
 def test_uncertainty_module_feature_detach_switch():
