@@ -16,7 +16,8 @@ round in a rotating order, after --warmup untimed rounds, --repeats timed rounds
   with every loss, optimiser steps) with DINet's generator in julnet's place (no uncertainty module, no L_un: the
   step DINet trains with, since JULNet reuses its discriminators and losses), julnet's full step, and julnet's
   step with the uncertainty module and L_un off.
-It prints the machine, median [min..max] seconds of each and julnet / DINet ratios, and writes them as JSON.
+It prints the machine, median [min..max] seconds of each, julnet / DINet ratios of the medians and the median
+[min..max] of the per-round ratios, and writes them as JSON.
 """
 
 from __future__ import annotations
@@ -94,6 +95,10 @@ def rounds(variants: dict[str, Callable[[], Any]], repeats: int, warmup: int) ->
 
 def summary(times: list[float]) -> dict[str, float]:
     return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "repeats": len(times)}
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 def forward_gflops(model: nn.Module, *inputs: Tensor) -> float:
@@ -183,10 +188,18 @@ def main(argv: list[str] | None = None) -> int:
         "step_full": result["step"]["julnet_full"]["median_s"] / base_step,
         "step_no_uncertainty": result["step"]["julnet_no_uncertainty"]["median_s"] / base_step,
     }
-    for part, rows in (("forward + backward", result["train"]), ("inference", result["inference"]), ("training step", result["step"])):
+    # Per-round ratios pair each julnet time with DINet's from the same round, so a slow spell of the machine that
+    # hits a whole round cancels out; their median is the steadier figure when the medians' ranges overlap.
+    result["round_ratios"] = {part: {name: spread([t / d for t, d in zip(times[name], times["dinet"])]) for name in times if name != "dinet"}
+                              for part, times in (("train", train), ("inference", infer_times), ("step", step_times))}
+    for label, part in (("forward + backward", "train"), ("inference", "inference"), ("training step", "step")):
+        rows = result[part]
         for name, row in rows.items():
             ratio = row["median_s"] / rows["dinet"]["median_s"]
-            print(f"{part:18s} {name:24s} {row['median_s']:8.3f} s [{row['min_s']:.3f}..{row['max_s']:.3f}]  ratio {ratio:.3f}", flush=True)
+            paired = result["round_ratios"][part].get(name)
+            per_round = f"; per round {paired['median']:.3f} [{paired['min']:.3f}..{paired['max']:.3f}]" if paired else ""
+            print(f"{label:18s} {name:24s} {row['median_s']:8.3f} s [{row['min_s']:.3f}..{row['max_s']:.3f}]  ratio {ratio:.3f}{per_round}",
+                  flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"machine": machine, "settings": vars(args) | {"dinet": str(args.dinet), "json": str(args.json)},

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from julnet.config import Config, PretrainedWeights, load_config
-from julnet.models.blocks import fold_batch_norm
+from julnet.models.blocks import NarrowConv2d, fold_batch_norm
 from julnet.models.generator import AdaAT, AffineParams, Generator
 from julnet.models.syncnet import SyncNet
 from julnet.models.uncertainty import Pointwise, UncertaintyModule
@@ -115,6 +115,24 @@ def test_pointwise_layer_is_a_1x1_conv_over_its_inputs_concatenated(memory_forma
         torch.testing.assert_close(got, want)
     with pytest.raises(ValueError, match="expected 11 input channels in all, got \\[3, 4\\]"):
         layer([image, features[:, :4]])
+
+
+@pytest.mark.parametrize("kernel", [1, 3, 7])
+def test_narrow_conv_equals_a_same_size_conv2d(kernel: int):
+    torch.manual_seed(0)
+    layer = NarrowConv2d(6, 3, kernel)
+    conv = torch.nn.Conv2d(6, 3, kernel, padding=kernel // 2)
+    conv.load_state_dict(layer.state_dict())  # the same parameters under the same keys
+    x = torch.randn(2, 6, 11, 8, requires_grad=True)  # batch 2, odd and even sides, borders within the kernel
+    out, expected = layer(x), conv(x)
+    assert out.shape == expected.shape == (2, 3, 11, 8)
+    torch.testing.assert_close(out, expected)
+    weights = torch.randn_like(out)  # a loss that tells the taps and pixels apart
+    grads = torch.autograd.grad((out * weights).sum(), [x, layer.weight, layer.bias])
+    for got, want in zip(grads, torch.autograd.grad((expected * weights).sum(), [x, conv.weight, conv.bias])):
+        torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match="odd kernel size"):
+        NarrowConv2d(6, 3, 4)
 
 
 def test_uncertainty_module_feature_detach_switch():

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from julnet.config import Config
-from julnet.models.blocks import ResBlock, down_block, same_block, up_block
+from julnet.models.blocks import NarrowConv2d, ResBlock, down_block, same_block, up_block
 
 
 class AudioEncoder(nn.Module):
@@ -136,7 +136,7 @@ class FaceDecoder(nn.Module):
         for _ in range(levels):
             layers += [up_block(channels, channels), ResBlock(2, channels)]
         self.body = nn.Sequential(*layers[:-1])
-        self.to_image = nn.Conv2d(channels, 3, 7, padding=3)
+        self.to_image = NarrowConv2d(channels, 3, 7)
 
     def forward(self, deformed: Tensor, source_features: Tensor) -> tuple[Tensor, Tensor]:
         features = self.body(torch.cat([deformed, source_features], 1))
