@@ -12,7 +12,8 @@ def test_info_paper_reports_a_dinet_sized_generator():
     assert abs(params["generator"] - 19.2e6) / 19.2e6 < 0.05, params["generator"]
     assert sum(params["generator_parts"].values()) == params["generator"]
     assert abs(params["frame_discriminator"] - 2.6e6) / 2.6e6 < 0.15
-    assert abs(info["gflops"]["generator"] - 359) / 359 < 0.01, "DINet's cost: stride-2 down-blocks"
+    # DINet's 358.7 (stride-2 down-blocks) less 27.0 for the two up-blocks' 3x3 convolutions run as sub-pixel 2x2 ones
+    assert abs(info["gflops"]["generator"] - 331.7) / 331.7 < 0.005, info["gflops"]["generator"]
     assert params["vgg"] == 12944960, "VGG-19 up to relu5_1"
 
 

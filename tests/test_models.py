@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 from julnet.config import Config, PretrainedWeights, load_config
-from julnet.models.blocks import NarrowConv2d, fold_batch_norm
+from julnet.models.blocks import NarrowConv2d, UpBlock, fold_batch_norm
 from julnet.models.generator import AdaAT, AffineParams, Generator
 from julnet.models.syncnet import SyncNet
 from julnet.models.uncertainty import Pointwise, UncertaintyModule
@@ -133,6 +134,26 @@ def test_narrow_conv_equals_a_same_size_conv2d(kernel: int):
         torch.testing.assert_close(got, want)
     with pytest.raises(ValueError, match="odd kernel size"):
         NarrowConv2d(6, 3, 4)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_up_block_equals_nearest_upsampling_then_a_3x3_conv_block(memory_format: torch.memory_format):
+    torch.manual_seed(0)
+    block = UpBlock(6, 5)
+    layers = torch.nn.Sequential(*(copy.deepcopy(layer) for layer in block))  # the listed layers, run one by one
+    assert [type(m) for m in layers] == [torch.nn.Upsample, torch.nn.Conv2d, torch.nn.BatchNorm2d, torch.nn.ReLU]
+    x = torch.randn(2, 6, 7, 4).contiguous(memory_format=memory_format).requires_grad_()  # odd and even sides
+    out, expected = block(x), layers(x)
+    assert out.shape == (2, 5, 14, 8) and out.is_contiguous(memory_format=memory_format)
+    torch.testing.assert_close(out, expected)
+    weights = torch.randn_like(out)  # a loss that tells the phases and pixels apart
+    conv, twin = block[1], layers[1]
+    grads = torch.autograd.grad((out * weights).sum(), [x, conv.weight, conv.bias])
+    for got, want in zip(grads, torch.autograd.grad((expected * weights).sum(), [x, twin.weight, twin.bias])):
+        torch.testing.assert_close(got, want)
+    block.eval(), layers.eval()
+    with torch.no_grad():  # folded for inference, the block keeps computing the same function
+        torch.testing.assert_close(fold_batch_norm(block)(x), layers(x))
 
 
 def test_uncertainty_module_feature_detach_switch():

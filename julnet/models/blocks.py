@@ -27,9 +27,54 @@ def down_block(dim: int, cin: int, cout: int, kernel: int = 3, *, pooled: bool =
     return same_block(dim, cin, cout, kernel, stride=2)
 
 
-def up_block(cin: int, cout: int, kernel: int = 3) -> nn.Sequential:
-    """2x nearest upsampling followed by a same block (2D)."""
-    return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), *same_block(2, cin, cout, kernel))
+def _phase_taps(kernel: Tensor, dim: int) -> Tensor:
+    """A 3-tap kernel along `dim` -> its two 2-tap phases, stacked first.
+
+    After a 2x nearest upsampling, output row 2i reads upsampled rows 2i - 1, 2i, 2i + 1, which are input rows
+    i - 1, i, i: taps [t0, t1 + t2] over rows (i - 1, i). Row 2i + 1 reads input rows i, i, i + 1: [t0 + t1, t2]
+    over rows (i, i + 1). Columns alike.
+    """
+    t0, t1, t2 = kernel.unbind(dim)
+    return torch.stack([torch.stack([t0, t1 + t2], dim), torch.stack([t0 + t1, t2], dim)])
+
+
+def upsampled_conv(x: Tensor, conv: nn.Conv2d) -> Tensor:
+    """conv(2x nearest upsampling of x) for a 3x3 size-preserving conv, as one 2x2 convolution of x itself.
+
+    Each of the four output phases (even/odd row, even/odd column) is a 2x2 convolution of x (`_phase_taps`):
+    16 taps per input pixel instead of 36, so 4/9 of the FLOPs. One convolution computes all four phases (4 x cout
+    channels); one copy interleaves them.
+    """
+    b, c, h, w = x.shape
+    # (a2, a, o, c, 2, 2) -> output channel (o, a, a2): phase (row a, column a2) of channel o
+    weight = _phase_taps(_phase_taps(conv.weight, 2), 4).permute(2, 1, 0, 3, 4, 5).reshape(-1, c, 2, 2)
+    bias = conv.bias.repeat_interleave(4) if conv.bias is not None else None
+    z = F.conv2d(x, weight, bias, padding=1)  # (b, 4 cout, h + 1, w + 1): position p reads input rows p - 1 and p
+    sb, sc, sh, sw = z.stride()
+    # out[n, o, i, a, j, a2] = z[n, 4o + 2a + a2, i + a, j + a2]: phase a of row i reads rows (i - 1 + a, i + a)
+    phases = z.as_strided((b, z.shape[1] // 4, h, 2, w, 2), (sb, 4 * sc, sh, 2 * sc + sh, sw, sc + sw), z.storage_offset())
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return phases.permute(0, 2, 3, 4, 5, 1).reshape(b, 2 * h, 2 * w, -1).permute(0, 3, 1, 2)
+    return phases.reshape(b, -1, 2 * h, 2 * w)
+
+
+class UpBlock(nn.Sequential):
+    """2x nearest upsampling followed by a same block (2D, 3x3), the upsampling and convolution run together by
+    `upsampled_conv` at 4/9 of the FLOPs (same function, same parameters and state-dict keys as the layers listed).
+
+    On a CPU thread, the face decoder's last up-block (128 channels, 208x160 -> 416x320, batch norm included) takes
+    0.66 s forward + backward and 0.28 s in inference, against 1.16 and 0.40 s for the layers run one by one.
+    """
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__(nn.Upsample(scale_factor=2, mode="nearest"), *same_block(2, cin, cout, 3))
+
+    def forward(self, x: Tensor) -> Tensor:
+        _, conv, *rest = self  # the first layer, the upsampling, is folded into the convolution
+        x = upsampled_conv(x, conv)
+        for layer in rest:
+            x = layer(x)
+        return x
 
 
 class NarrowConv2d(nn.Conv2d):

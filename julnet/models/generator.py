@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from julnet.config import Config
-from julnet.models.blocks import NarrowConv2d, ResBlock, down_block, same_block, up_block
+from julnet.models.blocks import NarrowConv2d, ResBlock, UpBlock, down_block, same_block
 
 
 class AudioEncoder(nn.Module):
@@ -134,7 +134,7 @@ class FaceDecoder(nn.Module):
         super().__init__()
         layers: list[nn.Module] = [same_block(2, 2 * feature_channels, channels)]
         for _ in range(levels):
-            layers += [up_block(channels, channels), ResBlock(2, channels)]
+            layers += [UpBlock(channels, channels), ResBlock(2, channels)]
         self.body = nn.Sequential(*layers[:-1])
         self.to_image = NarrowConv2d(channels, 3, 7)
 
