@@ -156,6 +156,16 @@ def test_up_block_equals_nearest_upsampling_then_a_3x3_conv_block(memory_format:
         torch.testing.assert_close(fold_batch_norm(block)(x), layers(x))
 
 
+def test_the_talking_face_model_traces_as_one_graph_for_torch_compile(tiny: Config):
+    """train.compile compiles the whole model only if dynamo traces it without a break (an `as_strided` taking
+    `storage_offset()` once split the up-blocks into three graphs)."""
+    model = build_talking_face(tiny)
+    refs, size = tiny.generator.num_references, (104, 80)
+    inputs = (torch.rand(1, 3, *size), torch.rand(1, 3 * refs, *size), torch.randn(1, tiny.audio.dim, tiny.audio.window))
+    explained = torch._dynamo.explain(model)(*inputs)
+    assert explained.graph_break_count == 0, [str(b.reason).splitlines()[0] for b in explained.break_reasons]
+
+
 def test_uncertainty_module_feature_detach_switch():
     features = torch.rand(1, 5, 8, 8, requires_grad=True)
     for detach, expect_grad in ((False, True), (True, False)):

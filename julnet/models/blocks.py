@@ -52,7 +52,7 @@ def upsampled_conv(x: Tensor, conv: nn.Conv2d) -> Tensor:
     z = F.conv2d(x, weight, bias, padding=1)  # (b, 4 cout, h + 1, w + 1): position p reads input rows p - 1 and p
     sb, sc, sh, sw = z.stride()
     # out[n, o, i, a, j, a2] = z[n, 4o + 2a + a2, i + a, j + a2]: phase a of row i reads rows (i - 1 + a, i + a)
-    phases = z.as_strided((b, z.shape[1] // 4, h, 2, w, 2), (sb, 4 * sc, sh, 2 * sc + sh, sw, sc + sw), z.storage_offset())
+    phases = torch.as_strided(z, (b, z.shape[1] // 4, h, 2, w, 2), (sb, 4 * sc, sh, 2 * sc + sh, sw, sc + sw))
     if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
         return phases.permute(0, 2, 3, 4, 5, 1).reshape(b, 2 * h, 2 * w, -1).permute(0, 3, 1, 2)
     return phases.reshape(b, -1, 2 * h, 2 * w)
