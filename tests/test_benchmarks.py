@@ -77,6 +77,10 @@ def test_dinet_ratio_benchmark_times_both_models_side_by_side(tmp_path: Path):
     assert set(report["ratios"]) == {"train_generator", "train_with_uncertainty", "inference_with_uncertainty", "inference_folded",
                                      "step_full", "step_no_uncertainty"}
     assert all(ratio > 0 for ratio in report["ratios"].values()) and "ratio" in proc.stdout
+    # Per-round ratios: every julnet variant over DINet in the same round, summarised for each part.
+    assert {part: set(rows) for part, rows in report["round_ratios"].items()} == {part: set(report[part]) - {"dinet"} for part in parts}
+    assert all(0 < r["min"] <= r["median"] <= r["max"] for rows in report["round_ratios"].values() for r in rows.values())
+    assert proc.stdout.count("; per round ") == 6
 
 
 def test_dinet_ratio_benchmark_names_a_checkout_without_dinet(tmp_path: Path):
