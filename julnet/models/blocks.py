@@ -27,6 +27,12 @@ def down_block(dim: int, cin: int, cout: int, kernel: int = 3, *, pooled: bool =
     return same_block(dim, cin, cout, kernel, stride=2)
 
 
+def is_channels_last(x: Tensor) -> bool:
+    """Whether x is laid out channels_last and not also plain contiguous (a map with one channel or one pixel is both),
+    so that a layer building its output itself should build it channels_last."""
+    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
 def _phase_taps(kernel: Tensor, dim: int) -> Tensor:
     """A 3-tap kernel along `dim` -> its two 2-tap phases, stacked first.
 
@@ -53,7 +59,7 @@ def upsampled_conv(x: Tensor, conv: nn.Conv2d) -> Tensor:
     sb, sc, sh, sw = z.stride()
     # out[n, o, i, a, j, a2] = z[n, 4o + 2a + a2, i + a, j + a2]: phase a of row i reads rows (i - 1 + a, i + a)
     phases = torch.as_strided(z, (b, z.shape[1] // 4, h, 2, w, 2), (sb, 4 * sc, sh, 2 * sc + sh, sw, sc + sw))
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+    if is_channels_last(x):
         return phases.permute(0, 2, 3, 4, 5, 1).reshape(b, 2 * h, 2 * w, -1).permute(0, 3, 1, 2)
     return phases.reshape(b, -1, 2 * h, 2 * w)
 
@@ -83,7 +89,7 @@ class NarrowConv2d(nn.Conv2d):
 
     Same parameters and state-dict layout as `nn.Conv2d(cin, cout, k, padding=k // 2)`. A CPU convolution to 3
     channels leaves most of each vector register empty; at 416x320 on one thread the face decoder's last layer takes
-    280 ms forward + backward and 95 ms in inference this way, against 590 and 175 ms. The price is a transient
+    313 ms forward + backward and 109 ms in inference this way, against 634 and 199 ms. The price is a transient
     tensor of cout * k * k channels (147 here) for one frame at a time. On other devices it runs as nn.Conv2d.
     """
 

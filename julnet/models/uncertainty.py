@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from julnet.models.blocks import is_channels_last
+
 # σ at initialisation when none is given: the default of `un.init_sigma` (a typical pixel error, see julnet.config).
 DEFAULT_INIT_SIGMA = 0.05
 
@@ -25,7 +27,7 @@ class UncertaintyOutput(NamedTuple):
 
 def _matmul(weight: Tensor, x: Tensor) -> Tensor:
     """(O, C) weight times each pixel of x (B, C, H, W) -> (B, O, H, W) in x's memory format, without a copy."""
-    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+    if is_channels_last(x):
         return F.linear(x.permute(0, 2, 3, 1), weight).permute(0, 3, 1, 2)
     # bmm, not matmul: matmul would copy x into (pixels, C) first, at 1.3x the time of the forward + backward
     return torch.bmm(weight.expand(x.shape[0], -1, -1), x.flatten(2)).view(x.shape[0], -1, *x.shape[2:])
