@@ -8,6 +8,12 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+# One OpenMP/torch thread in this process and in everything it starts (CLI subprocesses, the Ray cluster, docs
+# commands): the tests' work is small, and on a 2-core machine shared with Ray and MLflow, spinning OpenMP threads
+# made small steps several times slower (two checkpoint tests: 244 s with the default threads, 138 s with one).
+# Set before anything imports torch; a caller's own OMP_NUM_THREADS wins.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import pytest
 
 from julnet.config import Config, load_config
