@@ -53,3 +53,15 @@ class BadOutputError(GenerateError):
 
 class NoFaceError(GenerateError):
     reason = "no_face"
+
+
+class NotWeightsError(ValueError):
+    """A file given as a checkpoint or weights that torch did not save (text, YAML, random bytes, another zip)."""
+
+    def __init__(self, path: object, what: str) -> None:
+        super().__init__(f"{path} is not a torch weights file ({what})")
+        self.path, self.what = path, what
+
+
+class PickledObjectsError(ValueError):
+    """A torch file that holds pickled objects besides plain weights: refused, as loading it could run code."""
