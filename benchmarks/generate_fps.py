@@ -271,7 +271,7 @@ def main() -> None:
         write_wav(speech, samples)
         kind, rows = ("batch", batch(args, Path(tmp), speech)) if args.actors else ("speed", speed(args, Path(tmp), speech))
     if args.json:
-        figures = {"kind": kind, "machine": machine, "size": [args.height, args.width], "batch_frames": args.batch_frames,
+        figures = {"kind": kind, "machine": machine, "size": [args.width, args.height], "batch_frames": args.batch_frames,
                    "seconds": args.seconds, "repeats": args.repeats, "warmup": args.warmup, "runs": rows}
         args.json.parent.mkdir(parents=True, exist_ok=True)
         partial = args.json.with_name(f".{args.json.name}.partial")

@@ -136,7 +136,7 @@ def test_an_odd_sized_source_gives_a_yuv420p_video_with_even_sides(ray_run: Path
             assert (stream.codec_context.pix_fmt, stream.codec_context.width, stream.codec_context.height) == ("yuv420p", 360, 288)
             frames = list(c.decode(stream))
         assert len(frames) == 10 and all(f.format.name == "yuv420p" and (f.width, f.height) == (360, 288) for f in frames)
-    assert result["summary"]["source_size"] == [287, 359] and result["summary"]["output_size"] == [288, 360]
+    assert result["summary"]["source_size"] == [359, 287] and result["summary"]["output_size"] == [360, 288]  # width, height
 
 
 def test_speech_shorter_than_min_audio_seconds_is_rejected_before_any_output(ray_run: Path, clip: tuple[Path, Path], tmp_path: Path) -> None:

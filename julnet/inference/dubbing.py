@@ -125,8 +125,8 @@ def dub(
         t_end = time.perf_counter()
         summary = _summary(entries, n, net.resampled is not None)
         out_width, out_height = even_size(info.width, info.height)
-        summary.update(crop_size=[height, width], codecs=list(outputs.codecs), source_size=[info.height, info.width],
-                       output_size=[out_height, out_width], **_speed(summary, t_end - t_start, t_end - t_landmarks, net.model_seconds))
+        summary.update(crop_size=[width, height], codecs=list(outputs.codecs), source_size=[info.width, info.height],
+                       output_size=[out_width, out_height], **_speed(summary, t_end - t_start, t_end - t_landmarks, net.model_seconds))
         result = {
             "video": str(video_path), "audio": str(audio_path), "output": str(out_path),
             "settings": settings.model_dump(), "summary": summary, "frames": entries,
