@@ -209,7 +209,7 @@ def _generate(args: argparse.Namespace) -> int:
         raise ConfigError("--workers, --cpus-per-worker and --gpus-per-worker size the Ray Data actors of --manifest")
     sigma, epistemic = (_beside(args.out, path, kind) for path, kind in ((args.uncertainty_video, "sigma"), (args.epistemic_video, "epistemic")))
     result = dub(args.video, args.audio, args.model, args.out, uncertainty_video=sigma, epistemic_video=epistemic, report=args.report,
-                 device=args.device, overrides=args.overrides)
+                 device=args.device, overrides=args.overrides, overwrite=args.overwrite)
     summary = result["summary"]
     keys = ("frames", "frames_without_face", "low_confidence_frames", "codecs", "generate_fps")
     print(json.dumps({"output": args.out, "uncertainty_video": sigma, "epistemic_video": epistemic, "report": args.report,
@@ -227,6 +227,8 @@ def _generate_batch(args: argparse.Namespace) -> int:
 
     if args.video or args.audio or args.report:
         raise ConfigError("--manifest lists the pairs and writes <out>/<name>/report.json: drop --video, --audio and --report")
+    if args.overwrite:
+        raise ConfigError("--manifest resumes: a re-run skips the pairs already done and redoes the others; to redo a pair, delete its report.json")
     for flag, path, file in (("--uncertainty-video", args.uncertainty_video, "sigma.mp4"), ("--epistemic-video", args.epistemic_video, "epistemic.mp4")):
         if path not in (None, BESIDE):
             raise ConfigError(f"with --manifest, {flag} takes no path: {file} goes beside each pair's dubbed.mp4")
@@ -396,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--report", default=None, help="per-frame confidence report (JSON); with --manifest always <out>/<name>/report.json")
     gen.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the networks run")
+    gen.add_argument("--overwrite", action="store_true", help="replace outputs that exist (never an input: no output may be an input)")
     gen.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="generate.KEY=VALUE",
         help="override a setting of the model config's generate section, e.g. generate.batch_frames=8",

@@ -45,8 +45,16 @@ class ShortAudioError(BadAudioError):
     reason = "short_audio"
 
 
+class InputNotFoundError(GenerateError):
+    """A --video or --audio that does not exist."""
+
+    reason = "not_found"
+
+
 class BadOutputError(GenerateError):
-    """An output path that cannot be written (its folder cannot be created, or it is a folder itself)."""
+    """An output path a command must not or cannot write: the same file as an input or as another output, a folder,
+    an existing file (without --overwrite), or one whose folder cannot be created or takes no new file. Every command
+    that writes files raises it (julnet.paths), before any work."""
 
     reason = "bad_output"
 

@@ -1,0 +1,143 @@
+"""Issue 32: a command never destroys what it was given and never loses what it wrote. No output may be an input or
+another output (however the path is spelled: `..`, a symlink, a hard link), nothing existing is replaced without
+--overwrite, an output that cannot be written and a missing input fail before the model loads; each in one line,
+exit 2, the inputs' bytes unchanged and nothing left behind."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from julnet.cli import main
+from julnet.data.video import iter_frames, read_audio, read_frames
+from tests.conftest import GRID_CLIPS, run_cli
+from tests.test_generate import _write_video, _write_wav
+
+VIDEO, SPEECH = GRID_CLIPS
+
+
+def _state(root: Path) -> dict[str, str]:
+    """Every file and folder under `root`: files by their sha256, folders as "dir", links by their target."""
+    found = {}
+    for p in sorted(root.rglob("*")):
+        rel = str(p.relative_to(root))
+        found[rel] = f"-> {os.readlink(p)}" if p.is_symlink() else "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+    return found
+
+
+def _refused(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    """Run `julnet ARGV` in this process; it must exit 2 with one error line, which is returned."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Path:
+    """A folder holding a copy of a GRID clip (video.mpg), a stand-in model file and links to the clip."""
+    shutil.copy(VIDEO, tmp_path / "video.mpg")
+    (tmp_path / "model.pt").write_bytes(b"weights")
+    (tmp_path / "soft.mp4").symlink_to(tmp_path / "video.mpg")
+    os.link(tmp_path / "video.mpg", tmp_path / "hard.mp4")
+    return tmp_path
+
+
+def test_generate_refuses_an_output_that_is_an_input_however_spelled(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    video, model = work / "video.mpg", work / "model.pt"
+    before = _state(work)
+    speech = hashlib.sha256(SPEECH.read_bytes()).hexdigest()
+    base = ["generate", "--video", str(video), "--audio", str(SPEECH), "--model", str(model), "--overwrite"]  # even with --overwrite
+    cases = [
+        (["--out", str(video)], f"the output video {video} is the same file as the video {video}"),
+        (["--out", f"{work}/sub/../video.mpg"], f"the output video {work}/sub/../video.mpg is the same file as the video {video}"),
+        (["--out", str(work / "soft.mp4")], f"the output video {work / 'soft.mp4'} is the same file as the video {video}"),
+        (["--out", str(work / "hard.mp4")], f"the output video {work / 'hard.mp4'} is the same file as the video {video}"),
+        (["--out", str(work / "o.mp4"), "--report", str(SPEECH)], f"the report {SPEECH} is the same file as the audio {SPEECH}"),
+        (["--out", str(work / "o.mp4"), "--uncertainty-video", str(model)], f"the uncertainty video {model} is the same file as the model {model}"),
+    ]
+    for extra, words in cases:
+        assert _refused(capsys, [*base, *extra]) == f"julnet generate: error: {words}: writing it would destroy that input"
+        assert _state(work) == before, extra
+    assert hashlib.sha256(SPEECH.read_bytes()).hexdigest() == speech
+
+    proc = run_cli(*base[:-1], "--out", f"{work}/./video.mpg", check=False)  # the real command line, without --overwrite
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        f"julnet generate: error: the output video {work}/video.mpg is the same file as the video {video}: writing it would destroy that input")
+    assert _state(work) == before
+
+
+def test_generate_refuses_two_outputs_in_one_file(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["generate", "--video", str(work / "video.mpg"), "--audio", str(SPEECH), "--model", str(work / "model.pt")]
+    out, report = work / "o.mp4", work / "r.json"
+    cases = [
+        (["--out", str(out), "--report", f"{work}/x/../o.mp4"], f"the report {work}/x/../o.mp4 is the same file as the output video {out}"),
+        (["--out", str(out), "--uncertainty-video", str(report), "--report", str(report)], f"the report {report} is the same file as the uncertainty video {report}"),
+        (["--out", str(out), "--epistemic-samples", "2", "--uncertainty-video", str(report), "--epistemic-video", str(report)],
+         f"the epistemic video {report} is the same file as the uncertainty video {report}"),
+        (["--out", str(out), "--uncertainty-video", "--uncertainty-video", f"{work}/o.sigma.mp4", "--epistemic-samples", "2",
+          "--epistemic-video", f"{work}/o.sigma.mp4"], f"the epistemic video {work}/o.sigma.mp4 is the same file as the uncertainty video {work}/o.sigma.mp4"),
+    ]
+    before = _state(work)
+    for extra, words in cases:
+        assert _refused(capsys, [*base, *extra]) == f"julnet generate: error: {words}: each output needs a path of its own"
+        assert _state(work) == before, extra
+
+
+def test_an_existing_output_is_kept_unless_overwrite_asks(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    video, speech = tmp_path / "short.mp4", tmp_path / "speech.wav"  # 3 frames, 0.4 s of speech: 10 output frames
+    _write_video(video, np.stack([f.copy() for _, f in zip(range(3), iter_frames(VIDEO))]))
+    _write_wav(speech, read_audio(SPEECH)[16000 : 16000 + 6400], 16000)
+    out, report = tmp_path / "out" / "dubbed.mp4", tmp_path / "out" / "frames.json"
+    out.parent.mkdir()
+    out.write_bytes(b"an earlier result")
+    base = ["generate", "--video", str(video), "--audio", str(speech), "--model", str(model_dir), "--out", str(out), "--report", str(report)]
+    before = _state(tmp_path)
+    assert _refused(capsys, base) == f"julnet generate: error: the output video {out} already exists; --overwrite replaces it"
+    report.write_text("{}")
+    assert _refused(capsys, [*base[:-2]]) == f"julnet generate: error: the output video {out} already exists; --overwrite replaces it"
+    out.unlink()
+    assert _refused(capsys, base) == f"julnet generate: error: the report {report} already exists; --overwrite replaces it"
+    assert report.read_text() == "{}"
+    out.write_bytes(b"an earlier result")
+    assert _state(tmp_path) == {**before, "out/frames.json": hashlib.sha256(b"{}").hexdigest()}
+
+    assert main([*base, "--overwrite"]) == 0
+    assert len(read_frames(out)) == 10 and json.loads(report.read_text())["summary"]["frames"] == 10
+    assert sorted(p.name for p in out.parent.iterdir()) == ["dubbed.mp4", "frames.json"]  # no temporary file left
+
+
+def test_an_unwritable_output_or_a_missing_input_fails_before_the_model_loads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # /sys takes no new file, even for root (chmod would not stop root); the folder test must find that out
+    try:
+        fd, probe = tempfile.mkstemp(dir="/sys/kernel")
+    except OSError as exc:
+        why = exc.strerror  # Permission denied, or Read-only file system where /sys is mounted so
+    else:
+        os.close(fd)
+        os.unlink(probe)
+        pytest.skip("/sys/kernel takes new files here")
+    video = tmp_path / "video.mpg"
+    shutil.copy(VIDEO, video)
+    missing = tmp_path / "no-model"  # not found either: every check below comes before the model loads
+    base = ["generate", "--video", str(video), "--audio", str(SPEECH), "--model", str(missing)]
+    before = _state(tmp_path)
+    proc = run_cli(*base, "--out", str(tmp_path / "new" / "deep" / "o.mp4"), "--report", "/sys/kernel/julnet-report.json", check=False)
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        f"julnet generate: error: cannot write the report /sys/kernel/julnet-report.json: its folder takes no new file ({why})")
+    assert _state(tmp_path) == before  # new/deep/ was made for the video, and removed again
+
+    assert _refused(capsys, [*base[:2], str(tmp_path / "gone.mp4"), *base[3:], "--out", str(tmp_path / "o.mp4")]) == (
+        f"julnet generate: error: video not found: {tmp_path / 'gone.mp4'}")
+    assert _refused(capsys, [*base[:4], str(tmp_path / "gone.wav"), *base[5:], "--out", str(tmp_path / "o.mp4")]) == (
+        f"julnet generate: error: audio not found: {tmp_path / 'gone.wav'}")
+    assert _refused(capsys, [*base, "--out", str(tmp_path / "o.mp4"), "--uncertainty-video", "/sys/kernel/julnet-sigma.mp4"]) == (
+        f"julnet generate: error: cannot write the uncertainty video /sys/kernel/julnet-sigma.mp4: its folder takes no new file ({why})")
+    assert _state(tmp_path) == before
