@@ -268,26 +268,30 @@ def _promote(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> None:
     """In this process, or with --ray in one Ray task (ray_jobs/evaluate.py); the table, then a JSON summary line."""
-    from julnet.evaluation.publish import log_to_mlflow, save_result
+    from julnet.evaluation.publish import log_to_mlflow, result_files, save_result
     from julnet.evaluation.result import format_table
     from julnet.evaluation.suite import evaluate_with_config
+    from julnet.paths import check_outputs, output_folders
     from julnet.tracking import resolve_tracking_uri
 
     work = (args.model, args.data, args.config, args.overrides, args.device)
-    if args.ray:
-        from julnet.data.manifest import read_manifest
+    writes = result_files(args.out) if args.out else {}
+    check_outputs({"data manifest": args.data, "model": args.model}, writes, args.overwrite)  # before any work
+    with output_folders(writes):
+        if args.ray:
+            from julnet.data.manifest import read_manifest
 
-        if args.config:
-            load_config(args.config, args.overrides)
-        read_manifest(args.data)  # bad settings or data fail here, before Ray starts
-        connect_ray()
-        settings, result = ray_task(evaluate_with_config, work, args.cpus_per_task, 1.0 if args.device == "cuda" else 0.0)
-    else:
-        settings, result = evaluate_with_config(*work)
-    print(format_table(result))
-    summary: dict[str, Any] = {"result": args.out, "metrics": result.metrics}
-    if args.out:
-        summary["plot"] = save_result(result, args.out)
+            if args.config:
+                load_config(args.config, args.overrides)
+            read_manifest(args.data)  # bad settings or data fail here, before Ray starts
+            connect_ray()
+            settings, result = ray_task(evaluate_with_config, work, args.cpus_per_task, 1.0 if args.device == "cuda" else 0.0)
+        else:
+            settings, result = evaluate_with_config(*work)
+        print(format_table(result))
+        summary: dict[str, Any] = {"result": args.out, "metrics": result.metrics}
+        if args.out:
+            summary["plot"] = save_result(result, args.out)
     if args.tracking_run or args.log:
         uri = resolve_tracking_uri(settings.tracking.uri)
         summary["mlflow_run"] = log_to_mlflow(result, uri, run_id=args.tracking_run, experiment=settings.tracking.experiment)
@@ -439,6 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. evaluation.max_frames=500"
     )
     ev.add_argument("--out", default=None, metavar="URI", help="write the result as JSON here (its sparsification plot goes beside it)")
+    ev.add_argument("--overwrite", action="store_true", help="replace the result and plots if they exist")
     ev.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where the networks run")
     ev.add_argument("--ray", action="store_true", help="run the evaluation as one Ray task instead of in this process")
     ev.add_argument("--cpus-per-task", type=float, default=1.0, help="CPUs of the Ray task (with --ray)")

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from julnet import storage
 from julnet.cli import main
 from julnet.data.video import iter_frames, read_audio, read_frames
 from tests.conftest import GRID_CLIPS, run_cli
@@ -141,3 +142,31 @@ def test_an_unwritable_output_or_a_missing_input_fails_before_the_model_loads(tm
     assert _refused(capsys, [*base, "--out", str(tmp_path / "o.mp4"), "--uncertainty-video", "/sys/kernel/julnet-sigma.mp4"]) == (
         f"julnet generate: error: cannot write the uncertainty video /sys/kernel/julnet-sigma.mp4: its folder takes no new file ({why})")
     assert _state(tmp_path) == before
+
+
+def test_evaluate_refuses_to_write_over_its_data_or_an_earlier_result(tmp_path: Path, s3_bucket: str, capsys: pytest.CaptureFixture[str]) -> None:
+    manifest, model = tmp_path / "data" / "manifest.json", tmp_path / "r.sparsification.png"
+    manifest.parent.mkdir()
+    manifest.write_text('{"videos": []}')
+    model.write_bytes(b"weights")
+    (tmp_path / "old.json").write_text("{}")
+    base = ["evaluate", "--model", str(model), "--data", str(manifest)]
+    before = _state(tmp_path)
+    proc = run_cli(*base, "--out", f"{tmp_path}/data/../data/manifest.json", "--overwrite", check=False)
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        f"julnet evaluate: error: the result {tmp_path}/data/../data/manifest.json is the same file as the data manifest {manifest}: "
+        "writing it would destroy that input")
+    assert _refused(capsys, [*base, "--out", str(tmp_path / "r.json"), "--overwrite"]) == (  # the plot beside the result
+        f"julnet evaluate: error: the sparsification plot {model} is the same file as the model {model}: writing it would destroy that input")
+    assert _refused(capsys, [*base, "--out", str(tmp_path / "old.json")]) == (
+        f"julnet evaluate: error: the result {tmp_path / 'old.json'} already exists; --overwrite replaces it")
+    assert _state(tmp_path) == before
+
+    storage.write_text(f"{s3_bucket}/grid/manifest.json", "{}")
+    storage.write_text(f"{s3_bucket}/evals/old.json", "{}")
+    s3 = ["evaluate", "--model", str(model), "--data", f"{s3_bucket}/grid/manifest.json"]
+    assert _refused(capsys, [*s3, "--out", f"{s3_bucket.upper()[:5]}{s3_bucket[5:]}//grid/manifest.json", "--overwrite"]).endswith(
+        f"is the same file as the data manifest {s3_bucket}/grid/manifest.json: writing it would destroy that input")
+    assert _refused(capsys, [*s3, "--out", f"{s3_bucket}/evals/old.json"]) == (
+        f"julnet evaluate: error: the result {s3_bucket}/evals/old.json already exists; --overwrite replaces it")
+    assert sorted(storage.list_files(s3_bucket)) == [f"{s3_bucket}/evals/old.json", f"{s3_bucket}/grid/manifest.json"]
