@@ -148,11 +148,12 @@ def _tune(args: argparse.Namespace) -> int:
 
 
 def _preprocess(args: argparse.Namespace) -> int:
-    from julnet.data.preprocess import run
+    from julnet.data.preprocess import check_output, run
     from julnet.evaluation.av_sync import load_scorer
     from julnet.evaluation.unavailable import Unavailable
 
     cfg = load_config(args.config, args.overrides)
+    check_output(args.input, args.output, args.overwrite)  # a bad output fails here, before the SyncNet loads or Ray starts
     scorer = load_scorer(cfg)  # the expert SyncNet, else the project's own, else why AV sync is skipped
     if isinstance(scorer, Unavailable):
         print(f"julnet preprocess: AV sync skipped: {scorer.reason}", file=sys.stderr)
@@ -165,7 +166,7 @@ def _preprocess(args: argparse.Namespace) -> int:
 
         pool = ProcessPoolExecutor(args.workers)
         mapper = pool.map
-    manifest, report = run(args.input, args.output, cfg, mapper, None if isinstance(scorer, Unavailable) else scorer)
+    manifest, report = run(args.input, args.output, cfg, mapper, None if isinstance(scorer, Unavailable) else scorer, args.overwrite)
     reasons: dict[str, int] = {}
     for rejection in report.rejected:
         reasons[rejection.reason] = reasons.get(rejection.reason, 0) + 1
@@ -374,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--workers", type=int, default=1, help="local worker processes (without --ray)")
     pre.add_argument("--ray", action="store_true", help="run each shard as a Ray task instead of in local processes")
     pre.add_argument("--cpus-per-task", type=float, default=1.0, help="CPUs of each shard's Ray task (with --ray)")
+    pre.add_argument("--overwrite", action="store_true", help="replace a dataset of another input at --output (one of this input is resumed)")
     pre.set_defaults(handler=_preprocess)
 
     gen = sub.add_parser(

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from julnet import storage
+from julnet import paths, storage
 from julnet.cli import main
 from julnet.data.video import iter_frames, read_audio, read_frames
 from tests.conftest import GRID_CLIPS, run_cli
@@ -170,3 +170,42 @@ def test_evaluate_refuses_to_write_over_its_data_or_an_earlier_result(tmp_path: 
     assert _refused(capsys, [*s3, "--out", f"{s3_bucket}/evals/old.json"]) == (
         f"julnet evaluate: error: the result {s3_bucket}/evals/old.json already exists; --overwrite replaces it")
     assert sorted(storage.list_files(s3_bucket)) == [f"{s3_bucket}/evals/old.json", f"{s3_bucket}/grid/manifest.json"]
+
+
+def test_preprocess_keeps_its_dataset_apart_from_its_input_and_from_other_datasets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    raw, other = tmp_path / "raw", tmp_path / "other"
+    raw.mkdir()
+    other.mkdir()
+    (raw / "notes.txt").write_text("not a video\n")  # preprocessing it is quick: rejected as not_a_video
+    shutil.copy(VIDEO, raw / VIDEO.name)
+    before = _state(tmp_path)
+    base = ["preprocess", "--config", "tiny", "--overwrite"]
+    for output, words in (
+        (raw, f"the output {raw} is the input {raw} or lies inside it"),
+        (raw / "dataset", f"the output {raw / 'dataset'} is the input {raw} or lies inside it"),
+        (tmp_path, f"the output {tmp_path} holds the input {raw}"),
+    ):
+        assert _refused(capsys, [*base, "--input", str(raw), "--output", str(output)]) == (
+            f"julnet preprocess: error: {words}: give the dataset a folder outside the videos")
+        assert _state(tmp_path) == before
+
+    dataset = tmp_path / "dataset"  # a dataset made from raw/: a manifest, a report naming raw/, a shard
+    (dataset / "shards").mkdir(parents=True)
+    (dataset / "manifest.json").write_text('{"videos": []}')
+    (dataset / "report.json").write_text(json.dumps({"accepted": 1, "rejected": [], "input": paths.location(raw)}))
+    (dataset / "shards" / "part-0.parquet").write_bytes(b"frames")
+    (other / "notes.txt").write_text("not a video either\n")
+    kept = _state(tmp_path)
+    proc = run_cli("preprocess", "--config", "tiny", "--input", str(other), "--output", str(dataset), check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
+        f"julnet preprocess: error: the output {dataset} holds a dataset made from {raw}, not {other}: --overwrite replaces it")
+    assert _state(tmp_path) == kept
+
+    assert main([*base, "--input", str(other), "--output", str(dataset)]) == 1  # replaced: nothing usable in other/
+    assert "no usable video" in capsys.readouterr().err
+    assert sorted(p.name for p in dataset.iterdir()) == ["manifest.json", "report.json", "shards"]
+    assert [p.suffix for p in (dataset / "shards").iterdir()] == [".json"]  # the new shard's result; the old shard went with its dataset
+    report = json.loads((dataset / "report.json").read_text())
+    assert report["input"] == str(other) and report["rejected"][0]["reason"] == "not_a_video"
+    assert main(["preprocess", "--config", "tiny", "--input", f"{other}/", "--output", str(dataset)]) == 1  # the same input: resumed
+    capsys.readouterr()
