@@ -209,3 +209,18 @@ def test_preprocess_keeps_its_dataset_apart_from_its_input_and_from_other_datase
     assert report["input"] == str(other) and report["rejected"][0]["reason"] == "not_a_video"
     assert main(["preprocess", "--config", "tiny", "--input", f"{other}/", "--output", str(dataset)]) == 1  # the same input: resumed
     capsys.readouterr()
+
+
+def test_batch_refuses_a_pair_that_reads_an_output_of_the_job(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    (out / "first").mkdir(parents=True)
+    shutil.copy(VIDEO, out / "first" / "dubbed.mp4")  # first's video is first's own earlier output
+    manifest = tmp_path / "pairs.jsonl"
+    manifest.write_text(json.dumps({"video": "out/first/dubbed.mp4", "audio": str(SPEECH), "name": "first"}) + "\n")
+    before = _state(tmp_path)
+    base = ["generate", "--manifest", str(manifest), "--out", str(out), "--model", str(tmp_path / "no-model")]
+    assert _refused(capsys, base) == (
+        f"julnet generate: error: the dubbed.mp4 of pair first {out}/first/dubbed.mp4 is the same file as the video of pair first "
+        f"{tmp_path}/out/first/dubbed.mp4: writing it would destroy that input")
+    assert _refused(capsys, [*base, "--overwrite"]).startswith("julnet generate: error: --manifest resumes: a re-run skips the pairs already done")
+    assert _state(tmp_path) == before
