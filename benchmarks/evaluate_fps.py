@@ -60,7 +60,7 @@ def main() -> None:
             one_frame = settings.model_copy(update={"evaluation": settings.evaluation.model_copy(update={"max_frames": 1})})
             evaluate(model, f"{tmp}/data/manifest.json", one_frame, device=args.device)  # warm-up: first-call costs
             result = evaluate(model, f"{tmp}/data/manifest.json", settings, device=args.device, model_id=f"random {preset}")
-            frames, (h, w) = result.counts["frames"], result.resolution
+            frames, (w, h) = result.counts["frames"], result.resolution
             print(f"{preset:>6} {h}x{w}: {frames} frames in {result.seconds:.1f} s = {frames / result.seconds:.2f} frames/s "
                   f"(RANDOM weights; metrics not shown)")
 

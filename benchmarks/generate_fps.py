@@ -150,6 +150,7 @@ def speed(args: argparse.Namespace, tmp: Path, speech: Path) -> list[dict]:
             result = dub(
                 args.video, speech, model, tmp / "out.mp4", device=args.device, epistemic_video=tmp / "epistemic.mp4" if k else None,
                 overrides=[f"generate.batch_frames={args.batch_frames}", f"generate.epistemic_samples={k}"], resolution=(args.height, args.width),
+                overwrite=True,  # every repeat writes the same scratch files
             )
             if i >= args.warmup:
                 summaries.append(result["summary"])
@@ -228,7 +229,7 @@ def batch(args: argparse.Namespace, tmp: Path, speech: Path) -> list[dict]:
 
 def dub_child(video: str, audio: str, out: str, batch_frames: int) -> None:
     """One dub with the tiny preset (random weights); prints the summary as JSON."""
-    result = dub(video, audio, random_model("tiny", "cpu"), out, overrides=[f"generate.batch_frames={batch_frames}"])
+    result = dub(video, audio, random_model("tiny", "cpu"), out, overrides=[f"generate.batch_frames={batch_frames}"], overwrite=True)
     print(json.dumps(result["summary"]))
 
 
@@ -271,7 +272,7 @@ def main() -> None:
         write_wav(speech, samples)
         kind, rows = ("batch", batch(args, Path(tmp), speech)) if args.actors else ("speed", speed(args, Path(tmp), speech))
     if args.json:
-        figures = {"kind": kind, "machine": machine, "size": [args.height, args.width], "batch_frames": args.batch_frames,
+        figures = {"kind": kind, "machine": machine, "size": [args.width, args.height], "batch_frames": args.batch_frames,
                    "seconds": args.seconds, "repeats": args.repeats, "warmup": args.warmup, "runs": rows}
         args.json.parent.mkdir(parents=True, exist_ok=True)
         partial = args.json.with_name(f".{args.json.name}.partial")

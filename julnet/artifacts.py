@@ -6,12 +6,15 @@ process-wide registry, whatever registry was asked for, so a version's source is
 
 from __future__ import annotations
 
+import codecs
 import pickle
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
 from julnet import storage
+from julnet.errors import NotWeightsError, PickledObjectsError
 
 MLFLOW_SCHEMES = ("models:/", "runs:/")
 
@@ -54,14 +57,50 @@ def model_version_source(uri: str, tracking_uri: str) -> str:
 def read_state(path: Path) -> Any:
     """The torch state file at `path`, on CPU, with weights_only=True: tensors and plain data, never code.
 
-    The one reader of checkpoints and weights. A file holding anything else (a pickled object or callable, as a
-    malicious checkpoint would) is refused with a one-line ValueError naming what it tried to load.
+    The one reader of checkpoints and weights. A torch file holding anything else (a pickled object or callable, as
+    a malicious checkpoint would) is refused with a one-line PickledObjectsError naming what it tried to load; a
+    file torch did not write (text, YAML, random bytes, another zip) is a NotWeightsError saying what it is instead.
+    Neither passes on torch's advice to load the file with weights_only=False.
     """
     import torch
 
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
     except pickle.UnpicklingError as exc:
-        found = re.search(r"unsupported (GLOBAL \S+)|(Unsupported global: GLOBAL \S+)", str(exc))
-        what = (found.group(1) or found.group(2)) if found else str(exc).splitlines()[0][:200]
-        raise ValueError(f"{path}: refused to load: it holds pickled objects, not plain weights ({what})") from None
+        # torch names the object ("unsupported GLOBAL posix.system", "Unsupported global: GLOBAL pathlib.PosixPath")
+        # or the opcode it stopped at; its advice on loading the file anyway is left out
+        found = re.search(r"(GLOBAL [\w.]+)", str(exc)) or (_torch_zip(path) and re.search(r"WeightsUnpickler error:\s*(.+)", str(exc)))
+        if found:
+            raise PickledObjectsError(f"{path}: refused to load: it holds pickled objects, not plain weights ({found.group(1).strip()})") from None
+        raise NotWeightsError(path, _file_kind(path, exc)) from None
+    except Exception as exc:  # noqa: BLE001 - whatever torch's readers raise on a file that is not theirs
+        raise NotWeightsError(path, _file_kind(path, exc)) from None
+
+
+def _torch_zip(path: Path) -> bool:
+    """Whether `path` is a zip archive as torch.save writes it (a folder holding data.pkl)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.split("/")[-1] == "data.pkl" for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def _file_kind(path: Path, exc: Exception) -> str:
+    """What a file torch could not read is, in words: empty, a damaged torch file, another zip, text or binary."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if not head:
+        return "an empty file"
+    if head.startswith(b"PK\x03\x04"):  # a zip, as torch.save writes
+        if _torch_zip(path):
+            return f"a damaged torch file: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"
+        return "a zip archive that torch did not write" if zipfile.is_zipfile(path) else "a truncated or damaged zip archive"
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head)  # not final: a character cut at the 4096th byte is no error
+        text = b"\0" not in head
+    except UnicodeDecodeError:
+        text = False
+    return "a text file" if text else "binary data in no format torch reads"

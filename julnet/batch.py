@@ -17,8 +17,9 @@ Outputs, next to each other under the output prefix:
     <output>/<name>/report.json   the per-frame report; uploaded last, so its presence marks the pair done
     <output>/summary.json         the latest run: counts, and every failed pair with its one-line reason
 
-Each file is uploaded atomically (julnet.storage). A re-run skips the pairs that are done and retries the
-others; a pair with bad input (unreadable video, no speech, no face, missing file, ...) is recorded as failed
+Each file is uploaded atomically (julnet.storage). A pair whose video or audio is an output of the job (or the
+manifest or model one) stops the job before anything runs (check_paths). A re-run skips the pairs that are done
+and retries the others; a pair with bad input (unreadable video, no speech, no face, missing file, ...) is recorded as failed
 with its reason and never stops the other pairs. Each Ray Data actor loads the model once.
 """
 
@@ -38,6 +39,7 @@ from typing import Any
 from julnet import storage
 from julnet.config import check_epistemic_video, override_config
 from julnet.errors import GenerateError
+from julnet.paths import check_outputs
 from julnet.progress import Progress, quiet_ray, rate_text
 from julnet.table import aligned
 
@@ -118,10 +120,27 @@ def outputs(output_uri: str, name: str) -> dict[str, str]:
     return {key: storage.join(output_uri, name, file) for key, file in OUTPUT_FILES.items()}
 
 
+def written(uncertainty_video: bool, epistemic_video: bool) -> list[str]:
+    """The keys of OUTPUT_FILES a pair writes: its video and report, and the heat-map videos asked for."""
+    return ["video", "report"] + ["sigma"] * uncertainty_video + ["epistemic"] * epistemic_video
+
+
+def check_paths(pairs: list[Pair], manifest_uri: str, output_uri: str, model: str, uncertainty_video: bool, epistemic_video: bool) -> None:
+    """Refuse, in one line, a job that would write over one of its inputs: a pair's video or audio, the manifest or
+    the model that is also a pair's output or the summary (julnet.paths). Existing outputs are the job's own, resumed."""
+    reads = {"manifest": manifest_uri, "model": model}
+    writes = {"summary": storage.join(output_uri, SUMMARY_FILE)}
+    for pair in pairs:
+        reads.update({f"video of pair {pair.name}": pair.video, f"audio of pair {pair.name}": pair.audio})
+        files = outputs(output_uri, pair.name)
+        writes.update({f"{OUTPUT_FILES[key]} of pair {pair.name}": files[key] for key in written(uncertainty_video, epistemic_video)})
+    check_outputs(reads, writes, overwrite=True)
+
+
 def split_done(pairs: list[Pair], output_uri: str, uncertainty_video: bool, epistemic_video: bool) -> tuple[list[Pair], list[Pair]]:
     """(pairs to run, pairs already done), from one listing of the output prefix."""
     present = set(storage.list_files(output_uri))
-    needed = ["video", "report"] + ["sigma"] * uncertainty_video + ["epistemic"] * epistemic_video
+    needed = written(uncertainty_video, epistemic_video)
     done = [p for p in pairs if all(outputs(output_uri, p.name)[key] in present for key in needed)]
     names = {p.name for p in done}
     return [p for p in pairs if p.name not in names], done
@@ -219,13 +238,15 @@ def run_batch(
     device: str = "cpu",
 ) -> BatchResult:
     """Dub the manifest's pending pairs on `workers` Ray Data actors, log progress with rate and ETA, and write the
-    summary. Bad manifests, models and overrides raise before Ray is started (or attached: ray.init() if needed)."""
+    summary. Bad manifests, an input that is also an output (check_paths), models and overrides raise before Ray
+    is started (or attached: ray.init() if needed)."""
     import ray
     import ray.data
 
     from julnet.inference import load_model
 
     pairs = read_pairs(manifest_uri)
+    check_paths(pairs, manifest_uri, output_uri, model, uncertainty_video, epistemic_video)
     cfg = load_model(model)[0]  # a missing or unreadable model fails here, once
     settings = override_config(cfg, overrides, sections=("generate",)).generate
     if epistemic_video:

@@ -148,11 +148,12 @@ def _tune(args: argparse.Namespace) -> int:
 
 
 def _preprocess(args: argparse.Namespace) -> int:
-    from julnet.data.preprocess import run
+    from julnet.data.preprocess import check_output, run
     from julnet.evaluation.av_sync import load_scorer
     from julnet.evaluation.unavailable import Unavailable
 
     cfg = load_config(args.config, args.overrides)
+    check_output(args.input, args.output, args.overwrite)  # a bad output fails here, before the SyncNet loads or Ray starts
     scorer = load_scorer(cfg)  # the expert SyncNet, else the project's own, else why AV sync is skipped
     if isinstance(scorer, Unavailable):
         print(f"julnet preprocess: AV sync skipped: {scorer.reason}", file=sys.stderr)
@@ -165,7 +166,7 @@ def _preprocess(args: argparse.Namespace) -> int:
 
         pool = ProcessPoolExecutor(args.workers)
         mapper = pool.map
-    manifest, report = run(args.input, args.output, cfg, mapper, None if isinstance(scorer, Unavailable) else scorer)
+    manifest, report = run(args.input, args.output, cfg, mapper, None if isinstance(scorer, Unavailable) else scorer, args.overwrite)
     reasons: dict[str, int] = {}
     for rejection in report.rejected:
         reasons[rejection.reason] = reasons.get(rejection.reason, 0) + 1
@@ -209,7 +210,7 @@ def _generate(args: argparse.Namespace) -> int:
         raise ConfigError("--workers, --cpus-per-worker and --gpus-per-worker size the Ray Data actors of --manifest")
     sigma, epistemic = (_beside(args.out, path, kind) for path, kind in ((args.uncertainty_video, "sigma"), (args.epistemic_video, "epistemic")))
     result = dub(args.video, args.audio, args.model, args.out, uncertainty_video=sigma, epistemic_video=epistemic, report=args.report,
-                 device=args.device, overrides=args.overrides)
+                 device=args.device, overrides=args.overrides, overwrite=args.overwrite)
     summary = result["summary"]
     keys = ("frames", "frames_without_face", "low_confidence_frames", "codecs", "generate_fps")
     print(json.dumps({"output": args.out, "uncertainty_video": sigma, "epistemic_video": epistemic, "report": args.report,
@@ -227,6 +228,8 @@ def _generate_batch(args: argparse.Namespace) -> int:
 
     if args.video or args.audio or args.report:
         raise ConfigError("--manifest lists the pairs and writes <out>/<name>/report.json: drop --video, --audio and --report")
+    if args.overwrite:
+        raise ConfigError("--manifest resumes: a re-run skips the pairs already done and redoes the others; to redo a pair, delete its report.json")
     for flag, path, file in (("--uncertainty-video", args.uncertainty_video, "sigma.mp4"), ("--epistemic-video", args.epistemic_video, "epistemic.mp4")):
         if path not in (None, BESIDE):
             raise ConfigError(f"with --manifest, {flag} takes no path: {file} goes beside each pair's dubbed.mp4")
@@ -266,26 +269,30 @@ def _promote(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> None:
     """In this process, or with --ray in one Ray task (ray_jobs/evaluate.py); the table, then a JSON summary line."""
-    from julnet.evaluation.publish import log_to_mlflow, save_result
+    from julnet.evaluation.publish import log_to_mlflow, result_files, save_result
     from julnet.evaluation.result import format_table
     from julnet.evaluation.suite import evaluate_with_config
+    from julnet.paths import check_outputs, output_folders
     from julnet.tracking import resolve_tracking_uri
 
     work = (args.model, args.data, args.config, args.overrides, args.device)
-    if args.ray:
-        from julnet.data.manifest import read_manifest
+    writes = result_files(args.out) if args.out else {}
+    check_outputs({"data manifest": args.data, "model": args.model}, writes, args.overwrite)  # before any work
+    with output_folders(writes):
+        if args.ray:
+            from julnet.data.manifest import read_manifest
 
-        if args.config:
-            load_config(args.config, args.overrides)
-        read_manifest(args.data)  # bad settings or data fail here, before Ray starts
-        connect_ray()
-        settings, result = ray_task(evaluate_with_config, work, args.cpus_per_task, 1.0 if args.device == "cuda" else 0.0)
-    else:
-        settings, result = evaluate_with_config(*work)
-    print(format_table(result))
-    summary: dict[str, Any] = {"result": args.out, "metrics": result.metrics}
-    if args.out:
-        summary["plot"] = save_result(result, args.out)
+            if args.config:
+                load_config(args.config, args.overrides)
+            read_manifest(args.data)  # bad settings or data fail here, before Ray starts
+            connect_ray()
+            settings, result = ray_task(evaluate_with_config, work, args.cpus_per_task, 1.0 if args.device == "cuda" else 0.0)
+        else:
+            settings, result = evaluate_with_config(*work)
+        print(format_table(result))
+        summary: dict[str, Any] = {"result": args.out, "metrics": result.metrics}
+        if args.out:
+            summary["plot"] = save_result(result, args.out)
     if args.tracking_run or args.log:
         uri = resolve_tracking_uri(settings.tracking.uri)
         summary["mlflow_run"] = log_to_mlflow(result, uri, run_id=args.tracking_run, experiment=settings.tracking.experiment)
@@ -368,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--workers", type=int, default=1, help="local worker processes (without --ray)")
     pre.add_argument("--ray", action="store_true", help="run each shard as a Ray task instead of in local processes")
     pre.add_argument("--cpus-per-task", type=float, default=1.0, help="CPUs of each shard's Ray task (with --ray)")
+    pre.add_argument("--overwrite", action="store_true", help="replace a dataset of another input at --output (one of this input is resumed)")
     pre.set_defaults(handler=_preprocess)
 
     gen = sub.add_parser(
@@ -396,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--report", default=None, help="per-frame confidence report (JSON); with --manifest always <out>/<name>/report.json")
     gen.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the networks run")
+    gen.add_argument("--overwrite", action="store_true", help="replace outputs that exist (never an input: no output may be an input)")
     gen.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="generate.KEY=VALUE",
         help="override a setting of the model config's generate section, e.g. generate.batch_frames=8",
@@ -436,6 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. evaluation.max_frames=500"
     )
     ev.add_argument("--out", default=None, metavar="URI", help="write the result as JSON here (its sparsification plot goes beside it)")
+    ev.add_argument("--overwrite", action="store_true", help="replace the result and plots if they exist")
     ev.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where the networks run")
     ev.add_argument("--ray", action="store_true", help="run the evaluation as one Ray task instead of in this process")
     ev.add_argument("--cpus-per-task", type=float, default=1.0, help="CPUs of the Ray task (with --ray)")

@@ -45,11 +45,31 @@ class ShortAudioError(BadAudioError):
     reason = "short_audio"
 
 
+class InputNotFoundError(GenerateError):
+    """A --video or --audio that does not exist."""
+
+    reason = "not_found"
+
+
 class BadOutputError(GenerateError):
-    """An output path that cannot be written (its folder cannot be created, or it is a folder itself)."""
+    """An output path a command must not or cannot write: the same file as an input or as another output, a folder,
+    an existing file (without --overwrite), or one whose folder cannot be created or takes no new file. Every command
+    that writes files raises it (julnet.paths), before any work."""
 
     reason = "bad_output"
 
 
 class NoFaceError(GenerateError):
     reason = "no_face"
+
+
+class NotWeightsError(ValueError):
+    """A file given as a checkpoint or weights that torch did not save (text, YAML, random bytes, another zip)."""
+
+    def __init__(self, path: object, what: str) -> None:
+        super().__init__(f"{path} is not a torch weights file ({what})")
+        self.path, self.what = path, what
+
+
+class PickledObjectsError(ValueError):
+    """A torch file that holds pickled objects besides plain weights: refused, as loading it could run code."""

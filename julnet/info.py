@@ -48,7 +48,7 @@ def model_info(cfg: Config) -> dict[str, Any]:
     return {
         "config": cfg.name,
         "generator_kind": cfg.generator.kind,
-        "resolution": [h, w],
+        "resolution": [w, h],
         "params": {
             "generator": _params(g),
             "generator_parts": parts,

@@ -3,7 +3,8 @@ dubs videos, so a registered model is usable by anything that speaks MLflow.
 
 predict takes one request or a list of them (dicts, or a pandas DataFrame with those columns):
 - `video`, `audio`: a path or URI-less local file name (str / PathLike) or the file's bytes;
-- `out` (optional): where to write the dubbed MP4; without it the video comes back as bytes;
+- `out` (optional): where to write the dubbed MP4 (never over an input; over an existing file only with
+  `overwrite`: true); without it the video comes back as bytes;
 - `uncertainty_video` (optional, bool): also return the σ heat-map video (bytes, or next to `out`).
 It returns one dict per request: `video` (bytes or the written path), `uncertainty_video` when asked,
 `summary` (the per-video statistics) and `frames` (the per-frame uncertainty entries of julnet generate's report).
@@ -42,7 +43,8 @@ class DubbingModel(mlflow.pyfunc.PythonModel):
             out = Path(request["out"]) if request.get("out") else Path(tmp) / "out.mp4"
             extra = {name: out.with_name(f"{out.stem}.{suffix}.mp4") for name, suffix in HEAT_VIDEOS.items() if request.get(name)}
             report = dub(video, audio, self.model, out, uncertainty_video=extra.get("uncertainty_video"), epistemic_video=extra.get("epistemic_video"),
-                         device=self.device, overrides=[f"generate.epistemic_samples={samples}"] if samples else ())
+                         device=self.device, overrides=[f"generate.epistemic_samples={samples}"] if samples else (),
+                         overwrite=bool(request.get("overwrite")))
             result: dict[str, Any] = {"summary": report["summary"], "frames": report["frames"]}
             keep = bool(request.get("out"))
             for name, path in {"video": out, **extra}.items():

@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     clips = sorted((ROOT / "examples" / "grid").glob("*.mpg"))
     champion = f"models:/{decision.model_name}@champion"
     dubbed, heat, report = OUT / "dubbed.mp4", OUT / "dubbed.uncertainty.mp4", OUT / "dubbed.json"
-    summary = dub(clips[0], clips[1], load_model(champion, folded=True), dubbed, uncertainty_video=heat, report=report)["summary"]
+    summary = dub(clips[0], clips[1], load_model(champion, folded=True), dubbed, uncertainty_video=heat, report=report,
+                  overwrite=True)["summary"]  # the demo's own folder: a re-run replaces its outputs
     print(f"{clips[0].name} with the voice of {clips[1].name}: {summary['frames']} frames, "
           f"{summary['low_confidence_frames']} flagged low-confidence, mean confidence {summary['confidence']['mean']:.3f}")
 

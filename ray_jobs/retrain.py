@@ -185,7 +185,7 @@ class Plan:
 
     def evaluate(self, run: str, run_id: str) -> Step:
         return Step("evaluate", "ray_jobs.evaluate", ("--model", f"runs:/{run_id}/model", "--data", self.manifest, *self._config_args(),
-                                                      "--out", self.evaluation_output(run), "--tracking-run", run_id,
+                                                      "--out", self.evaluation_output(run), "--overwrite", "--tracking-run", run_id,
                                                       "--device", self.eval_device))
 
     def promote(self, version: str) -> Step:

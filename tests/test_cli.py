@@ -7,7 +7,7 @@ from tests.conftest import run_cli
 
 def test_info_paper_reports_a_dinet_sized_generator():
     info = json.loads(run_cli("info", "--config", "paper").stdout)
-    assert info["resolution"] == [416, 320]
+    assert info["resolution"] == [320, 416]  # width, height
     params = info["params"]
     assert abs(params["generator"] - 19.2e6) / 19.2e6 < 0.05, params["generator"]
     assert sum(params["generator_parts"].values()) == params["generator"]
@@ -19,7 +19,7 @@ def test_info_paper_reports_a_dinet_sized_generator():
 
 def test_info_tiny_is_much_smaller():
     tiny = json.loads(run_cli("info", "--config", "tiny").stdout)
-    assert tiny["resolution"] == [104, 80]
+    assert tiny["resolution"] == [80, 104]
     assert tiny["params"]["generator"] < 2e6 and tiny["gflops"]["generator"] < 5
 
 

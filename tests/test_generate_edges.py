@@ -1,10 +1,11 @@
-"""`julnet generate` rough edges (issue 10): Ray run directories as --model, output folders, odd frame sizes,
-and speech too short to be a word."""
+"""`julnet generate` rough edges (issues 10 and 32): Ray run directories as --model, output folders, odd frame sizes,
+speech too short to be a word, and files that are no checkpoint."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import zipfile
 from pathlib import Path
 
 import av
@@ -14,7 +15,7 @@ import torch
 
 from julnet.config import load_config
 from julnet.data.video import iter_frames, read_audio
-from julnet.errors import BadOutputError, ShortAudioError
+from julnet.errors import BadOutputError, ShortAudioError, UnsupportedModelError
 from julnet.inference import dub, load_model
 from julnet.training.build import build_models, build_optimizers
 from julnet.training.checkpoint import checkpoint_dir, load_checkpoint, locate_checkpoint, save_checkpoint, training_state, write_checkpoint_files
@@ -135,7 +136,7 @@ def test_an_odd_sized_source_gives_a_yuv420p_video_with_even_sides(ray_run: Path
             assert (stream.codec_context.pix_fmt, stream.codec_context.width, stream.codec_context.height) == ("yuv420p", 360, 288)
             frames = list(c.decode(stream))
         assert len(frames) == 10 and all(f.format.name == "yuv420p" and (f.width, f.height) == (360, 288) for f in frames)
-    assert result["summary"]["source_size"] == [287, 359] and result["summary"]["output_size"] == [288, 360]
+    assert result["summary"]["source_size"] == [359, 287] and result["summary"]["output_size"] == [360, 288]  # width, height
 
 
 def test_speech_shorter_than_min_audio_seconds_is_rejected_before_any_output(ray_run: Path, clip: tuple[Path, Path], tmp_path: Path) -> None:
@@ -158,3 +159,36 @@ def test_speech_shorter_than_min_audio_seconds_is_rejected_before_any_output(ray
     row = dub_pair(Pair("blip", str(video), str(blip)), model, str(tmp_path / "batch"))  # the batch job: a failed row
     assert (row["status"], row["reason"]) == ("failed", "short_audio")
     assert _files(tmp_path) == ["blip.wav"]
+
+
+def test_a_file_that_is_no_checkpoint_is_called_that_without_torchs_advice(model_dir: Path, tmp_path: Path) -> None:
+    from julnet.training.checkpoint import STATE_FILE, latest_checkpoint
+
+    state = (latest_checkpoint(model_dir / "checkpoints") / STATE_FILE).read_bytes()
+    files = {
+        "notes.txt": (b"some notes, not weights\n", "a text file"),
+        "config.yaml": (b"generator:\n  kind: dinet\n", "a text file"),
+        "noise.pt": (np.random.default_rng(0).bytes(5000), "binary data in no format torch reads"),
+        "cut.pt": (state[: len(state) // 2], "a truncated or damaged zip archive"),
+        "empty.pt": (b"", "an empty file"),
+    }
+    for name, (data, _) in files.items():
+        (tmp_path / name).write_bytes(data)
+    with zipfile.ZipFile(tmp_path / "other.zip", "w") as archive:
+        archive.writestr("readme.txt", "a zip, but not torch's")
+    files["other.zip"] = (b"", "a zip archive that torch did not write")
+    for name, (_, what) in files.items():
+        with pytest.raises(UnsupportedModelError) as info:
+            load_model(tmp_path / name)
+        assert str(info.value) == f"{tmp_path / name} is not a julnet checkpoint ({what})"
+
+    torch.save({"format_version": 2, "where": Path("x")}, tmp_path / "objects.pt")  # a real torch file with a pickled object
+    with pytest.raises(UnsupportedModelError) as info:
+        load_model(tmp_path / "objects.pt")
+    assert str(info.value) == f"{tmp_path / 'objects.pt'}: refused to load: it holds pickled objects, not plain weights (GLOBAL pathlib.PosixPath)"
+
+    out = tmp_path / "out.mp4"
+    proc = run_cli("generate", "--video", str(VIDEO), "--audio", str(SPEECH), "--model", str(tmp_path / "config.yaml"), "--out", str(out), check=False)
+    assert proc.returncode == 2 and "weights_only" not in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == f"julnet generate: error: {tmp_path / 'config.yaml'} is not a julnet checkpoint (a text file)"
+    assert not out.exists()

@@ -103,7 +103,7 @@ def test_each_family_trains_through_the_ray_job_and_dubs_a_clip(ray_run: Path, t
     run_cli("generate", "--video", str(video), "--audio", str(speech), "--model", str(ray_run), "--out", str(out), "--report", str(report))
     summary = json.loads(report.read_text())["summary"]
     cfg = load_config(ray_run.name)
-    assert out.stat().st_size > 0 and summary["crop_size"] == [cfg.train.stages[0].height, cfg.train.stages[0].width]
+    assert out.stat().st_size > 0 and summary["crop_size"] == [cfg.train.stages[0].width, cfg.train.stages[0].height]
 
 
 @pytest.mark.slow

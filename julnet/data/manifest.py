@@ -98,6 +98,7 @@ class ShardResult(_Model):
 class Report(_Model):
     accepted: int
     rejected: list[Rejection]
+    input: str | None = None  # where the videos came from (julnet.paths.location); None in reports written before it was kept
 
 
 def manifest_root(manifest_uri: str) -> str:

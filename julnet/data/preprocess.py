@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from julnet import storage
+from julnet import paths, storage
 from julnet.config import Config
 from julnet.data import audio as features
 from julnet.data import sync
@@ -49,6 +49,7 @@ from julnet.data.shards import ProcessedVideo, shard_schema, write_shard
 from julnet.data.sync import SyncScorer
 from julnet.data.track import SubjectTrack, track_faces, track_frames
 from julnet.data.video import VideoError, VideoInfo, iter_frames, probe, read_audio
+from julnet.errors import BadOutputError
 from julnet.progress import Progress
 from julnet.version import code_version
 
@@ -490,9 +491,10 @@ def _audio_rows(samples: np.ndarray | None, source: Source, k: int, cfg: Config,
 
 
 def finalize(
-    results: list[ShardResult], extra_rejections: list[Rejection], cfg: Config, output_uri: str, scorer: SyncScorer | None = None
+    results: list[ShardResult], extra_rejections: list[Rejection], cfg: Config, output_uri: str, scorer: SyncScorer | None = None,
+    input_uri: str | None = None,
 ) -> tuple[Manifest, Report]:
-    """Assign splits, then write the report and, last, the manifest (only where their content changed)."""
+    """Assign splits, then write the report (naming `input_uri`) and, last, the manifest (only where their content changed)."""
     p = cfg.preprocess
     shard_of = {v.id: r.name for r in results for v in r.videos}
     videos = sorted((v for r in results for v in r.videos), key=lambda v: v.id)
@@ -514,7 +516,7 @@ def finalize(
     ]
     manifest = Manifest(code_version=code_version(), settings=settings(cfg, scorer), videos=entries, shards=shards)
     rejected = sorted([*extra_rejections, *(x for r in results for x in r.rejected)], key=lambda x: x.source)
-    report = Report(accepted=len(entries), rejected=rejected)
+    report = Report(accepted=len(entries), rejected=rejected, input=None if input_uri is None else paths.location(input_uri) or input_uri)
     _write_if_changed(storage.join(output_uri, REPORT_NAME), report.model_dump_json(indent=1))
     _write_if_changed(storage.join(output_uri, MANIFEST_NAME), manifest.model_dump_json(indent=1))
     return manifest, report
@@ -525,14 +527,39 @@ def _write_if_changed(uri: str, text: str) -> None:
         storage.write_text(uri, text)
 
 
+def check_output(input_uri: str, output_uri: str, overwrite: bool = False) -> bool:
+    """Refuse, in one line (BadOutputError), an output that is the input, lies inside it or holds it, or that holds
+    a dataset made from another input (unless `overwrite`); True when such a dataset is to be replaced. A dataset
+    made from this input is resumed, and one whose report does not name its input is taken to be this input's."""
+    if paths.inside(output_uri, input_uri):
+        raise BadOutputError(f"the output {output_uri} is the input {input_uri} or lies inside it: give the dataset a folder outside the videos")
+    if not input_uri.endswith(".jsonl") and paths.inside(input_uri, output_uri):
+        raise BadOutputError(f"the output {output_uri} holds the input {input_uri}: give the dataset a folder outside the videos")
+    report_uri = storage.join(output_uri, REPORT_NAME)
+    try:
+        made_from = Report.model_validate_json(storage.read_text(report_uri)).input
+    except (FileNotFoundError, ValueError):  # no dataset yet, or a report this code cannot read: finalize replaces it
+        return False
+    if made_from is None or paths.same_file(made_from, input_uri):
+        return False
+    if not overwrite:
+        raise BadOutputError(f"the output {output_uri} holds a dataset made from {made_from}, not {input_uri}: --overwrite replaces it")
+    return True
+
+
 def run(
-    input_uri: str, output_uri: str, cfg: Config, mapper: Mapper = map, scorer: SyncScorer | None = None
+    input_uri: str, output_uri: str, cfg: Config, mapper: Mapper = map, scorer: SyncScorer | None = None, overwrite: bool = False
 ) -> tuple[Manifest, Report]:
     """The whole preprocessing job; `mapper(fn, plans)` runs shard tasks (in any order, any parallelism).
 
     `scorer` (picklable, it travels to the shard tasks) checks and fixes AV sync; None skips that step, and the
-    manifest's settings.av_sync says so.
+    manifest's settings.av_sync says so. The output is checked first (check_output): a dataset of this input is
+    resumed; one of another input is refused, or with `overwrite` deleted (manifest first, then report and shards).
     """
+    if check_output(input_uri, output_uri, overwrite):
+        log.warning("preprocess: replacing the dataset at %s, made from another input", output_uri)
+        for name in (MANIFEST_NAME, REPORT_NAME, "shards"):
+            storage.delete(storage.join(output_uri, name), missing_ok=True)
     sources, orphans = discover(input_uri)
     plans = plan_shards(sources, cfg, scorer)
     log.info("preprocess: %d videos in %d shards -> %s", len(sources), len(plans), output_uri)
@@ -546,4 +573,4 @@ def run(
         progress.update(advance=len(result.videos) + len(result.rejected),
                         note=f"shard {len(results)}/{len(plans)} {result.name}: {accepted} accepted, {rejected} rejected so far")
     progress.close(f"{len(plans)} shards: {accepted} accepted, {rejected} rejected")
-    return finalize(results, orphans, cfg, output_uri, scorer)
+    return finalize(results, orphans, cfg, output_uri, scorer, input_uri)

@@ -26,6 +26,7 @@ EVALUATION_KIND = "evaluation"
 METRIC_PREFIX = "eval_"  # what a suite metric is called on the run it is logged to: eval_psnr_mouth, ...
 _RUNS_URI = re.compile(r"^runs:/([^/]+)")
 _MODELS_URI = re.compile(r"^models:/([^/@]+)(?:/(\d+)|@(.+))$")
+PLOTS = ("sparsification", "reliability", "risk_coverage")  # what plots() draws, the last two when the result has them
 
 
 def sparsification_image(result: EvaluationResult) -> np.ndarray:
@@ -52,6 +53,11 @@ def plots(result: EvaluationResult) -> dict[str, np.ndarray]:
 def plot_uri(json_uri: str, name: str = "sparsification") -> str:
     """Where a plot of a result written to `json_uri` goes: beside it, `<name>.<plot>.png`."""
     return json_uri.removesuffix(".json") + f".{name}.png"
+
+
+def result_files(uri: str) -> dict[str, str]:
+    """Every file save_result may write for `uri`, by what it is: the result, then each plot plots() can draw."""
+    return {"result": uri, **{f"{name} plot": plot_uri(uri, name) for name in PLOTS}}
 
 
 def save_result(result: EvaluationResult, uri: str) -> str:

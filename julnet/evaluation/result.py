@@ -52,7 +52,7 @@ class EvaluationResult:
     model: str  # the URI or path it was loaded from, or the caller's label for an in-memory model
     model_sha256: str  # of the generator's and uncertainty module's weights
     model_stage: str | None
-    resolution: list[int]  # [height, width] it ran at
+    resolution: list[int]  # [width, height] it ran at (the order of every size julnet writes)
     data: str  # manifest URI
     data_sha256: str
     split: str
@@ -91,7 +91,7 @@ def format_table(result: EvaluationResult) -> str:
     """A plain-text table: one row per metric with its value and direction, or why it is unavailable."""
     lse = f"from the {result.lse_source} SyncNet ({result.networks['lse']})" if result.lse_source else "unavailable"
     head = [
-        f"model {result.model} (sha256 {result.model_sha256[:12]}, stage {result.model_stage}, {result.resolution[0]}x{result.resolution[1]})",
+        f"model {result.model} (sha256 {result.model_sha256[:12]}, stage {result.model_stage}, {result.resolution[0]} wide, {result.resolution[1]} high)",
         f"data  {result.data} (sha256 {result.data_sha256[:12]}), split {result.split} by {result.split_by}: "
         f"{result.counts['videos']} videos, {result.counts['frames']} frames",
         f"LSE   {lse}; code {result.code_version}",

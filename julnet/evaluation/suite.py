@@ -193,7 +193,7 @@ def evaluate(
         model=label,
         model_sha256=model_sha256,
         model_stage=stage,
-        resolution=list(size),
+        resolution=[size[1], size[0]],  # (height, width) to [width, height]
         data=data_uri,
         data_sha256=manifest_sha256(data_uri),
         split=ev.split,

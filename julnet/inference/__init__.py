@@ -40,8 +40,8 @@ Report (JSON), per frame, over the mouth region (face.mouth_box) of the crop:
   `mouth_box`: the part of it that was repainted and pasted back, the region the statistics cover.
 Top level: `video`, `audio`, `output`, `settings` (the generate section used), `summary`, `frames`.
 Summary: frame counts, frames without a face, frames where tracking was lost, low-confidence count and fraction (no-face frames count as
-low-confidence), mean/min/max/p10/p90 of each statistic over the frames with a face, and `source_size` and
-`output_size` ([height, width]): videos are written as yuv420p, which needs even sides, so an odd side is padded
+low-confidence), mean/min/max/p10/p90 of each statistic over the frames with a face, and `crop_size`, `source_size` and
+`output_size` ([width, height], as every size julnet writes): videos are written as yuv420p, which needs even sides, so an odd side is padded
 by repeating its last row/column (every source pixel is kept; cropping would drop one).
 """
 

@@ -23,16 +23,17 @@ from julnet.data.crop import crop_boxes, crop_frame, pixel_box
 from julnet.data.examples import draw_references
 from julnet.data.references import reference_indices
 from julnet.data.track import track_video
-from julnet.data.video import FPS, SAMPLE_RATE, VideoError, iter_frames, probe, read_audio
-from julnet.errors import BadAudioError, BadVideoError, GenerateError, NoFaceError, UnsupportedModelError
+from julnet.data.video import FPS, SAMPLE_RATE, VideoError, VideoInfo, iter_frames, probe, read_audio
+from julnet.errors import BadAudioError, BadVideoError, GenerateError, InputNotFoundError, NoFaceError, UnsupportedModelError
 from julnet.evaluation.epistemic import reference_spread
 from julnet.face import mask_mouth, mouth_box
 from julnet.inference.composite import heat_map, mouth_rect, paste
 from julnet.inference.media import (
-    OUT_AUDIO_RATE, Background, VideoWriter, choose_codecs, default_mode, even_size, prefetch, prepare_outputs, read_speech, source_frames,
+    OUT_AUDIO_RATE, Background, VideoWriter, check_speech, choose_codecs, default_mode, even_size, prefetch, read_speech, source_frames,
 )
 from julnet.models.blocks import fold_batch_norm
 from julnet.models.talking_face import TalkingFace
+from julnet.paths import check_outputs, output_folders
 from julnet.progress import Progress
 from julnet.redact import redact_tree
 from julnet.training.trained import load_model, model_resolution
@@ -75,71 +76,85 @@ def dub(
     device: str | torch.device = "cpu",
     overrides: Sequence[str] = (),
     resolution: tuple[int, int] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Dub `video_path` with the speech of `audio_path`; returns the report (also written to `report`).
 
     Settings: the model config's `generate` section with `overrides` (`generate.key=value`) applied.
     Output: `out_path` (MP4, the source's size padded to even, yuv420p, 25 fps, the new audio), optionally the
     σ heat-map video, the epistemic heat-map video (needs generate.epistemic_samples >= 2) and the JSON report,
-    each renamed into place only once everything succeeded; their missing folders are created first of all.
-    Raises GenerateError subclasses (one-line messages) for bad input or output paths, and ConfigError for bad
-    overrides, before any output file is created.
+    each renamed into place only once everything succeeded.
+    First of all, before the model loads: no output may be the same file as an input or another output, nor
+    replace an existing file unless `overwrite` (julnet.paths); the outputs' missing folders are created and must
+    take a new file; the video is probed and the speech decoded. Raises GenerateError subclasses (one-line
+    messages) for bad input or output paths, and ConfigError for bad overrides, before any output file is created;
+    when it fails, the folders it created are removed again.
     """
     t_start = time.perf_counter()
     video_path, audio_path, out_path = Path(video_path), Path(audio_path), Path(out_path)
-    prepare_outputs({"output video": out_path, "uncertainty video": uncertainty_video, "epistemic video": epistemic_video, "report": report})
-    torch_device = torch.device(device)
-    if torch_device.type == "cuda" and not torch.cuda.is_available():
-        raise GenerateError("--device cuda but no CUDA device is available")
-    cfg, face = model if isinstance(model, tuple) else load_model(model, torch_device)
-    face = fold_batch_norm(face)  # a no-op for a model loaded with folded=True
-    settings = override_config(cfg, overrides, sections=("generate",)).generate
-    if epistemic_video is not None:
-        check_epistemic_video(settings)
-    if cfg.audio.features != "logmel":
-        raise UnsupportedModelError("this model takes DeepSpeech audio features (audio.features=deepspeech); generate supports log-mel models only")
-    height, width = resolution or model_resolution(cfg, face.trained_stage)
-    try:
-        info = probe(video_path, min_side=1, max_side=1 << 30)
-    except VideoError as exc:
-        raise BadVideoError(f"unreadable video {video_path} ({exc})") from None
-    samples = read_speech(audio_path, SAMPLE_RATE, settings)
-    total = round(len(samples) / SAMPLE_RATE * FPS)
-    if total < 1:
-        raise BadAudioError(f"audio in {audio_path} is shorter than one frame ({len(samples) / SAMPLE_RATE:.3f} s)")
+    writes = {"output video": out_path, "uncertainty video": uncertainty_video, "epistemic video": epistemic_video, "report": report}
+    check_outputs({"video": video_path, "audio": audio_path, "model": None if isinstance(model, tuple) else model}, writes, overwrite)
+    with output_folders(writes):
+        torch_device = torch.device(device)
+        if torch_device.type == "cuda" and not torch.cuda.is_available():
+            raise GenerateError("--device cuda but no CUDA device is available")
+        info = _probe_video(video_path)
+        samples = read_speech(audio_path, SAMPLE_RATE)
+        cfg, face = model if isinstance(model, tuple) else load_model(model, torch_device)
+        face = fold_batch_norm(face)  # a no-op for a model loaded with folded=True
+        settings = override_config(cfg, overrides, sections=("generate",)).generate
+        if epistemic_video is not None:
+            check_epistemic_video(settings)
+        if cfg.audio.features != "logmel":
+            raise UnsupportedModelError("this model takes DeepSpeech audio features (audio.features=deepspeech); generate supports log-mel models only")
+        height, width = resolution or model_resolution(cfg, face.trained_stage)
+        check_speech(samples, SAMPLE_RATE, audio_path, settings)
+        total = round(len(samples) / SAMPLE_RATE * FPS)
+        if total < 1:
+            raise BadAudioError(f"audio in {audio_path} is shorter than one frame ({len(samples) / SAMPLE_RATE:.3f} s)")
 
-    faces = _track(video_path, cfg)
-    n = len(faces.found)
-    t_landmarks = time.perf_counter()
-    log.info("generate: landmarks of %d source frames (%d with a face) in %.1f s; %d frames to generate", n, sum(faces.found), t_landmarks - t_start, total)
-    refs = _references(video_path, faces, cfg.generator.num_references, settings, height, width).to(torch_device)
-    windows = torch.from_numpy(features.frame_windows(features.frame_features(samples, SAMPLE_RATE, total, FPS, cfg.audio.n_mels), cfg.audio.window))
-    net = _Model(face, refs[:1], refs[1:] if len(refs) > 1 else None, windows, height, width, torch_device)
-    mux_audio = read_audio(audio_path, OUT_AUDIO_RATE)
-    need = round(total / FPS * OUT_AUDIO_RATE)
-    mux_audio = np.pad(mux_audio, (0, max(0, need - len(mux_audio))))[:need]
+        faces = _track(video_path, cfg)
+        n = len(faces.found)
+        t_landmarks = time.perf_counter()
+        log.info("generate: landmarks of %d source frames (%d with a face) in %.1f s; %d frames to generate", n, sum(faces.found), t_landmarks - t_start, total)
+        refs = _references(video_path, faces, cfg.generator.num_references, settings, height, width).to(torch_device)
+        windows = torch.from_numpy(features.frame_windows(features.frame_features(samples, SAMPLE_RATE, total, FPS, cfg.audio.n_mels), cfg.audio.window))
+        net = _Model(face, refs[:1], refs[1:] if len(refs) > 1 else None, windows, height, width, torch_device)
+        mux_audio = read_audio(audio_path, OUT_AUDIO_RATE)
+        need = round(total / FPS * OUT_AUDIO_RATE)
+        mux_audio = np.pad(mux_audio, (0, max(0, need - len(mux_audio))))[:need]
 
-    outputs = _Outputs(out_path, {"sigma": uncertainty_video, "epistemic": epistemic_video}, report, (info.width, info.height), settings.crf, mux_audio)
-    try:
-        entries = _generate(video_path, total, faces, net, settings, outputs)
-        t_end = time.perf_counter()
-        summary = _summary(entries, n, net.resampled is not None)
-        out_width, out_height = even_size(info.width, info.height)
-        summary.update(crop_size=[height, width], codecs=list(outputs.codecs), source_size=[info.height, info.width],
-                       output_size=[out_height, out_width], **_speed(summary, t_end - t_start, t_end - t_landmarks, net.model_seconds))
-        result = {
-            "video": str(video_path), "audio": str(audio_path), "output": str(out_path),
-            "settings": settings.model_dump(), "summary": summary, "frames": entries,
-        }
-        outputs.commit(result)
-    except BaseException:
-        outputs.discard()
-        raise
+        outputs = _Outputs(out_path, {"sigma": uncertainty_video, "epistemic": epistemic_video}, report, (info.width, info.height), settings.crf, mux_audio)
+        try:
+            entries = _generate(video_path, total, faces, net, settings, outputs)
+            t_end = time.perf_counter()
+            summary = _summary(entries, n, net.resampled is not None)
+            out_width, out_height = even_size(info.width, info.height)
+            summary.update(crop_size=[width, height], codecs=list(outputs.codecs), source_size=[info.width, info.height],
+                           output_size=[out_width, out_height], **_speed(summary, t_end - t_start, t_end - t_landmarks, net.model_seconds))
+            result = {
+                "video": str(video_path), "audio": str(audio_path), "output": str(out_path),
+                "settings": settings.model_dump(), "summary": summary, "frames": entries,
+            }
+            outputs.commit(result)
+        except BaseException:
+            outputs.discard()
+            raise
     log.info(
         "generate: %d frames (%d source frames, %d without a face, %d low-confidence) at %.1f frames/s -> %s",
         total, n, summary["frames_without_face"], summary["low_confidence_frames"], summary["generate_fps"], out_path,
     )
     return result
+
+
+def _probe_video(path: Path) -> VideoInfo:
+    """The video's stream facts, or a one-line error when it is missing or no video PyAV decodes."""
+    try:
+        return probe(path, min_side=1, max_side=1 << 30)
+    except VideoError as exc:
+        if exc.reason == "not_found":
+            raise InputNotFoundError(f"video not found: {path}") from None
+        raise BadVideoError(f"unreadable video {path} ({exc})") from None
 
 
 class _Outputs:

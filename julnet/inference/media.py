@@ -18,7 +18,7 @@ import numpy as np
 
 from julnet.config import GenerateConfig
 from julnet.data.video import FPS, VideoError, iter_frames, probe, read_audio
-from julnet.errors import BadAudioError, BadOutputError, BadVideoError, NoAudioStreamError, ShortAudioError, SilentAudioError
+from julnet.errors import BadAudioError, BadVideoError, InputNotFoundError, NoAudioStreamError, ShortAudioError, SilentAudioError
 
 T = TypeVar("T")
 OUT_AUDIO_RATE = 48000
@@ -268,39 +268,27 @@ def default_mode(path: str) -> None:
 
 
 
-def read_speech(path: Path, rate: int, settings: GenerateConfig) -> np.ndarray:
-    """Speech samples at `rate`, rejected with a one-line error when missing, too short or silent."""
+def read_speech(path: Path, rate: int) -> np.ndarray:
+    """Speech samples at `rate`, or a one-line error when the file is missing, unreadable or has no audio stream."""
     try:
-        info = probe(path, require_video=False, require_audio=True, min_side=1, max_side=1 << 30)
-        del info
+        probe(path, require_video=False, require_audio=True, min_side=1, max_side=1 << 30)
         samples = read_audio(path, rate)
     except VideoError as exc:
+        if exc.reason == "not_found":
+            raise InputNotFoundError(f"audio not found: {path}") from None
         if exc.reason == "no_audio_stream":
             raise NoAudioStreamError(f"no audio stream in {path}") from None
         raise BadAudioError(f"unreadable audio file {path} ({exc})") from None
     if samples.size == 0:
         raise NoAudioStreamError(f"audio stream of {path} decodes to nothing")
+    return samples
+
+
+def check_speech(samples: np.ndarray, rate: int, path: Path, settings: GenerateConfig) -> None:
+    """Refuse, in one line, speech shorter than generate.min_audio_seconds or quieter than generate.silence_rms."""
     seconds = samples.size / rate
     if seconds < settings.min_audio_seconds:
         raise ShortAudioError(f"audio in {path} is {seconds:.3f} s long, shorter than generate.min_audio_seconds={settings.min_audio_seconds:g} s")
     rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
     if rms < settings.silence_rms:
         raise SilentAudioError(f"no speech in {path}: audio RMS {rms:.2e} is below {settings.silence_rms:.0e} (silence)")
-    return samples
-
-
-def prepare_outputs(outputs: dict[str, str | os.PathLike[str] | None]) -> None:
-    """Create the missing folders of the outputs ({what: path}) before any work, so that an unusable path fails
-    at once with a one-line BadOutputError instead of an errno about a temporary file after the whole video."""
-    for what, given in outputs.items():
-        if given is None:
-            continue
-        path = Path(given)
-        if path.is_dir():
-            raise BadOutputError(f"{what} {path} is a folder; give a file name")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
-            why = f"{blocker} is a file, not a folder" if blocker else (exc.strerror or type(exc).__name__)
-            raise BadOutputError(f"cannot create the folder of the {what} {path}: {why}") from None

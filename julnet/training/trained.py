@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from julnet.config import Config
-from julnet.errors import ModelNotFoundError, UnsupportedModelError
+from julnet.errors import ModelNotFoundError, NotWeightsError, PickledObjectsError, UnsupportedModelError
 from julnet.models.blocks import fold_batch_norm
 from julnet.models.talking_face import TalkingFace, build_talking_face
 from julnet.training.checkpoint import fetch_checkpoint, load_checkpoint
@@ -52,9 +52,14 @@ def load_model(
             face = build_talking_face(cfg)
             face.generator.load_state_dict(state["models"]["generator"])
             face.uncertainty.load_state_dict(state["models"]["uncertainty"])
+        except PickledObjectsError as exc:
+            raise UnsupportedModelError(str(exc)) from None
+        except NotWeightsError as exc:
+            shown = text if scheme in ("s3", "models", "runs") else exc.path  # the file itself, where the user can see it
+            raise UnsupportedModelError(f"{shown} is not a julnet checkpoint ({exc.what})") from None
         except (KeyError, TypeError, RuntimeError, ValueError, OSError) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else ""
-            raise UnsupportedModelError(f"{text}: not a julnet checkpoint ({type(exc).__name__}: {reason})") from exc
+            raise UnsupportedModelError(f"{text} is not a julnet checkpoint ({type(exc).__name__}: {reason})") from exc
     face.trained_stage = state.get("stage")
     log.info("model %s (config %s, generator %s, stage %s)", text, cfg.name, cfg.generator.kind, face.trained_stage)
     face = face.to(device).eval()
