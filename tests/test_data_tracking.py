@@ -3,6 +3,7 @@ that leaves the picture (a fast pan) is taken back by identity when it returns, 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import av
@@ -13,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from julnet.config import PreprocessConfig, load_config
-from julnet.data.crop import crop_boxes
+from julnet.data.crop import crop_boxes, pixel_box
 from julnet.data.examples import decode_frames
 from julnet.data.landmarks import DlibBackend, shared_dlib
 from julnet.data.loader import examples_per_epoch, iter_examples
@@ -22,7 +23,8 @@ from julnet.data.preprocess import run
 from julnet.data.scenes import frame_signature, segment_starts
 from julnet.data.track import detect_frames, track_frames, track_video
 from julnet.data.video import read_audio, read_frames
-from tests.conftest import GRID_CLIPS
+from tests.conftest import GRID_CLIPS, run_cli
+from tests.test_generate import MEAN_TOL
 
 FRAMES = 40
 
@@ -222,6 +224,28 @@ def test_preprocessing_counts_as_faceless_only_the_frames_without_the_subjects_f
     _, report = run(str(path.parent), str(tmp_path / "out"), load_config("tiny"))
     assert [(r.reason, r.detail) for r in report.rejected] == [("face_lost", f"no face in 28 of {PAN_FRAMES} frames")]
     assert sum(not v for v in in_view) == 28
+
+
+def test_generate_takes_the_face_back_after_the_pan_and_pastes_no_box_off_it(pan, model_dir, tmp_path):
+    """Every frame where the face is wholly in view has it, its crop box within 3 px of where it is (the frames beside
+    the gap and the jumps included), and is dubbed unless it jumped; every other frame is the source's."""
+    path, in_view, jumps, known = pan
+    out, report = tmp_path / "out.mp4", tmp_path / "report.json"
+    run_cli("generate", "--video", str(path), "--audio", str(path), "--model", str(model_dir), "--out", str(out), "--report", str(report))
+    entries = json.loads(report.read_text())["frames"]
+    source, dubbed = read_frames(path), read_frames(out)
+    assert {e["source_frame"] for e in entries} == set(range(PAN_FRAMES))  # the audio is a little longer: frames 53, 52.. end it
+    for e, got in zip(entries, dubbed):
+        i = e["source_frame"]
+        assert (e["tracking_lost"], e["face_jumped"], e["face_found"]) == (not in_view[i], i in jumps, in_view[i] and i not in jumps), i
+        if in_view[i]:
+            assert np.abs(np.array(e["box"]) - pixel_box(known[i])).max() <= 3, (i, e["box"], known[i])
+        diff = np.abs(got.astype(np.int16) - source[i])
+        if not e["face_found"]:  # passed through: the source frame, up to codec error
+            assert diff.mean() < MEAN_TOL, (i, diff.mean())
+            continue
+        x0, y0, x1, y1 = e["mouth_box"]
+        assert diff[y0 + 12 : y1 - 12, x0 + 12 : x1 - 12].mean() > 2 * MEAN_TOL, i  # repainted (a 1-step model paints badly)
 
 
 def test_a_subject_who_leaves_is_taken_back_by_identity_and_never_swapped_for_the_one_who_stays():
