@@ -191,13 +191,15 @@ def _looks_alike(a: np.ndarray | None, b: np.ndarray | None, settings: Preproces
 def _detect(
     frames: Iterable[np.ndarray], settings: PreprocessConfig, backend: LandmarkBackend | None
 ) -> tuple[list[Faces], list[list[Identity]], list[int]]:
-    """detect_frames, with each face's Identity: inherited from the face of the frame before it continues, else new."""
+    """detect_frames, with each face's Identity: inherited from the face it continues, of the shot's last frame that held
+    faces (a face missed for a few frames keeps its identity), else new."""
     backend = backend or shared_dlib()
     faces: list[Faces] = []
     identities: list[list[Identity]] = []
     segments: list[int] = []
     signature, since_detection = None, 0
     looks: list[np.ndarray | None] = []  # the previous frame's faces' looks
+    seen: list[tuple[np.ndarray, Identity]] = []  # the faces of the shot's last frame that held any
     for i, frame in enumerate(frames):
         previous, signature = signature, frame_signature(frame)
         if previous is None or is_cut(previous, signature, settings.scene_cut_histogram, settings.scene_cut_pixels):
@@ -210,7 +212,7 @@ def _detect(
                    for a, look, (b, _, b_look) in zip(faces[-1], looks, followed)):
                 found, since_detection = sorted(followed, key=lambda f: _area(f[0]), reverse=True), since_detection + 1
         if found is None:
-            before = list(zip(faces[-1], identities[-1])) if segments[-1] != i else []
+            before = seen if segments[-1] != i else []
             found, since_detection = [], 1
             for face in backend.detect_faces(frame):
                 who = _best([(s, other) for last, other in before if (s := _continues(last, face, settings)) is not None])
@@ -223,6 +225,7 @@ def _detect(
         faces.append([face for face, _, _ in found])
         identities.append([who for _, who, _ in found])
         looks = [look for _, _, look in found]
+        seen = list(zip(faces[-1], identities[-1])) if found or segments[-1] == i else seen
     return faces, identities, segments
 
 
