@@ -220,10 +220,10 @@ def pan(tmp_path_factory) -> tuple[Path, list[bool], list[int], np.ndarray]:
 
 
 def test_preprocessing_counts_as_faceless_only_the_frames_without_the_subjects_face(pan, tmp_path):
-    path, in_view, _, _ = pan
-    _, report = run(str(path.parent), str(tmp_path / "out"), load_config("tiny"))
+    """28: the frames where the face is not wholly in view (8-35). Before the face was taken back it said 31: it
+    missed the returned face in frames 36-40, and "found" it in frames 6-9, on the backdrop 100-400 px off it."""
+    _, report = run(str(pan[0].parent), str(tmp_path / "out"), load_config("tiny"))
     assert [(r.reason, r.detail) for r in report.rejected] == [("face_lost", f"no face in 28 of {PAN_FRAMES} frames")]
-    assert sum(not v for v in in_view) == 28
 
 
 def test_generate_takes_the_face_back_after_the_pan_and_pastes_no_box_off_it(pan, model_dir, tmp_path):
