@@ -192,9 +192,15 @@ class PreprocessConfig(Section):
     track_init_frames: int = Field(5, ge=1)
     track_min_iou: float = Field(0.3, gt=0, le=1)
     track_max_jump: float = Field(0.5, gt=0)
+    # Where no face continues the track the subject is lost, and taken back by the face whose dlib face descriptor lies
+    # within this distance of the subject's (dlib's own same-person threshold).
+    track_identity_distance: float = Field(0.6, gt=0)
     # Between detections the faces are followed by the landmark predictor alone (julnet.data.track.detect_frames):
     # the face detector runs at least every this many frames, on every cut and where a followed face was lost; 1 = every frame.
     track_redetect_every: int = Field(5, ge=1)
+    # A followed face must still look as it did a frame before (correlation of 16x16 grey patches of its landmark box;
+    # >= 0.93 on the 8 GRID clips, <= 0.4 where the predictor was left behind by a fast move), else the detector runs.
+    track_min_similarity: float = Field(0.8, ge=-1, le=1)
     # Scene cuts (julnet.data.scenes): both the HSV-histogram distance and the grey-thumbnail difference must jump.
     scene_cut_histogram: float = Field(0.15, ge=0, le=1)
     scene_cut_pixels: float = Field(4.0, ge=0)

@@ -1,7 +1,9 @@
-"""One face, tracked: two people side by side never swap in the crops; faceless frames never reach training."""
+"""One face, tracked: two people side by side never swap in the crops; faceless frames never reach training; a face
+that leaves the picture (a fast pan) is taken back by identity when it returns, and no box off it is ever pasted."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import av
@@ -12,14 +14,17 @@ import pyarrow.parquet as pq
 import pytest
 
 from julnet.config import PreprocessConfig, load_config
+from julnet.data.crop import crop_boxes, pixel_box
 from julnet.data.examples import decode_frames
 from julnet.data.landmarks import DlibBackend, shared_dlib
 from julnet.data.loader import examples_per_epoch, iter_examples
 from julnet.data.manifest import read_manifest
 from julnet.data.preprocess import run
-from julnet.data.track import detect_frames, track_video
+from julnet.data.scenes import frame_signature, segment_starts
+from julnet.data.track import detect_frames, track_frames, track_video
 from julnet.data.video import read_audio, read_frames
-from tests.conftest import GRID_CLIPS
+from tests.conftest import GRID_CLIPS, run_cli
+from tests.test_generate import MEAN_TOL
 
 FRAMES = 40
 
@@ -181,3 +186,84 @@ def test_evaluation_never_scores_a_faceless_held_out_frame(tmp_path, model_dir):
     result = evaluate(load_model(model_dir), str(tmp_path / "out" / "manifest.json"), settings)
     assert result.counts["faceless_frames"] == 8 and result.counts["frames"] == result.counts["calibration_frames"] == 32
     assert result.counts["lse_videos"] == 1 and "lse_d_own" in result.metrics
+
+
+PAN_FRAMES, PAN_SIZE = 55, (480, 640)  # frames, (height, width) of the canvas
+
+
+@pytest.fixture(scope="module")
+def pan(tmp_path_factory) -> tuple[Path, list[bool], list[int], np.ndarray]:
+    """A GRID clip moved across a 640x480 canvas 100 px a frame (a fast pan): in view for frames 0-7, out for 28
+    frames (8-35, ~1.1 s), back for 36-54. Gives the clip, per frame whether the face is wholly in view, the frames
+    where it moved 100 px from a frame where it was in view, and where its crop box should be (the GRID clip's own,
+    shifted)."""
+    frames, samples = grid_clip(0, PAN_FRAMES)
+    (height, width), (h, w) = PAN_SIZE, frames.shape[1:3]
+    t = np.arange(PAN_FRAMES)
+    x, y = np.clip(140 - 100 * np.minimum(t - 5, 38 - t), -260, 140), (height - h) // 2  # 140, .., 40, -60, .. -260, .., 140
+    canvas = np.empty((PAN_FRAMES, height, width, 3), np.uint8)
+    canvas[:] = frames[:, :, -30:].mean(axis=(0, 1, 2)).astype(np.uint8)  # the clip's backdrop colour
+    for i in range(PAN_FRAMES):
+        lo, hi = max(x[i], 0), min(x[i] + w, width)
+        if hi > lo:
+            canvas[i, y : y + h, lo:hi] = frames[i, :, lo - x[i] : hi - x[i]]
+    shift = np.stack([x, np.full(PAN_FRAMES, y)], axis=1).astype(np.float64)
+    landmarks = track_video(GRID_CLIPS[0], 25).landmarks[:PAN_FRAMES]
+    in_view = [bool((p + s).min() >= 0 and (p + s)[:, 0].max() < width) for p, s in zip(landmarks, shift)]
+    jumps = [i for i in range(1, PAN_FRAMES) if in_view[i - 1] and in_view[i] and x[i] != x[i - 1]]
+    known = crop_boxes(landmarks).boxes + np.concatenate([shift, shift], axis=1)
+    assert sum(not v for v in in_view) == 28 and jumps == [6, 7, 37, 38]
+    path = write_clip(tmp_path_factory.mktemp("pan") / "raw" / "pan.mp4", canvas, samples)
+    p = PreprocessConfig()  # no cut: the face must be taken back within the shot, not picked afresh in a new one
+    assert segment_starts([frame_signature(frame) for frame in read_frames(path)], p.scene_cut_histogram, p.scene_cut_pixels) == [0]
+    return path, in_view, jumps, known
+
+
+def test_preprocessing_counts_as_faceless_only_the_frames_without_the_subjects_face(pan, tmp_path):
+    """28: the frames where the face is not wholly in view (8-35). Before the face was taken back it said 31: it
+    missed the returned face in frames 36-40, and "found" it in frames 6-9, on the backdrop 100-400 px off it."""
+    _, report = run(str(pan[0].parent), str(tmp_path / "out"), load_config("tiny"))
+    assert [(r.reason, r.detail) for r in report.rejected] == [("face_lost", f"no face in 28 of {PAN_FRAMES} frames")]
+
+
+def test_generate_takes_the_face_back_after_the_pan_and_pastes_no_box_off_it(pan, model_dir, tmp_path):
+    """Every frame where the face is wholly in view has it, its crop box within 3 px of where it is (the frames beside
+    the gap and the jumps included), and is dubbed unless it jumped; every other frame is the source's."""
+    path, in_view, jumps, known = pan
+    out, report = tmp_path / "out.mp4", tmp_path / "report.json"
+    run_cli("generate", "--video", str(path), "--audio", str(path), "--model", str(model_dir), "--out", str(out), "--report", str(report))
+    entries = json.loads(report.read_text())["frames"]
+    source, dubbed = read_frames(path), read_frames(out)
+    assert {e["source_frame"] for e in entries} == set(range(PAN_FRAMES))  # the audio is a little longer: frames 53, 52.. end it
+    for e, got in zip(entries, dubbed):
+        i = e["source_frame"]
+        assert (e["tracking_lost"], e["face_jumped"], e["face_found"]) == (not in_view[i], i in jumps, in_view[i] and i not in jumps), i
+        if in_view[i]:
+            assert np.abs(np.array(e["box"]) - pixel_box(known[i])).max() <= 3, (i, e["box"], known[i])
+        diff = np.abs(got.astype(np.int16) - source[i])
+        if not e["face_found"]:  # passed through: the source frame, up to codec error
+            assert diff.mean() < MEAN_TOL, (i, diff.mean())
+            continue
+        x0, y0, x1, y1 = e["mouth_box"]
+        assert diff[y0 + 12 : y1 - 12, x0 + 12 : x1 - 12].mean() > 2 * MEAN_TOL, i  # repainted (a 1-step model paints badly)
+
+
+def test_a_subject_who_leaves_is_taken_back_by_identity_and_never_swapped_for_the_one_who_stays():
+    """A (left) has its face covered for frames 15-24 while B (right, smaller: A is the subject) stays, and moves 72 px
+    down meanwhile: too far to continue the track, so only A's face descriptor can take A back; B, the only face
+    meanwhile, never becomes the subject."""
+    (a, _), (b, _) = grid_clip(0), grid_clip(1)
+    h, w = a.shape[1:3]
+    canvas = np.zeros((FRAMES, round(h * 1.25), w * 2 + round(w * 0.25), 3), np.uint8)
+    canvas[:] = a[:, :, -30:].mean(axis=(0, 1, 2)).astype(np.uint8)
+    canvas[:20, :h, :w], canvas[20:, -h:, :w] = a[:20], a[20:]
+    canvas[15:20, 100:270, 70:240] = canvas[20:25, 172:342, 70:240] = 128  # A's face covered (a single move is no cut)
+    small = [cv2.resize(frame, (round(w * 0.8), round(h * 0.8)), interpolation=cv2.INTER_AREA) for frame in b]
+    canvas[:, : small[0].shape[0], -small[0].shape[1] :] = small
+    track = track_frames(canvas)
+    assert track.segments == [0] and track.multiple_faces
+    found = [i for i, points in enumerate(track.landmarks) if points is not None]
+    assert found[:15] == list(range(15)) and not set(found) & set(range(15, 25)) and set(range(30, FRAMES)) <= set(found)
+    assert all(track.landmarks[i][:, 0].max() < w for i in found)  # always A, on the left
+    top = {i: track.landmarks[i][:, 1].min() for i in found}
+    assert max(top[i] for i in found if i < 15) + 60 < min(top[i] for i in found if i >= 25)  # A where it came back

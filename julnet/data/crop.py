@@ -9,6 +9,11 @@ r = max(0.46 * face width (|p16 - p0|), 0.65 * eye-centre-to-mouth-corners dista
 taking over only when a turned head narrows the face (roughly beyond 40 degrees of yaw for GRID's faces). DINet's radius averages
 0.41 face widths on GRID; 0.46 also keeps the chin (landmark 8) inside the mouth box on every GRID frame,
 so the masked region covers the jaw's motion, not only the lips.
+
+Smoothing only averages frames of one stretch: consecutive frames with landmarks, between which the face moved at
+most MAX_SMOOTHED_STEP radii. A centred average over a step of d moves the frames beside it by up to 0.4 d, so a
+stretch ends at a faceless frame (whose box is made up) and at a bigger step (a fast pan, a face taken back elsewhere):
+the box of a frame with landmarks never leans on another place than its own face's.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ FACE_WIDTH_K = 0.46
 EYE_MOUTH_K = 0.65
 # Box extents in units of r around (x33, y29): 3.25 r tall and 2.5 r wide, i.e. OUT_H : OUT_W.
 _TOP, _BOTTOM, _HALF_WIDTH = 1.0, 2.25, 1.25
+MAX_SMOOTHED_STEP = 0.5  # radii the face may move between two frames smoothed together (GRID: at most 0.03)
 
 
 @dataclass(frozen=True)
@@ -67,24 +73,22 @@ def crop_boxes(
 ) -> CropTrack:
     """Smoothed crop boxes for every frame; frames without landmarks are interpolated from their neighbours.
 
-    Raises VideoError('face_lost') when more than `max_missing` of the frames have no landmarks. The face
-    centre is smoothed with a centred moving average over `smooth_center` frames, the radius over
-    `smooth_scale` frames (both odd; 1 disables).
+    Raises VideoError('face_lost') when more than `max_missing` of the frames have no landmarks. Within each
+    stretch (module docstring) the face centre is smoothed with a centred moving average over `smooth_center`
+    frames, the radius over `smooth_scale` frames (both odd; 1 disables).
     """
     n = len(landmarks)
-    found = [i for i, points in enumerate(landmarks) if points is not None]
+    found = np.array([i for i, points in enumerate(landmarks) if points is not None], dtype=np.int64)
     missing = n - len(found)
     if n == 0 or missing > max_missing * n:
         raise VideoError("face_lost", f"no face in {missing} of {n} frames")
-    params = np.array([face_params(landmarks[i]) for i in found])  # (found, 3)
+    params = np.array([face_params(landmarks[i]) for i in found])  # (found, 3): cx, anchor_y, radius
+    step = np.linalg.norm(np.diff(params[:, :2], axis=0), axis=1) / params[1:, 2]
+    for stretch in np.split(np.arange(len(found)), np.flatnonzero((np.diff(found) > 1) | (step > MAX_SMOOTHED_STEP)) + 1):
+        for j, window in enumerate((smooth_center, smooth_center, smooth_scale)):
+            params[stretch, j] = moving_average(params[stretch, j], window)
     full = np.stack([np.interp(np.arange(n), found, params[:, j]) for j in range(3)], axis=1)
-    cx, anchor_y, radius = (
-        moving_average(full[:, 0], smooth_center),
-        moving_average(full[:, 1], smooth_center),
-        moving_average(full[:, 2], smooth_scale),
-    )
-    boxes = np.stack([box_from_params(*p) for p in zip(cx, anchor_y, radius)])
-    return CropTrack(boxes=boxes, missing=missing)
+    return CropTrack(boxes=np.stack([box_from_params(*p) for p in full]), missing=missing)
 
 
 def moving_average(values: np.ndarray, window: int) -> np.ndarray:

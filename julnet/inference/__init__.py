@@ -13,7 +13,7 @@ crop_frame), so a face is cropped exactly the way training data was made. Three 
    mouth region of the generated crop (face.mouth_box: the part the masked source left for the generator to
    repaint) is resized back and blended into the ORIGINAL frame with a feathered mask (1 inside, a linear
    ramp to 0 over `feather` of the region's shorter side at its edge); every other pixel stays the source's.
-   Frames without a detected face pass through unchanged and are flagged.
+   Frames without the subject's face, or where it jumped, pass through unchanged and are flagged.
 
 Memory: at most 2 x `batch_frames` source frames are held (a batch, and a block of a backward sweep), plus
 the landmarks, the boxes and the audio. Going backwards through a short video (ping-pong), each block of
@@ -36,6 +36,7 @@ Report (JSON), per frame, over the mouth region (face.mouth_box) of the crop:
   the generator's output over K reference sets (julnet.evaluation.epistemic; the first set is the output's own);
 - `face_found`: False for pass-through frames (their statistics are null, confidence 0, flagged low);
 - `tracking_lost`: the tracked subject was not found in the source frame (lost, or no face at all);
+- `face_jumped`: the subject was found, but further from the frame before's than a face moves: passed through;
 - `source_frame`: the source frame shown; `box`: the crop box (x0, y0, x1, y1) in source pixels, end-exclusive;
   `mouth_box`: the part of it that was repainted and pasted back, the region the statistics cover.
 Top level: `video`, `audio`, `output`, `settings` (the generate section used), `summary`, `frames`.

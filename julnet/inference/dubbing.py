@@ -43,11 +43,13 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class _Faces:
-    """Pass 1's result: per source frame the crop box, whether a face was found and whether tracking was lost."""
+    """Pass 1's result: per source frame the crop box, whether a face was found to dub, whether tracking was lost and
+    whether the face jumped (found, but further from the frame before's than a face moves: not dubbed)."""
 
     boxes: np.ndarray
     found: list[bool]
     lost: list[bool]
+    jumped: list[bool]
 
 
 @dataclass
@@ -231,10 +233,10 @@ def _track(video_path: Path, cfg: Config) -> _Faces:
         track = track_video(video_path, FPS, cfg.preprocess)
     except VideoError as exc:
         raise BadVideoError(f"unreadable video {video_path} ({exc})") from None
-    found = [pts is not None for pts in track.landmarks]
+    found = [pts is not None and not jumped for pts, jumped in zip(track.landmarks, track.jumped)]
     if not any(found):
         raise NoFaceError(f"no face found in any of the {len(found)} frames of {video_path}")
-    return _Faces(crop_boxes(track.landmarks, max_missing=1.0).boxes, found, [bool(x) for x in track.lost])
+    return _Faces(crop_boxes(track.landmarks, max_missing=1.0).boxes, found, track.lost, track.jumped)
 
 
 def _references(video_path: Path, faces: _Faces, count: int, settings: GenerateConfig, height: int, width: int) -> torch.Tensor:
@@ -255,7 +257,7 @@ def _dub_batch(
 
     The frames with a face go through the generator and the uncertainty module together (and, with the epistemic
     map, the generator again on the other reference sets); the statistics and the heat maps cover the mouth region,
-    the only part pasted back. Frames without a face pass through, flagged."""
+    the only part pasted back. Frames without a face to dub (lost, or jumped) pass through, flagged."""
     with_face = [k for k, (_, i, _) in enumerate(batch) if faces.found[i]]
     results: dict[int, tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]] = {}
     if with_face:
@@ -279,6 +281,7 @@ def _dub_batch(
     out: list[tuple[np.ndarray, dict[str, np.ndarray], dict[str, Any]]] = []
     for k, (j, i, frame) in enumerate(batch):
         entry: dict[str, Any] = {"frame": j, "source_frame": i, "face_found": faces.found[i], "tracking_lost": faces.lost[i],
+                                 "face_jumped": faces.jumped[i],
                                  "box": list(pixel_box(faces.boxes[i])), "mouth_box": list(mouth_rect(faces.boxes[i], net.height, net.width))}
         if k not in results:
             entry.update(sigma_mean=None, error_pred_mean=None, confidence=0.0, low_confidence=True)
