@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import av
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
+from julnet.config import load_config
+from julnet.data import audio as audio_features
+from julnet.data.manifest import read_manifest
+from julnet.data.preprocess import run
 from julnet.data.video import Audio, VideoError, decode_audio, read_audio, read_frames
 from tests.conftest import GRID_CLIPS
 
@@ -76,6 +83,24 @@ def test_too_much_damaged_audio_is_refused_as_bad_audio(damaged: dict[str, Path]
         decode_audio(damaged["three"], 16000)
     assert err.value.reason == "bad_audio"
     assert err.value.detail.startswith("only 94.7 % of the audio track decodes (0.157 of 2.978 s lost in 5 places, the first at 0.522 s")
+
+
+def test_preprocessing_repairs_one_damaged_frame_and_rejects_more_naming_the_audio(damaged: dict[str, Path], tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for path in damaged.values():
+        shutil.copy(path, raw / path.name)
+    manifest, report = run(str(raw), str(tmp_path / "out"), load_config("tiny", ["preprocess.test_fraction=0"]))
+    assert report.accepted == 1 and [(r.reason, Path(r.source).name) for r in report.rejected] == [("bad_audio", "three_headers.mpg")]
+    assert "of the audio track decodes" in report.rejected[0].detail
+    video = read_manifest(str(tmp_path / "out" / "manifest.json")).videos[0]
+    assert video.id == "one_header" and video.frames == 75 and video.fixes == ["audio_repaired"]
+    windows = np.asarray(pq.read_table(tmp_path / "out" / video.shard).column("audio").to_pylist(), np.float32).reshape(75, 80, 5)
+    repaired = audio_features.frame_features(decode_audio(damaged["one"], 16000, start=0.0).samples, 16000, 75, 25, 80)
+    np.testing.assert_allclose(windows[:, :, 2], repaired, atol=1e-4)
+    clean = audio_features.frame_features(read_audio(CLIP, 16000, start=0.0), 16000, 75, 25, 80)
+    np.testing.assert_array_equal(repaired[:24], clean[:24])  # untouched before the damage at frame 25
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["rejected"][0]["reason"] == "bad_audio"
 
 
 def test_nothing_lost_in_a_clean_clip() -> None:
