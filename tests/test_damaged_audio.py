@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -11,11 +12,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from julnet.config import load_config
+from julnet.config import GenerateConfig, load_config
 from julnet.data import audio as audio_features
 from julnet.data.manifest import read_manifest
 from julnet.data.preprocess import run
 from julnet.data.video import Audio, VideoError, decode_audio, read_audio, read_frames
+from julnet.errors import BadAudioError
+from julnet.inference.media import read_speech
 from tests.conftest import GRID_CLIPS
 
 CLIP = GRID_CLIPS[0]  # bbaf2n.mpg: MPEG-1 video, MP2 audio at 44.1 kHz in 114 frames of 26 ms
@@ -101,6 +104,15 @@ def test_preprocessing_repairs_one_damaged_frame_and_rejects_more_naming_the_aud
     clean = audio_features.frame_features(read_audio(CLIP, 16000, start=0.0), 16000, 75, 25, 80)
     np.testing.assert_array_equal(repaired[:24], clean[:24])  # untouched before the damage at frame 25
     assert json.loads((tmp_path / "out" / "report.json").read_text())["rejected"][0]["reason"] == "bad_audio"
+
+
+def test_generate_reads_damaged_speech_the_same_way_with_a_warning(damaged: dict[str, Path], caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="julnet.inference.media"):
+        samples = read_speech(damaged["one"], 16000, GenerateConfig())
+    np.testing.assert_array_equal(samples, decode_audio(damaged["one"], 16000).samples)
+    assert "damaged audio in" in caplog.text and "0.052 of 2.978 s lost in 2 places" in caplog.text
+    with pytest.raises(BadAudioError, match=r"damaged audio in .*three_headers\.mpg: only 94\.7 % of the audio track decodes"):
+        read_speech(damaged["three"], 16000, GenerateConfig())
 
 
 def test_nothing_lost_in_a_clean_clip() -> None:
