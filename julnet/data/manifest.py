@@ -35,7 +35,7 @@ class VideoStats(_Model):
     source_fps: float
     source_size: tuple[int, int]  # width, height as stored in the file
     rotation: int
-    fixes: list[str]  # what was corrected on the way in: resampled_fps, rotated, multiple_faces, scene_cut, av_shifted
+    fixes: list[str]  # what was corrected on the way in: resampled_fps, rotated, multiple_faces, scene_cut, av_shifted, audio_repaired
     missing_face_frames: int
     faceless_frames: list[int]  # frames without the subject's landmarks (NaN rows): never a target or a reference
     segments: list[int]  # first frame of each shot (scene cuts); chunks never cross one

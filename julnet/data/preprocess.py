@@ -48,7 +48,7 @@ from julnet.data.scenes import frame_signature, segment_ranges, segment_starts
 from julnet.data.shards import ProcessedVideo, shard_schema, write_shard
 from julnet.data.sync import SyncScorer
 from julnet.data.track import SubjectTrack, track_faces, track_frames
-from julnet.data.video import VideoError, VideoInfo, iter_frames, probe, read_audio
+from julnet.data.video import VideoError, VideoInfo, decode_audio, iter_frames, probe, read_audio
 from julnet.errors import BadOutputError
 from julnet.progress import Progress
 from julnet.version import code_version
@@ -329,6 +329,10 @@ def process_video(
     info = probe(local, require_audio=cfg.audio.features == "logmel", min_side=p.min_side, max_side=p.max_side)
     if progress is not None:
         progress.probed(None if info.duration is None else round(info.duration * p.fps))
+    # Before the landmark pass, so that audio too damaged to use is rejected at once.
+    needs_samples = info.has_audio and (cfg.audio.features == "logmel" or scorer is not None and scorer.needs_samples)
+    audio = decode_audio(local, p.sample_rate, start=info.start_time) if needs_samples else None
+    samples = audio.samples if audio is not None else None
     subject = _track(local, source, info, cfg, tmp, progress)
     landmarks = subject.landmarks
     k = len(landmarks)
@@ -354,8 +358,6 @@ def process_video(
             kept.append(scorer.keep(crop, crop_points))
     if len(jpegs) != k:
         raise VideoError("corrupt", f"decoding gave {k} frames, then {len(jpegs)}")
-    needs_samples = info.has_audio and (cfg.audio.features == "logmel" or scorer is not None and scorer.needs_samples)
-    samples = read_audio(local, p.sample_rate, start=info.start_time) if needs_samples else None
     rows = _audio_rows(samples, source, k, cfg, tmp)
     offset = confidence = None
     if scorer is not None:
@@ -368,6 +370,7 @@ def process_video(
             ("multiple_faces", subject.multiple_faces),
             ("scene_cut", len(subject.segments) > 1),
             ("av_shifted", bool(offset)),
+            ("audio_repaired", audio is not None and bool(audio.lost)),
         )
         if needed
     ]

@@ -22,6 +22,7 @@ REASONS = (
     "corrupt",
     "no_video_stream",
     "no_audio_stream",
+    "bad_audio",
     "zero_length",
     "too_small",
     "too_large",
@@ -45,6 +46,9 @@ _SIGNATURES = (
 _NOT_VIDEO_FORMATS = ("image2", "tty")
 # Seeks tried (each asking for an earlier time) before decoding from the start instead.
 _SEEK_TRIES = 4
+# The share of an audio track's span that must decode: the spans of packets the decoder rejects (damage) become
+# silence at their place, and a track that loses more than the rest is refused as "bad_audio".
+MIN_AUDIO_DECODED = 0.98
 
 
 class VideoError(Exception):
@@ -88,6 +92,31 @@ class Clip:
     fps: int
     sample_rate: int
     info: VideoInfo
+
+
+@dataclass(frozen=True)
+class Audio:
+    """A decoded audio track: mono samples, with the spans that did not decode (damaged packets) as silence."""
+
+    samples: np.ndarray  # (S,) float32 at sample_rate
+    sample_rate: int
+    seconds: float  # the track's span: from its first packet to the end of its last one
+    lost: tuple[tuple[float, float], ...]  # (container time, seconds) of each span that did not decode
+
+    @property
+    def lost_seconds(self) -> float:
+        """Seconds of the track that did not decode and are silence instead."""
+        return sum(seconds for _, seconds in self.lost)
+
+    @property
+    def decoded_fraction(self) -> float:
+        """The share of the track's span that decoded (1 for an empty track)."""
+        return 1.0 - self.lost_seconds / self.seconds if self.seconds > 0 else 1.0
+
+    def describe_loss(self) -> str:
+        """What did not decode, e.g. '0.052 of 2.978 s lost in 2 places, the first at 1.019 s'."""
+        places = f"{len(self.lost)} place{'s' if len(self.lost) > 1 else ''}"
+        return f"{self.lost_seconds:.3f} of {self.seconds:.3f} s lost in {places}, the first at {self.lost[0][0]:.3f} s" if self.lost else "nothing lost"
 
 
 def probe(
@@ -251,24 +280,47 @@ def read_frames(path: str | os.PathLike[str], fps: int = FPS) -> np.ndarray:
 def read_audio(
     path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE, start: float | None = None
 ) -> np.ndarray:
-    """The first audio track as mono float32 at `sample_rate`; with `start` (seconds), sample 0 is at that time."""
+    """The first audio track as mono float32 at `sample_rate`; with `start` (seconds), sample 0 is at that time.
+
+    Damaged packets are silence at their place (see decode_audio, which also says how much was lost)."""
+    return decode_audio(path, sample_rate, start).samples
+
+
+def decode_audio(
+    path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE, start: float | None = None, min_decoded: float = MIN_AUDIO_DECODED
+) -> Audio:
+    """The first audio track, as read_audio gives it, with the spans that did not decode.
+
+    A packet the decoder rejects (FFmpeg's decoders raise on a damaged frame header, e.g. a garbled sync word)
+    costs its span, not the track: decoding goes on with the next packet, and the span is silence at its place,
+    so everything after it stays aligned to the video. A demuxer may also drop damaged bytes, or glue them to the
+    next frame, which is then lost as well; a gap in the decoded frames' timestamps is filled the same way.
+    Damage the decoder cannot see (a garbled payload behind a valid header, in codecs without checksums) decodes
+    to noise and goes unnoticed. Raises VideoError('bad_audio') when less than `min_decoded` of the span decodes.
+    """
     with _open(path) as container:
         if not container.streams.audio:
             raise VideoError("no_audio_stream")
-        stream = container.streams.audio[0]
-        resampler = av.AudioResampler(format="fltp", rate=sample_rate)  # keep channels: mono is their mean
-        chunks: list[np.ndarray] = []
-        first_t: Fraction | None = None
-        for frame in _decode(container, stream):
-            if first_t is None and frame.pts is not None:
-                first_t = _frame_time(frame)
-            chunks += [out.to_ndarray().mean(axis=0) for out in resampler.resample(frame)]
-        chunks += [out.to_ndarray().mean(axis=0) for out in resampler.resample(None)]
-    samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-    if start is not None and first_t is not None:
-        offset = round((float(first_t) - start) * sample_rate)
-        samples = np.concatenate([np.zeros(offset, np.float32), samples]) if offset > 0 else samples[-offset:]
-    return samples.astype(np.float32, copy=False)
+        timeline = _AudioTimeline(sample_rate)
+        try:
+            for packet in container.demux(container.streams.audio[0]):
+                try:
+                    frames = packet.decode()
+                except av.FFmpegError:
+                    timeline.reject(packet)
+                    continue
+                for frame in frames:
+                    timeline.add(frame)
+            audio = timeline.close(start)
+        except av.FFmpegError as exc:
+            raise VideoError("corrupt", str(exc)) from exc
+    if audio.decoded_fraction < min_decoded:
+        raise VideoError(
+            "bad_audio",
+            f"only {100 * audio.decoded_fraction:.1f} % of the audio track decodes ({audio.describe_loss()};"
+            f" at least {100 * min_decoded:g} % must)",
+        )
+    return audio
 
 
 def read_clip(
@@ -317,6 +369,70 @@ def _decode(container: av.container.InputContainer, stream: av.stream.Stream) ->
         yield from container.decode(stream)
     except av.FFmpegError as exc:
         raise VideoError("corrupt", str(exc)) from exc
+
+
+class _AudioTimeline:
+    """decode_audio's track: decoded frames resampled in order to mono, with silence in the place of lost packets."""
+
+    def __init__(self, sample_rate: int) -> None:
+        self.sample_rate = sample_rate
+        self.resampler = av.AudioResampler(format="fltp", rate=sample_rate)  # keep channels: mono is their mean
+        self.chunks: list[np.ndarray] = []
+        self.rejected: list[tuple[Fraction, Fraction]] = []  # (time, duration) of each packet the decoder rejected
+        self.lost: list[tuple[Fraction, Fraction]] = []  # (time, duration) of each span filled with silence
+        self.origin: Fraction | None = None  # the track's start: its first decoded frame, or a rejected packet before it
+        self.end = Fraction(0)  # where the frames so far end
+        self.last: av.AudioFrame | None = None
+
+    def reject(self, packet: av.Packet) -> None:
+        """A packet the decoder rejected: its span will be silence (unless decoded frames cover it)."""
+        if packet.pts is not None and packet.time_base is not None:
+            self.rejected.append((packet.pts * packet.time_base, (packet.duration or 0) * packet.time_base))
+
+    def add(self, frame: av.AudioFrame) -> None:
+        """The next decoded frame, after silence in the place of what was lost since the previous one."""
+        t = _frame_time(frame) if frame.pts is not None else self.end
+        if self.origin is None:  # packets rejected before the first decoded frame are silence before it
+            self.origin = self.end = min([t, *(at for at, _ in self.rejected)])
+        if t - self.end > Fraction(frame.samples, 2 * frame.sample_rate):  # more than half a frame missing
+            self._silence(frame, t - self.end)
+        self.chunks += _mono(self.resampler.resample(frame))
+        self.end, self.last = max(self.end, t + Fraction(frame.samples, frame.sample_rate)), frame
+
+    def close(self, start: float | None) -> Audio:
+        """The whole track (sample 0 at `start` seconds when given), after silence for rejected packets at its end."""
+        rejected_end = max((at + length for at, length in self.rejected), default=Fraction(0))
+        if self.last is not None and rejected_end > self.end:
+            self._silence(self.last, rejected_end - self.end)
+        elif self.last is None and self.rejected:  # nothing decoded
+            self.origin = min(at for at, _ in self.rejected)
+            self.lost.append((self.origin, rejected_end - self.origin))
+            self.end = rejected_end
+        self.chunks += _mono(self.resampler.resample(None))
+        samples = np.concatenate(self.chunks).astype(np.float32, copy=False) if self.chunks else np.zeros(0, np.float32)
+        if start is not None and self.origin is not None:
+            offset = round((float(self.origin) - start) * self.sample_rate)
+            samples = np.concatenate([np.zeros(offset, np.float32), samples]) if offset > 0 else samples[-offset:]
+        seconds = float(self.end - self.origin) if self.origin is not None else 0.0
+        return Audio(samples, self.sample_rate, seconds, tuple((float(at), float(length)) for at, length in self.lost))
+
+    def _silence(self, like: av.AudioFrame, seconds: Fraction) -> None:
+        """`seconds` of silence from the end so far, in the format, layout and rate of `like` (so the resampler takes it)."""
+        frame = av.AudioFrame(format=like.format.name, layout=like.layout.name, samples=round(seconds * like.sample_rate))
+        zero = b"\x80" if like.format.name.startswith("u8") else b"\x00"  # unsigned 8-bit samples are silent at 128
+        for plane in frame.planes:
+            plane.update(zero * plane.buffer_size)
+        frame.sample_rate, frame.time_base = like.sample_rate, like.time_base
+        if like.time_base is not None:
+            frame.pts = round(self.end / like.time_base)
+        self.chunks += _mono(self.resampler.resample(frame))
+        self.lost.append((self.end, seconds))
+        self.end += seconds
+
+
+def _mono(frames: list[av.AudioFrame]) -> list[np.ndarray]:
+    """Each frame's samples, the mean of its channels."""
+    return [frame.to_ndarray().mean(axis=0) for frame in frames]
 
 
 def _first_frame(container: av.container.InputContainer, stream: av.video.VideoStream) -> av.VideoFrame:

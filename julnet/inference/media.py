@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
 import os
 import queue
 import tempfile
@@ -17,9 +18,10 @@ import av
 import numpy as np
 
 from julnet.config import GenerateConfig
-from julnet.data.video import FPS, VideoError, iter_frames, probe, read_audio
+from julnet.data.video import FPS, VideoError, decode_audio, iter_frames, probe
 from julnet.errors import BadAudioError, BadVideoError, InputNotFoundError, NoAudioStreamError, ShortAudioError, SilentAudioError
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 OUT_AUDIO_RATE = 48000
 # (video encoder, audio encoder) in order of preference: H.264 + AAC plays everywhere.
@@ -269,16 +271,24 @@ def default_mode(path: str) -> None:
 
 
 def read_speech(path: Path, rate: int) -> np.ndarray:
-    """Speech samples at `rate`, or a one-line error when the file is missing, unreadable or has no audio stream."""
+    """Speech samples at `rate`, or a one-line error when the file is missing, unreadable, too damaged or has no audio.
+
+    The spans of damaged packets are silence in their place, with a warning (the output video's audio track,
+    decoded the same way, has them there too); audio of which less than 98 % decodes is refused (`bad_audio`)."""
     try:
         probe(path, require_video=False, require_audio=True, min_side=1, max_side=1 << 30)
-        samples = read_audio(path, rate)
+        audio = decode_audio(path, rate)
     except VideoError as exc:
         if exc.reason == "not_found":
             raise InputNotFoundError(f"audio not found: {path}") from None
         if exc.reason == "no_audio_stream":
             raise NoAudioStreamError(f"no audio stream in {path}") from None
+        if exc.reason == "bad_audio":
+            raise BadAudioError(f"damaged audio in {path}: {exc.detail}") from None
         raise BadAudioError(f"unreadable audio file {path} ({exc})") from None
+    if audio.lost:
+        log.warning("generate: damaged audio in %s: %s, replaced by silence", path, audio.describe_loss())
+    samples = audio.samples
     if samples.size == 0:
         raise NoAudioStreamError(f"audio stream of {path} decodes to nothing")
     return samples
