@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from julnet.config import GenerateConfig, load_config
+from julnet.config import load_config
 from julnet.data import audio as audio_features
 from julnet.data.manifest import read_manifest
 from julnet.data.preprocess import run
@@ -108,11 +108,11 @@ def test_preprocessing_repairs_one_damaged_frame_and_rejects_more_naming_the_aud
 
 def test_generate_reads_damaged_speech_the_same_way_with_a_warning(damaged: dict[str, Path], caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="julnet.inference.media"):
-        samples = read_speech(damaged["one"], 16000, GenerateConfig())
+        samples = read_speech(damaged["one"], 16000)
     np.testing.assert_array_equal(samples, decode_audio(damaged["one"], 16000).samples)
     assert "damaged audio in" in caplog.text and "0.052 of 2.978 s lost in 2 places" in caplog.text
     with pytest.raises(BadAudioError, match=r"damaged audio in .*three_headers\.mpg: only 94\.7 % of the audio track decodes"):
-        read_speech(damaged["three"], 16000, GenerateConfig())
+        read_speech(damaged["three"], 16000)
 
 
 def test_nothing_lost_in_a_clean_clip() -> None:
