@@ -232,7 +232,10 @@ def test_generate_takes_the_face_back_after_the_pan_and_pastes_no_box_off_it(pan
     path, in_view, jumps, known = pan
     out, report = tmp_path / "out.mp4", tmp_path / "report.json"
     run_cli("generate", "--video", str(path), "--audio", str(path), "--model", str(model_dir), "--out", str(out), "--report", str(report))
-    entries = json.loads(report.read_text())["frames"]
+    result = json.loads(report.read_text())
+    entries, summary = result["frames"], result["summary"]
+    assert summary["face_jumped_frames"] == sum(e["face_jumped"] for e in entries) > 0
+    assert summary["frames_without_face"] == sum(not e["face_found"] for e in entries) > summary["face_jumped_frames"]
     source, dubbed = read_frames(path), read_frames(out)
     assert {e["source_frame"] for e in entries} == set(range(PAN_FRAMES))  # the audio is a little longer: frames 53, 52.. end it
     for e, got in zip(entries, dubbed):

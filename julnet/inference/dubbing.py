@@ -327,6 +327,7 @@ def _summary(entries: list[dict[str, Any]], n: int, epistemic: bool) -> dict[str
         "looped": total > n,
         "frames_without_face": sum(not e["face_found"] for e in entries),
         "tracking_lost_frames": sum(e["tracking_lost"] for e in entries),
+        "face_jumped_frames": sum(e["face_jumped"] for e in entries),
         "low_confidence_frames": low,
         "low_confidence_fraction": low / max(total, 1),
         "confidence": stats("confidence"),
