@@ -18,7 +18,7 @@ ROOTS = ("julnet", "ray_jobs", "pipelines")
 # Bottom to top. An entry is a module or a package (all its modules); the bare `julnet` is julnet/__init__.py only.
 FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundation", ("julnet", "julnet.version", "julnet.errors", "julnet.config", "julnet.progress", "julnet.redact", "julnet.table")),
-    ("storage", ("julnet.storage", "julnet.tracking", "julnet.artifacts")),
+    ("storage", ("julnet.storage", "julnet.tracking", "julnet.artifacts", "julnet.paths")),
     ("data", ("julnet.face", "julnet.data")),
     ("models", ("julnet.models", "julnet.pretrained")),
     ("losses", ("julnet.losses",)),
