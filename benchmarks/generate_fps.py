@@ -22,10 +22,12 @@ included; after --warmup untimed one-pair runs, --repeats runs per actor count.
 --json PATH writes the figures and the machine (CPU model, cores, GPU, torch) there.
 
 With --memory, it reports instead the peak RSS of a whole `dub` process (tiny preset) on synthetic 1080p
-inputs: the GRID face scaled 3x on a 1920x1080 canvas, H.264 with a keyframe every 2 s. Three runs: video and
+inputs: the GRID face scaled 3x on a 1920x1080 canvas, H.264 with a keyframe every 2 s. Four runs: video and
 audio --long-seconds long, then twice as long (both streamed forward), then a --short-seconds video looped
-ping-pong under the longer audio (backward sweeps read by seeking). Bounded memory means the peaks do not grow
-with the length, and stay far below what holding every frame would take (also printed).
+ping-pong under the longer audio (backward sweeps read by seeking), then the first again writing the sigma
+heat-map video too (--uncertainty-video: a second H.264 encoder and a heat-map frame per output frame).
+Bounded memory means the peaks do not grow with the length, and stay far below what holding every frame
+would take (also printed).
 
     python benchmarks/generate_fps.py [--presets tiny paper] [--seconds 2] [--device cpu] [--batch-frames 16] \
         [--repeats 3] [--warmup 1] [--epistemic-samples 0 4 8] [--json OUT.json]
@@ -107,9 +109,9 @@ def memory(args: argparse.Namespace) -> None:
         for name, seconds in (("short", args.short_seconds), ("long", args.long_seconds), ("longer", 2 * args.long_seconds)):
             write_1080p(root / f"{name}.mp4", Path(args.video), seconds)
             write_wav(root / f"{name}.wav", np.resize(speech, round(seconds * 16000)))
-        for video, audio in (("long", "long"), ("longer", "longer"), ("short", "longer")):
+        for video, audio, sigma in (("long", "long", False), ("longer", "longer", False), ("short", "longer", False), ("long", "long", True)):
             cmd = [sys.executable, __file__, "--dub-child", str(root / f"{video}.mp4"), str(root / f"{audio}.wav"), str(root / "out.mp4"),
-                   "--batch-frames", str(args.batch_frames)]
+                   "--batch-frames", str(args.batch_frames)] + (["--dub-child-sigma"] if sigma else [])
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
             output = proc.stdout.read()
             _, status, usage = os.wait4(proc.pid, 0)
@@ -118,9 +120,10 @@ def memory(args: argparse.Namespace) -> None:
                 raise SystemExit(f"dub child failed ({proc.returncode})")
             s = json.loads(output.strip().splitlines()[-1])
             held = s["frames"] * 1920 * 1080 * 3 / 2**30
+            shape = " (ping-pong)" if s["looped"] else " + sigma video" if sigma else ""
             print(
                 f"1080p video {video:6s} ({s['source_frames']:4d} frames), audio {audio:6s}: {s['frames']:4d} output frames"
-                f"{' (ping-pong)' if s['looped'] else '            '} | peak RSS {usage.ru_maxrss / 1024:5.0f} MiB"
+                f"{shape:14s} | peak RSS {usage.ru_maxrss / 1024:5.0f} MiB"
                 f" | all frames in memory would be {held:4.1f} GiB | {s['seconds']:.0f} s, generate {s['generate_fps']:.1f} frames/s",
                 flush=True,
             )
@@ -227,9 +230,10 @@ def batch(args: argparse.Namespace, tmp: Path, speech: Path) -> list[dict]:
     return rows
 
 
-def dub_child(video: str, audio: str, out: str, batch_frames: int) -> None:
-    """One dub with the tiny preset (random weights); prints the summary as JSON."""
-    result = dub(video, audio, random_model("tiny", "cpu"), out, overrides=[f"generate.batch_frames={batch_frames}"], overwrite=True)
+def dub_child(video: str, audio: str, out: str, batch_frames: int, sigma: bool) -> None:
+    """One dub with the tiny preset (random weights), with the sigma heat-map video if asked; prints the summary as JSON."""
+    sigma_video = Path(out).with_suffix(".sigma.mp4") if sigma else None
+    result = dub(video, audio, random_model("tiny", "cpu"), out, uncertainty_video=sigma_video, overrides=[f"generate.batch_frames={batch_frames}"], overwrite=True)
     print(json.dumps(result["summary"]))
 
 
@@ -254,9 +258,10 @@ def main() -> None:
     parser.add_argument("--short-seconds", type=float, default=4.0)
     parser.add_argument("--long-seconds", type=float, default=12.0)
     parser.add_argument("--dub-child", nargs=3, metavar=("VIDEO", "AUDIO", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--dub-child-sigma", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.dub_child:
-        dub_child(*args.dub_child, args.batch_frames)
+        dub_child(*args.dub_child, args.batch_frames, args.dub_child_sigma)
         return
     if args.repeats < 1 or args.warmup < 0 or args.pairs < 1 or (args.actors and min(args.actors) < 1):
         parser.error("--repeats, --pairs and --actors must be at least 1, --warmup at least 0")

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from julnet.inference.media import Background, prefetch
+from julnet.inference.media import Background, prefetch, prefetch_depth
 
 
 def _counting(n: int, produced: list[int], fail_at: int | None = None) -> Iterator[int]:
@@ -26,6 +26,15 @@ def test_prefetch_keeps_order_and_runs_at_most_depth_ahead() -> None:
     time.sleep(0.3)  # the producer fills the queue, then waits
     assert len(produced) <= 1 + 3 + 1  # the one taken, `depth` queued, one waiting to be put
     assert [0, *items] == list(range(50))
+
+
+def test_prefetch_depth_is_a_batch_of_small_frames_and_a_few_large_ones() -> None:
+    assert prefetch_depth(16, 360, 288) == 16  # GRID: a whole batch ahead, 5 MB
+    assert prefetch_depth(4, 360, 288) == 4
+    assert prefetch_depth(16, 1280, 720) == 6
+    assert prefetch_depth(16, 1920, 1080) == prefetch_depth(16, 1080, 1920) == 2  # 12 MB, not 100 MB
+    assert prefetch_depth(16, 3840, 2160) == 2
+    assert prefetch_depth(1, 3840, 2160) == 1
 
 
 def test_prefetch_raises_the_producers_error_in_the_consumer() -> None:

@@ -29,7 +29,8 @@ from julnet.evaluation.epistemic import reference_spread
 from julnet.face import mask_mouth, mouth_box
 from julnet.inference.composite import heat_map, mouth_rect, paste
 from julnet.inference.media import (
-    OUT_AUDIO_RATE, Background, VideoWriter, check_speech, choose_codecs, default_mode, even_size, prefetch, read_speech, source_frames,
+    OUT_AUDIO_RATE, Background, VideoWriter, check_speech, choose_codecs, default_mode, even_size, prefetch, prefetch_depth, read_speech,
+    source_frames,
 )
 from julnet.models.blocks import fold_batch_norm
 from julnet.models.talking_face import TalkingFace
@@ -210,8 +211,9 @@ def _generate(video_path: Path, total: int, faces: _Faces, net: _Model, settings
     n, entries = len(faces.found), []
     progress = Progress("[generate]", total, "frames", logger=log)
     batch: list[tuple[int, int, np.ndarray]] = []
-    # Decoding and encoding run on their own threads, up to one batch ahead / behind the networks.
-    frames = prefetch(source_frames(video_path, n, total, settings.batch_frames), settings.batch_frames)
+    # Decoding and encoding run on their own threads, up to one batch ahead (fewer large frames) / behind the networks.
+    depth = prefetch_depth(settings.batch_frames, outputs.main.video.width, outputs.main.video.height)
+    frames = prefetch(source_frames(video_path, n, total, settings.batch_frames), depth)
     with closing(frames), Background(settings.batch_frames, "julnet-encode") as encoder:
         for j, (i, frame) in enumerate(frames):
             batch.append((j, i, frame))
