@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -74,8 +76,10 @@ def _stop(temp_dir: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster(s3_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
-    temp_dir = tmp_path_factory.mktemp("ray")
+def ray_cluster(s3_server) -> Iterator[RayCluster]:
+    # Ray's socket paths must stay under 107 bytes: a short folder of its own, not pytest's deep temporary path
+    # (which grows a popen-gwN level when the tests run on several workers).
+    temp_dir = Path(tempfile.mkdtemp(prefix="ray-"))
     port, dashboard_port = _free_port(), _free_port()
     env = pytest.MonkeyPatch()
     env.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback only (set above too, for early imports)
@@ -99,6 +103,7 @@ def ray_cluster(s3_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         yield RayCluster(f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard_port}", temp_dir)
     finally:
         _stop(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
         env.undo()
 
 

@@ -148,6 +148,21 @@ def test_quiet_ray_turns_ray_data_bars_off_only_when_not_on_a_terminal(data_cont
     assert progress.ray_runtime_env(io.StringIO())["env_vars"] == progress.QUIET_ENV
 
 
+def test_quiet_ray_leaves_ray_data_unimported_and_its_later_import_starts_with_bars_off() -> None:
+    """Importing Ray Data costs every CLI start seconds; a process that imports it after quiet_ray gets no bars."""
+    code = (
+        "import io, sys\n"
+        "from julnet.progress import quiet_ray\n"
+        "assert quiet_ray(io.StringIO()) is False\n"
+        "assert 'ray.data' not in sys.modules\n"
+        "from ray.data import DataContext\n"
+        "print(DataContext.get_current().enable_progress_bars)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in progress.QUIET_ENV}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "False", proc.stderr[-2000:]
+
+
 def test_a_dataset_factory_carries_the_setting_to_the_process_that_calls_it(data_context) -> None:
     """Ray Train calls dataset factories in its controller actor, whose DataContext has bars on."""
     from types import SimpleNamespace
