@@ -48,17 +48,22 @@ def _steps(client: MlflowClient, run_id: str, key: str = "total") -> list[int]:
     return [m.step for m in client.get_metric_history(run_id, key)]
 
 
-def test_ray_job_submit_trains_from_s3_and_tracks_in_mlflow(ray_cluster, s3_grid, s3_server, mlflow_server):
+def test_ray_job_submit_trains_from_s3_survives_a_killed_worker_and_tracks_in_mlflow(ray_cluster, s3_grid, s3_server, mlflow_server):
+    """One job carries both checks (each Ray job costs minutes here): data and checkpoints on S3, everything
+    tracked in MLflow, and rank 1 killed at step 5 so the group restarts from the step-3 checkpoint."""
     runs = s3_server.make_bucket()
-    proc = _submit(ray_cluster, _train_args(s3_grid, runs, "job1", 6, mlflow_server.uri))
+    proc = _submit(ray_cluster, _train_args(s3_grid, runs, "job1", 8, mlflow_server.uri), env={"JULNET_FAULT_AT_STEP": "1:5"})
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert storage.exists(f"{runs}/job1/frame/FAULT-1-5"), "the drill really killed rank 1 at step 5"
     names = {uri.rsplit("/", 2)[-2] for uri in storage.list_files(f"{runs}/job1/frame", suffixes="state.pt")}
-    assert names == {"step-00000003", "step-00000006"}
+    assert names == {"step-00000003", "step-00000006", "step-00000008"}
     client = MlflowClient(mlflow_server.uri)
     run = _run(client, "job1")
     assert run.info.status == "FINISHED"
     assert run.data.params["loss.pe"] == "10.0" and run.data.params["hist.bins"] == "11"
-    assert _steps(client, run.info.run_id) == [1, 2, 3, 4, 5, 6]
+    assert _steps(client, run.info.run_id) == list(range(1, 9)), "the run completed, and no step was recorded twice"
+    resumed = client.get_metric_history(run.info.run_id, "resumed_from_step")
+    assert [(m.step, m.value) for m in resumed] == [(4, 3.0)], "the step after the restart is the checkpoint's + 1"
     assert run.data.metrics["lambda_pe"] == 10.0 and run.data.metrics["lambda_sync"] == 0.1
     for key in ("un1", "un2", "pe", "ad_g", "ad_d", "lr", "samples_per_s", "cpu_max_rss_mb", "lambda_pe"):
         assert key in run.data.metrics, key
@@ -69,20 +74,7 @@ def test_ray_job_submit_trains_from_s3_and_tracks_in_mlflow(ray_cluster, s3_grid
     local = Path(client.download_artifacts(run.info.run_id, "model"))
     assert (local / "MLmodel").is_file(), "the model is an MLflow (pyfunc) model"
     state = load_checkpoint(locate_checkpoint(local))
-    assert state["step"] == 6 and all(torch.isfinite(v).all() for v in state["models"]["generator"].values() if v.is_floating_point())
-
-
-def test_a_killed_worker_restarts_from_the_latest_checkpoint(ray_cluster, s3_grid, tmp_path, mlflow_server):
-    proc = _submit(ray_cluster, _train_args(s3_grid, str(tmp_path / "runs"), "fault1", 8, mlflow_server.uri), env={"JULNET_FAULT_AT_STEP": "1:5"})
-    assert proc.returncode == 0, proc.stdout[-4000:]
-    assert (tmp_path / "runs" / "fault1" / "frame" / "FAULT-1-5").exists(), "the drill really killed rank 1 at step 5"
-    client = MlflowClient(mlflow_server.uri)
-    run = _run(client, "fault1")
-    steps = _steps(client, run.info.run_id)
-    assert steps == list(range(1, 9)), "the run completed, and no step was recorded twice"
-    resumed = client.get_metric_history(run.info.run_id, "resumed_from_step")
-    assert [(m.step, m.value) for m in resumed] == [(4, 3.0)], "the step after the restart is the checkpoint's + 1"
-    assert load_checkpoint(tmp_path / "runs" / "fault1" / "frame" / "step-00000008")["step"] == 8
+    assert state["step"] == 8 and all(torch.isfinite(v).all() for v in state["models"]["generator"].values() if v.is_floating_point())
 
 
 def test_resubmitting_the_same_name_resumes_the_run(ray_cluster, ray_local, s3_grid, tmp_path, mlflow_server):

@@ -21,6 +21,9 @@ whoever edits the guide:
   "rc": N                    the exit code the block must end with (default 0)
   "timeout": S               seconds (default 600)
   "skip": "why"              only for `make test`, the command that runs this very test.
+  "check": {"name": "file"}  after the block, tests/benchmark_reports.py's `name` checks the JSON report the block
+                              wrote to `file` (relative to the working copy), with the block's output: each
+                              benchmark script runs once, for its documentation and its assertions.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from urllib.parse import quote
 
 import pytest
 
+from tests import benchmark_reports
 from tests import s3_server as s3_secrets
 from tests.conftest import REPO
 from tests.mlflow_server import running_mlflow_server
@@ -61,7 +65,7 @@ DOCUMENTS = [
 BUCKETS = ("raw", "data", "runs", "sweeps", "evals", "models", "jobs", "dubbed")
 FENCE = re.compile(r"^```(\S*)\s*$")
 DIRECTIVE = re.compile(r"^<!--\s*test:\s*(\{.*\})\s*-->\s*$")
-KEYS = {"replace", "rc", "timeout", "skip"}
+KEYS = {"replace", "rc", "timeout", "skip", "check"}
 URI_PASSWORD = f"canary-uri-password-{secrets.token_hex(8)}"
 ENV_PASSWORD = f"canary-env-password-{secrets.token_hex(8)}"
 
@@ -109,6 +113,10 @@ def test_every_guide_is_listed_and_has_its_commands_run() -> None:
     assert guides <= set(DOCUMENTS), f"add {sorted(guides - set(DOCUMENTS))} to DOCUMENTS in {__file__}"
     assert all(block.code.split("#")[0].strip() == "make test" for block in BLOCKS if "skip" in block.directive)
     assert len(BLOCKS) > 10
+    checks = [name for block in BLOCKS for name in block.directive.get("check", {})]
+    assert all(callable(getattr(benchmark_reports, name, None)) for name in checks), checks
+    public = {name for name, value in vars(benchmark_reports).items() if callable(value) and value.__module__ == benchmark_reports.__name__ and not name.startswith("_")}
+    assert public - {"torch_version"} == set(checks) and len(checks) == len(set(checks)), "each report check runs on exactly one block"
 
 
 @dataclass
@@ -213,6 +221,10 @@ def test_documented_commands_run_as_written(block: Block, docs_shell: Shell) -> 
         env.update(line.split("=", 1) for line in exported.read_text().split("\0") if "=" in line)
     expected = block.directive.get("rc", 0)
     assert proc.returncode == expected, f"{block.id} exited {proc.returncode}, not {expected}:\n{script}\n---\n{log.read_text()[-6000:]}"
+    for name, written in block.directive.get("check", {}).items():
+        report = docs_shell.cwd / written
+        assert report.is_file(), f"{block.id}: no report at {written}"
+        getattr(benchmark_reports, name)(json.loads(report.read_text()), log.read_text(), report)
 
 
 def canaries() -> list[str]:
