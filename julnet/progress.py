@@ -174,8 +174,9 @@ def quiet_ray(stream: TextIO | None = None) -> bool:
     Off means: RAY_DATA_DISABLE_PROGRESS_BARS=1 in this process's environment, so the Ray processes a
     `ray.init()` here starts inherit it (Ray Data reads it for every new DataContext), and, in the current
     DataContext, `enable_progress_bars` and `enable_operator_progress_bars` False: the settings Ray Data runs
-    with in this process and that Ray Train copies to its workers. Ray Data is not imported for this (3-4 s
-    of every CLI start here): imported later, it reads the variable and starts with its bars off. On a terminal nothing changes.
+    with in this process and that Ray Train copies to its workers. Ray Data is imported only if it already is
+    (importing it costs every CLI start 3-4 s); imported later, it reads the variable and starts with its bars
+    off. On a terminal nothing changes.
     Datasets made in other processes follow their own DataContext: see `keep_progress_bar_settings`.
     MLflow's artifact transfer bars go off the same way (MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false).
     """

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 
-def torch_version() -> str:
+def _torch_version() -> str:
     import torch
 
     return torch.__version__
@@ -32,7 +32,7 @@ def gpu_check(report: dict, log: str, path: Path) -> None:
     assert "batch 1" in log and "done in" in log  # progress lines
     assert report["forbidden_imports"] == []  # no Ray, MLflow, dlib or PyAV: the GPU machine has none of them
     assert report["errors"] == [] and report["skipped"] == []
-    assert report["machine"]["cpu_cores"] > 0 and report["machine"]["torch"] == torch_version()
+    assert report["machine"]["cpu_cores"] > 0 and report["machine"]["torch"] == _torch_version()
     settings = report["settings"]
     assert settings["preset"] == "tiny" and settings["precision"] == "fp32" and "random" in settings["random_weights"]
     for kind, clip_len in (("frame", 1), ("clip", 5)):
@@ -52,7 +52,7 @@ def gpu_check(report: dict, log: str, path: Path) -> None:
 def dinet_ratio(report: dict, log: str, path: Path) -> None:
     """benchmarks/dinet_ratio.py against the stand-in DINet checkout (tests/data/dinet_standin), 80x64."""
     repeats = report["settings"]["repeats"]
-    assert report["machine"]["torch"] == torch_version() and report["parameters"]["dinet"] < report["parameters"]["julnet_generator"]
+    assert report["machine"]["torch"] == _torch_version() and report["parameters"]["dinet"] < report["parameters"]["julnet_generator"]
     assert set(report["train"]) == {"dinet", "julnet_generator", "julnet_with_uncertainty"}
     assert set(report["inference"]) == {"dinet", "julnet_with_uncertainty", "julnet_folded"}
     assert set(report["step"]) == {"dinet", "julnet_full", "julnet_no_uncertainty"}
@@ -73,7 +73,7 @@ def dinet_ratio(report: dict, log: str, path: Path) -> None:
 def train_step_clip(report: dict, log: str, path: Path) -> None:
     """benchmarks/train_step.py, the tiny preset's clip stage at batch 1, one repeat."""
     assert "machine:" in log and "no GPU" in log and "ratio" in log
-    assert report["machine"]["cpu_cores"] > 0 and report["machine"]["torch"] == torch_version()
+    assert report["machine"]["cpu_cores"] > 0 and report["machine"]["torch"] == _torch_version()
     settings = report["settings"]
     assert (settings["config"], settings["kind"], settings["batch"], settings["precision"]) == ("tiny", "clip", 1, "fp32")
     assert settings["channels_last"] is False and settings["fused_adam"] is False and settings["peak_tflops"] is None
@@ -89,7 +89,7 @@ def _no_partial_beside(path: Path) -> None:
 def generate_fps_speed(report: dict, log: str, path: Path) -> None:
     """benchmarks/generate_fps.py, 0.4 s of speech at 25 fps, with 0 and 2 epistemic samples."""
     assert "machine:" in log and "no GPU" in log
-    assert report["machine"]["cpu_cores"] > 0 and report["machine"]["torch"] == torch_version()
+    assert report["machine"]["cpu_cores"] > 0 and report["machine"]["torch"] == _torch_version()
     assert report["kind"] == "speed" and [(r["epistemic_samples"], r["frames"]) for r in report["runs"]] == [(0, 10), (2, 10)]
     for figures in report["runs"]:  # the networks are part of the generation pass, which is part of the whole call
         assert figures["model_fps"]["median"] > figures["generate_fps"]["median"] > figures["end_to_end_fps"]["median"] > 0
@@ -99,7 +99,7 @@ def generate_fps_speed(report: dict, log: str, path: Path) -> None:
 def generate_fps_actors(report: dict, log: str, path: Path) -> None:
     """benchmarks/generate_fps.py --actors 1 2: the batch job over two pairs of 0.4 s each."""
     assert "machine:" in log and "no GPU" in log
-    assert report["machine"]["cpu_cores"] > 0 and report["machine"]["torch"] == torch_version()
+    assert report["machine"]["cpu_cores"] > 0 and report["machine"]["torch"] == _torch_version()
     runs = report["runs"]
     assert report["kind"] == "batch" and [(r["actors"], r["frames"]) for r in runs] == [(1, 20), (2, 20)]
     assert all(r["frames_per_s"]["median"] > 0 and r["frames_per_s"]["min"] <= r["frames_per_s"]["max"] for r in runs)
@@ -109,7 +109,7 @@ def generate_fps_actors(report: dict, log: str, path: Path) -> None:
 def landmarks(report: dict, log: str, path: Path) -> None:
     """benchmarks/landmarks_fps.py at 640x360, 3 frames, the detector every 3rd frame."""
     assert "machine:" in log and "frames/s" in log
-    assert report["machine"]["cpu_cores"] > 0 and report["machine"]["torch"] == torch_version()
+    assert report["machine"]["cpu_cores"] > 0 and report["machine"]["torch"] == _torch_version()
     [result] = report["results"]
     assert (result["width"], result["height"], result["frames"]) == (640, 360, 3)
     modes = result["modes"]
@@ -123,7 +123,7 @@ def landmarks(report: dict, log: str, path: Path) -> None:
 def train_scaling(report: dict, log: str, path: Path) -> None:
     """benchmarks/train_scaling.py: one timed step of the tiny preset on 1 and on 2 Ray workers."""
     assert "machine:" in log and "samples/s" in log
-    assert report["machine"]["cpu_cores"] > 0 and report["machine"]["torch"] == torch_version()
+    assert report["machine"]["cpu_cores"] > 0 and report["machine"]["torch"] == _torch_version()
     assert [(r["preset"], r["workers"], r["batch_per_worker"], r["timed_steps"]) for r in report["results"]] == [("tiny", 1, 1, 1), ("tiny", 2, 1, 1)]
     for row in report["results"]:
         assert row["samples_per_s_median"] > 0 and row["fit_wall_s"] > 0 and (row["height"], row["width"]) == (104, 80)
@@ -132,7 +132,7 @@ def train_scaling(report: dict, log: str, path: Path) -> None:
 def loader(report: dict, log: str, path: Path) -> None:
     """benchmarks/loader_throughput.py: the GRID clips' shards read locally and through S3, and the trainer."""
     assert "machine:" in log and "trainer consumes" in log
-    assert report["machine"]["torch"] == torch_version()
+    assert report["machine"]["torch"] == _torch_version()
     assert (report["settings"]["config"], report["settings"]["height"], report["settings"]["width"]) == ("tiny", 104, 80)
     local, s3, trainer = (report["results"][k] for k in ("local", "s3", "trainer"))
     assert local["examples_per_epoch"] == s3["examples_per_epoch"] > 0  # the same shards, read through S3
