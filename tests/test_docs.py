@@ -159,11 +159,26 @@ def _copy_checkout(destination: Path) -> None:
             shutil.copy2(source, destination / name)
 
 
+VENV = Path(sys.executable).parent.parent
+
+
+def _keep_environment_installed(checkout: Path) -> None:
+    """`make demo` in the copy must use this environment as installed, never reinstall julnet into it from the copy
+    (which pytest deletes later): its install inputs are dated before the environment's stamp, so make sees it current."""
+    stamp = VENV / ".installed"
+    if not stamp.exists():
+        pytest.fail(f"{VENV} has no .installed stamp: run `make install` (the guides' `make demo` would reinstall into it)")
+    before = stamp.stat().st_mtime - 60
+    for path in (checkout / "pyproject.toml", *(checkout / "constraints").glob("*.txt")):
+        os.utime(path, (before, before))
+
+
 @pytest.fixture(scope="session")
 def docs_shell(ray_cluster, s3_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shell]:
     root = tmp_path_factory.mktemp("docs")
     checkout = root / "julnet"
     _copy_checkout(checkout)
+    _keep_environment_installed(checkout)
     for bucket in BUCKETS:
         s3_server.client.create_bucket(Bucket=bucket)
     for clip in sorted((REPO / "examples" / "grid").glob("*.mpg")):
@@ -179,7 +194,7 @@ def docs_shell(ray_cluster, s3_server, tmp_path_factory: pytest.TempPathFactory)
             "MLFLOW_TRACKING_USERNAME": "julnet",
             "MLFLOW_TRACKING_PASSWORD": ENV_PASSWORD,
             "HOME": str(root),  # nothing of the user running the tests (e.g. ~/.ray) leaks in
-            "VENV": str(Path(sys.executable).parent.parent),  # `make demo` uses the installed environment
+            "VENV": str(VENV),  # `make demo` uses the installed environment
         }
         env.pop("PYTHONPATH", None)
         env.pop("RAY_AUTH_MODE", None)  # the guides must say to set it
@@ -226,6 +241,13 @@ def test_documented_commands_run_as_written(block: Block, docs_shell: Shell) -> 
         report = docs_shell.cwd / written
         assert report.is_file(), f"{block.id}: no report at {written}"
         getattr(benchmark_reports, name)(json.loads(report.read_text()), log.read_text(), report)
+
+
+@pytest.mark.slow
+def test_the_commands_left_the_environment_pointing_at_this_checkout(docs_shell: Shell) -> None:
+    """After every block: julnet still imports from this repository in a fresh process (no block reinstalled it)."""
+    proc = subprocess.run([sys.executable, "-c", "import julnet; print(julnet.__file__)"], cwd="/", capture_output=True, text=True)
+    assert proc.returncode == 0 and Path(proc.stdout.strip()).is_relative_to(REPO), proc.stdout + proc.stderr
 
 
 def canaries() -> list[str]:
