@@ -161,6 +161,18 @@ class PerceptualConfig(Section):
     # which JULNet reuses from DINet, was tuned for; sum (eq. 12 read literally) is that × 5·scales.
     reduction: Literal["mean", "sum"] = "mean"
     vgg: PretrainedWeights = PretrainedWeights()
+    # Fraction of VGG-19's channels in every layer. The public ImageNet weights are full width, so a narrower VGG runs
+    # on random weights only: smoke runs (tiny), where random features mean as little at any width and cost width².
+    vgg_width: float = Field(1.0, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _narrow_vgg_is_random(self) -> PerceptualConfig:
+        if self.vgg_width < 1 and (self.vgg.path or not self.vgg.allow_random_init):
+            raise ConfigError(
+                f"perceptual.vgg_width={self.vgg_width}: pretrained VGG-19 weights are full width; a narrower VGG needs "
+                "perceptual.vgg.allow_random_init=true and no perceptual.vgg.path (smoke runs only)"
+            )
+        return self
 
 
 class OptimConfig(Section):

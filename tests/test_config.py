@@ -44,6 +44,8 @@ def test_yaml_file_extends_a_preset(tmp_path: Path):
         ("hist.spacing=cubic", "hist.spacing"),
         ("audio.window=4", "audio"),
         ("train.stages.9.steps=1", "train.stages.9"),
+        ("perceptual.vgg.path=/weights/vgg19.pth", "perceptual.vgg_width"),  # tiny's narrow VGG has no public weights
+        ("perceptual.vgg.allow_random_init=false", "perceptual.vgg_width"),
     ],
 )
 def test_invalid_config_names_the_key(override: str, key: str):

@@ -213,6 +213,22 @@ def test_vgg_loads_the_public_release_keys_from_a_configured_path_with_checksum(
         load_into(VGG19Features(), PretrainedWeights(path=str(path), sha256="0" * 64), "VGG-19", "perceptual.vgg")
 
 
+def test_a_narrow_vgg_keeps_the_layout_with_a_fraction_of_the_channels_and_cost():
+    """tiny's perceptual.vgg_width=0.25: the same 16 convolutions and taps, a quarter of the channels, ~1/16 the FLOPs."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    full, narrow = VGG19Features(), VGG19Features(0.25)
+    assert len(narrow.features) == len(full.features)
+    image = torch.rand(1, 3, 104, 80)
+    assert [t.shape[1] for t in narrow(image)] == [16, 32, 64, 128, 128]
+    flops = []
+    for vgg in (full, narrow):
+        with FlopCounterMode(display=False) as counter:
+            vgg(image)
+        flops.append(counter.get_total_flops())
+    assert 12 < flops[0] / flops[1] < 17
+
+
 def test_missing_pretrained_weights_are_refused_unless_random_init_is_allowed(tmp_path: Path):
     with pytest.raises(MissingWeightsError, match="perceptual.vgg.path"):
         load_into(VGG19Features(), PretrainedWeights(), "VGG-19", "perceptual.vgg")
@@ -232,6 +248,7 @@ def test_registered_and_remote_weights_pass_the_early_check(tmp_path):
     from julnet.config import load_config
     from julnet.pretrained import check_configured
 
-    check_configured(load_config("tiny", ["syncnet.weights.path=models:/julnet-syncnet/3", "perceptual.vgg.path=s3://w/vgg19.pth"]))
+    check_configured(load_config("tiny", ["syncnet.weights.path=models:/julnet-syncnet/3", "perceptual.vgg.path=s3://w/vgg19.pth",
+                                          "perceptual.vgg_width=1"]))
     with pytest.raises(MissingWeightsError, match="syncnet.weights.path"):
         check_configured(load_config("tiny", [f"syncnet.weights.path={tmp_path}/missing.pt"]))

@@ -112,7 +112,7 @@ def test_a_failing_ray_job_fails_its_step_with_the_jobs_error(local_kfp, ray_clu
     from ray_jobs.retrain import Plan
 
     plan = Plan(s3_grid.rsplit("/", 1)[0], s3_grid.rsplit("/", 1)[0], f"{s3_grid.rsplit('/', 2)[0]}/runs", "broken", "tiny",
-                (*FAST, "perceptual.vgg.allow_random_init=false"))
+                (*FAST, "perceptual.vgg_width=1", "perceptual.vgg.allow_random_init=false"))
     target = RayTarget(ray_cluster.dashboard, runtime_env={"working_dir": str(REPO), "env_vars": {"PATH": job_env(mlflow_server.uri)["PATH"]}})
     context = Context(plan, target, mlflow_server.uri, "broken-0", {"new": True, "reason": "", "raw": "", "fingerprint": "", "files": 0, "champion": ""})
     with pytest.raises(RuntimeError, match="finished with status .*FAILURE"):

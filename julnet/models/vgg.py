@@ -56,10 +56,11 @@ class VGGTrunk(nn.Module):
 
 
 class VGG19Features(VGGTrunk):
-    """VGG-19 relu1_1 … relu5_1 of an ImageNet-normalised [0, 1] image."""
+    """VGG-19 relu1_1 … relu5_1 of an ImageNet-normalised [0, 1] image; `width` < 1 scales every layer's channels
+    (random weights only: the public ones are full width)."""
 
-    def __init__(self):
-        super().__init__(VGG19_LAYOUT, VGG19_TAPS)
+    def __init__(self, width: float = 1.0):
+        super().__init__([c if c == "M" else max(1, round(int(c) * width)) for c in VGG19_LAYOUT], VGG19_TAPS)
         self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
 

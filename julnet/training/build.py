@@ -60,7 +60,7 @@ def build_models(cfg: Config, device: torch.device | str = "cpu", pretrained: bo
         frame_discriminator=frame_discriminator(cfg.discriminator),
         clip_discriminator=clip_discriminator(cfg.discriminator, cfg.audio.window),
         syncnet=SyncNet(cfg, cfg.audio.window),
-        vgg=VGG19Features(),
+        vgg=VGG19Features(cfg.perceptual.vgg_width),
     )
     if pretrained:
         load_into(models.vgg, cfg.perceptual.vgg, "VGG-19", "perceptual.vgg", cfg.tracking.uri)
