@@ -1,7 +1,7 @@
 """Cost of FID on this machine: FID InceptionV3 images per second, and the Fréchet distance at D = 2048.
 
 The network has seeded RANDOM weights (it costs exactly what the real ones do); no feature or distance
-it gives is printed, only times. The Fréchet distance's matrix square root of a 2048x2048 product is
+it gives is printed, only times. The Fréchet distance (two symmetric eigendecompositions at 2048x2048) is
 the fixed cost every evaluation pays once, whatever the frame count.
 
     python benchmarks/fid_inception.py [--batch-size 8] [--batches 3] [--height 104 --width 80] [--device cpu]
