@@ -274,7 +274,8 @@ def test_a_grid_sweep_runs_every_variant_to_the_end(ray_cluster, grid_dataset, m
     args = ["--config", "experiments/ablation.yaml", "--data", grid_dataset, "--storage", str(tmp_path / "sweeps"), "--name", "grid1",
             "--set", f"tracking.uri={mlflow_server.uri}", *SHORT, "--set", "sweep.seeds=[3]", "--set", "sweep.max_concurrent_trials=2",
             "--set", "sweep.variants={full: {}, no_un2: {un.un2_weight: 0}}", "--set", "evaluation.split=train",
-            "--set", "evaluation.max_frames=6", "--set", "evaluation.max_frames_per_video=3"]
+            "--set", "evaluation.max_frames=6", "--set", "evaluation.max_frames_per_video=3",
+            "--set", "perceptual.vgg_width=0.25"]  # the machinery under test, at tiny's cost
     out, _ = _driver(ray_cluster, args).communicate(timeout=600)
     client = MlflowClient(mlflow_server.uri)
     (parent,) = _runs(client, "tags.`julnet.run_name` = 'grid1'")
