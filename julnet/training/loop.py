@@ -57,9 +57,6 @@ def train_stage(
     optimizers = build_optimizers(cfg, models)
     step_fn = TrainStep(cfg, models, optimizers, device)
     ckpt_root = out_dir / "checkpoints"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(cfg.to_yaml())
-
     start = 0
     latest = latest_checkpoint(ckpt_root)
     if latest is not None:
@@ -71,6 +68,8 @@ def train_stage(
     elif init is not None:
         load_model_weights(load_checkpoint(init), models)
         log.info("initialised networks from %s", init)
+    out_dir.mkdir(parents=True, exist_ok=True)  # only now: a bad --init leaves no run folder behind
+    (out_dir / "config.yaml").write_text(cfg.to_yaml())
 
     metrics_log = out_dir / "metrics.jsonl"
     _truncate_metrics(metrics_log, after=start)
