@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from julnet.config import Config, ConfigError, load_config
-from julnet.errors import GenerateError, MissingWeightsError, RegistryError
+from julnet.errors import GenerateError, MissingWeightsError, RegistryError, user_error
 from julnet import storage
 from julnet.progress import ray_runtime_env, setup_logging
 
@@ -208,6 +208,11 @@ def _generate(args: argparse.Namespace) -> int:
         raise ConfigError("pass --video and --audio (one video, in this process) or --manifest (pairs, on Ray Data)")
     if (args.workers, args.cpus_per_worker, args.gpus_per_worker) != (None, None, None):
         raise ConfigError("--workers, --cpus-per-worker and --gpus-per-worker size the Ray Data actors of --manifest")
+    for flag in ("video", "audio", "out"):
+        local = storage.local_path(getattr(args, flag))  # a path or file:// URI; None for s3://, which Path() would fold
+        if local is None:
+            raise ConfigError(f"--{flag} {getattr(args, flag)}: one pair reads and writes local files; list s3:// pairs in a --manifest")
+        setattr(args, flag, str(local))
     sigma, epistemic = (_beside(args.out, path, kind) for path, kind in ((args.uncertainty_video, "sigma"), (args.epistemic_video, "epistemic")))
     result = dub(args.video, args.audio, args.model, args.out, uncertainty_video=sigma, epistemic_video=epistemic, report=args.report,
                  device=args.device, overrides=args.overrides, overwrite=args.overwrite)
@@ -462,9 +467,15 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(logging.INFO)
     try:
         return args.handler(args) or 0
-    except (ConfigError, MissingWeightsError, FileNotFoundError, ValueError, GenerateError, RegistryError, FloatingPointError) as exc:
+    except (ConfigError, MissingWeightsError, ValueError, GenerateError, RegistryError, FloatingPointError) as exc:
         # FloatingPointError: training.step.NonFiniteLossError, a loss went NaN and the last good checkpoint is kept
         print(f"julnet {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        message = user_error(exc)  # an unknown run or model, a missing bucket, wrong credentials: one line, not a traceback
+        if message is None:
+            raise
+        print(f"julnet {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

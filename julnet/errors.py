@@ -73,3 +73,38 @@ class NotWeightsError(ValueError):
 
 class PickledObjectsError(ValueError):
     """A torch file that holds pickled objects besides plain weights: refused, as loading it could run code."""
+
+
+# Failures a user causes that come from the libraries underneath (MLflow, S3, the file system), by the error codes
+# those libraries give them. Anything else keeps its traceback: it is a bug to report, not an input to fix.
+MLFLOW_USER_CODES = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "PERMISSION_DENIED", "UNAUTHENTICATED",
+                     "RESOURCE_ALREADY_EXISTS", "INVALID_STATE", "BAD_REQUEST", "ENDPOINT_NOT_FOUND"}
+S3_USER_CODES = {"NoSuchBucket", "NoSuchKey", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
+                 "InvalidToken", "AllAccessDisabled", "403", "404"}
+BOTO_USER_ERRORS = {"NoCredentialsError", "PartialCredentialsError", "EndpointConnectionError", "InvalidS3AddressingStyleError"}
+
+
+def user_error(exc: BaseException) -> str | None:
+    """The one line to print for a failure the user caused (an unknown run, version, alias or model; a missing
+    bucket, file or key; wrong credentials; a service that does not answer), or None for anything else."""
+    kind = type(exc)
+    module = kind.__module__.split(".")[0]
+    names = {k.__name__ for k in kind.__mro__}
+    if module == "mlflow" and "MlflowException" in names:
+        code = str(getattr(exc, "error_code", ""))
+        if code in MLFLOW_USER_CODES or str(exc).startswith("API request to "):  # the server refused or did not answer
+            return _first_line(exc)
+    elif module == "botocore":
+        code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+        if code in S3_USER_CODES or names & BOTO_USER_ERRORS:
+            return _first_line(exc)
+    elif isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+        return _first_line(exc)
+    elif isinstance(exc, OSError) and "AWS Error" in str(exc):  # pyarrow's S3 file system: bucket, key or credentials
+        return _first_line(exc)
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__

@@ -28,7 +28,7 @@ from julnet import storage, tracking
 from julnet.tracking import experiment_id, resolve_tracking_uri
 from julnet.evaluation.result import METRIC_DIRECTIONS, EvaluationResult
 from julnet.errors import RegistryError
-from julnet.data.manifest import manifest_sha256
+from julnet.data.manifest import manifest_sha256, read_manifest
 from julnet.registry import alias_version, register_run, registry_lock
 from julnet.version import code_version
 
@@ -244,6 +244,8 @@ def run_promotion(settings: Config, data_uri: str | None = None, version: str | 
     from julnet.evaluation.suite import Judges, evaluate, load_judges
     from julnet.inference import load_model
 
+    if data_uri:
+        read_manifest(data_uri)  # a missing or bad manifest fails here, before a run is registered
     tracking_uri = resolve_tracking_uri(settings.tracking.uri)
     client = tracking.client(tracking_uri)
     name = settings.promotion.model_name
