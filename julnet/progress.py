@@ -9,6 +9,11 @@ at most one every `every_s` seconds (default JULNET_PROGRESS_EVERY_S, else 10), 
 the average since the reporter started (work done before it, e.g. before a resume, is not counted) and is
 shown per second, minute or hour, whichever reads best; the ETA is the remaining work at that rate.
 
+Why not tqdm: its bar is redrawn with carriage returns even when the stream is a file, and it writes around the
+logging setup; these lines go through `logging` (timestamp, level, the redaction filter, Ray's log_to_driver) and
+read the same everywhere. So julnet does not depend on tqdm (optuna does; LPIPS, installed without its requirements,
+imports it from there).
+
 `setup_logging` is the one log setup: a single line format on stderr and, when stderr is not a terminal,
 the progress bars of Ray Data and of MLflow's artifact transfers off (`quiet_ray`), since bars redrawn with
 carriage returns flood a log file. `ray_runtime_env` carries both to the Ray workers of a job started here.
