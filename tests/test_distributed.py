@@ -117,7 +117,7 @@ def _wait_for_free_cpus(ray, cpus: float, timeout: float = 120) -> None:
     assert ray.available_resources().get("CPU", 0) >= cpus, f"resources still held: {ray.available_resources()}"
 
 
-def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(ray_cluster, s3_grid, tmp_path, mlflow_server):
+def test_a_non_finite_loss_stops_the_run_keeps_the_last_good_checkpoint_and_a_resubmission_goes_on(ray_cluster, s3_grid, tmp_path, mlflow_server):
     args = _train_args(s3_grid, str(tmp_path / "runs"), "nan1", 8, mlflow_server.uri) + ["--set", "train.checkpoint_every=1"]
     proc = _submit(ray_cluster, args, env={"JULNET_FAULT_AT_STEP": "1:3:nan"})
     assert proc.returncode != 0
@@ -129,6 +129,15 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(ray_
     state = load_checkpoint(stage / good[-1])
     assert all(torch.isfinite(v).all() for v in state["models"]["generator"].values() if v.is_floating_point())
     assert _run(MlflowClient(mlflow_server.uri), "nan1").info.status == "FAILED"
+
+    again = _submit(ray_cluster, args)  # the same name again, without the fault: it goes on from step 2 to the end
+    assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-2000:]
+    assert "stopped on a non-finite loss before" in again.stdout + again.stderr and not (stage / "NONFINITE.json").exists()
+    assert load_checkpoint(stage / "step-00000008")["step"] == 8
+    run = _run(MlflowClient(mlflow_server.uri), "nan1")
+    assert run.info.status == "FINISHED"
+    resumed = MlflowClient(mlflow_server.uri).get_metric_history(run.info.run_id, "resumed_from_step")
+    assert [(m.step, m.value) for m in resumed] == [(3, 2.0)], "the step after the last good checkpoint, once"
 
 
 def test_bad_config_or_missing_data_fails_before_ray_starts(tmp_path):

@@ -313,6 +313,11 @@ def fit_stage(run: StageRun, callbacks: list | None = None) -> str:
 
     cfg = run.cfg
     t = cfg.train
+    marker = storage.join(run.stage_uri, NONFINITE_FILE)
+    if storage.exists(marker):  # a resubmission after a non-finite stop: go on from the last good checkpoint
+        log.info("stage %s stopped on a non-finite loss before (%s); resuming from its last good checkpoint",
+                 run.stage, json.loads(storage.read_text(marker))["error"])
+        storage.delete(marker)
     resources = {"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})}
     fs, root = storage.filesystem(run.stage_uri.rsplit("/", 1)[0])
     trainer = TorchTrainer(
@@ -331,7 +336,6 @@ def fit_stage(run: StageRun, callbacks: list | None = None) -> str:
         datasets={"train": keep_progress_bar_settings(_dataset_factory(run))},  # Ray Data's bars as on this driver
     )
     result = trainer.fit()
-    marker = storage.join(run.stage_uri, NONFINITE_FILE)
     if storage.exists(marker):
         info = json.loads(storage.read_text(marker))
         raise NonFiniteLossError(f"stage {run.stage} stopped at step {info['step']}: {info['error']}; the last good checkpoint is kept")
