@@ -11,8 +11,8 @@ shown per second, minute or hour, whichever reads best; the ETA is the remaining
 
 Why not tqdm: its bar is redrawn with carriage returns even when the stream is a file, and it writes around the
 logging setup; these lines go through `logging` (timestamp, level, the redaction filter, Ray's log_to_driver) and
-read the same everywhere. So julnet does not depend on tqdm (optuna does; LPIPS, installed without its requirements,
-imports it from there).
+read the same everywhere. So julnet does not depend on tqdm (nothing here imports it; the lpips wheel is only read
+for its head weights, never imported).
 
 `setup_logging` is the one log setup: a single line format on stderr and, when stderr is not a terminal,
 the progress bars of Ray Data and of MLflow's artifact transfers off (`quiet_ray`), since bars redrawn with
