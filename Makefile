@@ -25,8 +25,11 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(UV_INSTALL) --no-deps lpips==0.1.4
 	touch $@
 
+# Two workers: the suite waits on Ray and subprocesses a third of the time, so a second stream fills those waits.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 demo: $(STAMP)
 	$(BIN)/python ray_jobs/demo.py $(DEMO_ARGS)
