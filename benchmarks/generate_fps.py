@@ -171,8 +171,8 @@ def speed(args: argparse.Namespace, tmp: Path, speech: Path) -> list[dict]:
 
 def random_checkpoint(preset: str, root: Path) -> Path:
     """A checkpoint of the preset with random weights (seeded), saved by the project's checkpoint code."""
-    from julnet.training.build import build_models, build_optimizers
-    from julnet.training.checkpoint import save_checkpoint, training_state
+    from julnet.models.build import build_models, build_optimizers
+    from julnet.models.checkpoint import save_checkpoint, training_state
 
     cfg = load_config(preset, ["train.device=cpu", "perceptual.vgg.allow_random_init=true", "syncnet.weights.allow_random_init=true"])
     torch.manual_seed(0)

@@ -28,7 +28,7 @@ perceptual.vgg.allow_random_init and syncnet.weights.allow_random_init. Random w
 trained ones do, so the timings hold; the loss values are meaningless.
 
 The script imports torch and julnet's config, data.synthetic, models, losses and training.{build,step} only:
-not Ray, MLflow, dlib or PyAV. (julnet.training.build imports julnet.pretrained, which imports julnet.storage,
+not Ray, MLflow, dlib or PyAV. (julnet.models.build imports julnet.pretrained, which imports julnet.storage,
 which imports boto3 and pyarrow at module level; those must be installed.) Progress goes to stdout; the JSON,
 rewritten after every part, holds every figure.
 """
@@ -62,7 +62,7 @@ from julnet.config import Config, StageConfig, load_config  # noqa: E402
 from julnet.data.synthetic import SyntheticFaces  # noqa: E402
 from julnet.models.blocks import fold_batch_norm  # noqa: E402
 from julnet.training import step as step_module  # noqa: E402
-from julnet.training.build import bare, build_models, build_optimizers  # noqa: E402
+from julnet.models.build import bare, build_models, build_optimizers  # noqa: E402
 from julnet.training.step import TrainStep  # noqa: E402
 
 FORBIDDEN = ("ray", "mlflow", "dlib", "av")

@@ -97,7 +97,8 @@ def _train_on_ray(args: argparse.Namespace) -> None:
 
 def _train_syncnet(args: argparse.Namespace) -> None:
     from julnet.data.manifest import read_manifest
-    from julnet.training.syncnet import clip_stage, manifest_sources, synthetic_sources, train_syncnet
+    from julnet.models.syncnet import clip_stage
+    from julnet.training.syncnet import manifest_sources, synthetic_sources, train_syncnet
 
     if args.synthetic == (args.data is not None):
         raise ConfigError("pass exactly one of --synthetic and --data MANIFEST_URI")

@@ -9,7 +9,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from julnet.config import Config
-from julnet.training.build import build_models
+from julnet.models.build import build_models
 
 
 def _params(module: nn.Module) -> int:

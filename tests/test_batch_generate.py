@@ -22,8 +22,8 @@ VIDEO, SPEECH = GRID_CLIPS
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained tiny model saved with the project's checkpoint code (inference costs the same as trained)."""
-    from julnet.training.build import build_models, build_optimizers
-    from julnet.training.checkpoint import save_checkpoint, training_state
+    from julnet.models.build import build_models, build_optimizers
+    from julnet.models.checkpoint import save_checkpoint, training_state
 
     cfg = load_config("tiny", ["train.device=cpu"])
     models = build_models(cfg, pretrained=False)

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from julnet.config import Config
-from julnet.training import checkpoint as ckpt
-from julnet.training.build import build_models, build_optimizers
+from julnet.models import checkpoint as ckpt
+from julnet.models.build import build_models, build_optimizers
 from tests.conftest import run_cli
 
 FAST = ["--set", "train.stages.0.batch_size=2"]

@@ -27,7 +27,8 @@ from julnet.data.sync import SyncResult
 from julnet.evaluation.av_sync import ExpertScorer
 from julnet.evaluation.expert_syncnet import ExpertSyncNet
 from julnet.evaluation.sync import lse
-from julnet.training.syncnet import clip_stage, manifest_sources, train_syncnet
+from julnet.models.syncnet import clip_stage
+from julnet.training.syncnet import manifest_sources, train_syncnet
 from tests.conftest import GRID_CLIPS, run_cli
 from tests.test_data_tracking import grid_clip, write_clip
 

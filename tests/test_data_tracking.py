@@ -173,7 +173,7 @@ def test_evaluation_never_scores_a_faceless_held_out_frame(tmp_path, model_dir):
 
     from julnet.evaluation.suite import evaluate
     from julnet.models.syncnet import SyncNet
-    from julnet.training.trained import load_model
+    from julnet.models.trained import load_model
 
     frames, samples = grid_clip(0)
     frames = frames.copy()

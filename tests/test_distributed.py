@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from julnet import storage
 from julnet.config import load_config
-from julnet.training.checkpoint import load_checkpoint, locate_checkpoint
+from julnet.models.checkpoint import load_checkpoint, locate_checkpoint
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow

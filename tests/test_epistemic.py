@@ -23,7 +23,7 @@ from julnet.evaluation.result import format_table
 from julnet.evaluation.suite import evaluate, load_judges
 from julnet.face import mouth_box
 from julnet.inference import dub, load_model
-from julnet.training.step import flatten_batch
+from julnet.data.frames import flatten_batch
 from julnet.models.generator import GeneratorOutput
 from tests.conftest import GRID_CLIPS, run_cli
 

@@ -33,7 +33,7 @@ from julnet.inference import load_model
 from julnet.losses.sync import mouth_clip
 from julnet.models.blocks import fold_batch_norm
 from julnet.models.syncnet import SyncNet
-from julnet.training.step import flatten_batch
+from julnet.data.frames import flatten_batch
 from tests.conftest import HELDOUT_VIDEO, run_cli
 from tests.test_inception import random_inception_state_test_only
 

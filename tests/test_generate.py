@@ -166,7 +166,7 @@ def test_settings_come_from_the_model_config_and_old_checkpoints_load(model_dir:
     import torch
 
     from julnet.config import ConfigError
-    from julnet.training.checkpoint import STATE_FILE, latest_checkpoint
+    from julnet.models.checkpoint import STATE_FILE, latest_checkpoint
 
     state = torch.load(latest_checkpoint(model_dir / "checkpoints") / STATE_FILE, weights_only=True)
     state["config"]["generate"]["confidence_threshold"] = 1.0

@@ -17,8 +17,8 @@ from julnet.config import load_config
 from julnet.data.video import iter_frames, read_audio
 from julnet.errors import BadOutputError, ShortAudioError, UnsupportedModelError
 from julnet.inference import dub, load_model
-from julnet.training.build import build_models, build_optimizers
-from julnet.training.checkpoint import checkpoint_dir, load_checkpoint, locate_checkpoint, save_checkpoint, training_state, write_checkpoint_files
+from julnet.models.build import build_models, build_optimizers
+from julnet.models.checkpoint import checkpoint_dir, load_checkpoint, locate_checkpoint, save_checkpoint, training_state, write_checkpoint_files
 from tests.conftest import GRID_CLIPS, run_cli
 from tests.test_generate import _write_video, _write_wav
 
@@ -162,7 +162,7 @@ def test_speech_shorter_than_min_audio_seconds_is_rejected_before_any_output(ray
 
 
 def test_a_file_that_is_no_checkpoint_is_called_that_without_torchs_advice(model_dir: Path, tmp_path: Path) -> None:
-    from julnet.training.checkpoint import STATE_FILE, latest_checkpoint
+    from julnet.models.checkpoint import STATE_FILE, latest_checkpoint
 
     state = (latest_checkpoint(model_dir / "checkpoints") / STATE_FILE).read_bytes()
     files = {

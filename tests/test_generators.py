@@ -14,8 +14,8 @@ import torch
 
 from julnet.config import ConfigError, load_config
 from julnet.models.talking_face import build_talking_face
-from julnet.training.build import build_models, build_optimizers
-from julnet.training.checkpoint import load_model_weights, training_state
+from julnet.models.build import build_models, build_optimizers
+from julnet.models.checkpoint import load_model_weights, training_state
 from tests.conftest import GRID_CLIPS, REPO, run_cli
 
 FAMILIES = {"tiny": "julnet", "wav2lip-tiny": "wav2lip"}

@@ -20,12 +20,13 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundation", ("julnet", "julnet.version", "julnet.errors", "julnet.config", "julnet.progress", "julnet.redact", "julnet.table")),
     ("storage", ("julnet.storage", "julnet.tracking", "julnet.artifacts", "julnet.paths")),
     ("data", ("julnet.face", "julnet.data")),
-    ("models", ("julnet.models", "julnet.pretrained")),
+    ("models", ("julnet.models", "julnet.pretrained")),  # the networks, their checkpoints and loading a trained one
     ("losses", ("julnet.losses",)),
-    ("training", ("julnet.training", "julnet.visualize")),
-    ("evaluation", ("julnet.evaluation",)),
-    ("sweeps", ("julnet.sweep",)),  # a trial trains, then the suite scores it
+    ("figures", ("julnet.visualize",)),
+    ("evaluation", ("julnet.evaluation",)),  # scores a trained model: needs nothing of training (issue 29)
     ("inference", ("julnet.inference", "julnet.batch")),
+    ("training", ("julnet.training",)),
+    ("sweeps", ("julnet.sweep",)),  # a trial trains, then the suite scores it
     ("registry", ("julnet.registry", "julnet.promotion", "julnet.freshness", "julnet.pyfunc", "julnet.pyfunc_model")),
     ("cli", ("julnet.cli", "julnet.info", "julnet.__main__")),
     ("ray_jobs", ("ray_jobs",)),  # may import julnet
@@ -114,5 +115,5 @@ def test_imports_are_found_where_they_hide(source: str, expected: list[tuple[int
 
 
 def test_floors_rank_as_the_table_says() -> None:
-    assert floor_of("julnet.training.heldout") < floor_of("julnet.evaluation.suite") < floor_of("julnet.inference")  # type: ignore[operator]
+    assert floor_of("julnet.models.trained") < floor_of("julnet.evaluation.suite") < floor_of("julnet.inference") < floor_of("julnet.training.heldout")  # type: ignore[operator]
     assert floor_of("julnet") == 0 and floor_of("julnet.nothing_listed") is None

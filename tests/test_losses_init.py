@@ -17,7 +17,7 @@ from julnet.losses.uncertainty import bin_centres, error_map, histogram_kl, hist
 from julnet.models.uncertainty import DEFAULT_INIT_SIGMA, UncertaintyModule, UncertaintyOutput
 from julnet.models.vgg import VGG19Features
 from julnet.models.talking_face import build_uncertainty
-from julnet.training.build import build_models
+from julnet.models.build import build_models
 
 # Adam's step size for the 50-step tests: σ moves about this much in log units per step, so 50 steps cover the
 # ~2 log units from σ ≈ 1 down to the bins of a 0.03-mean error map.

@@ -15,7 +15,7 @@ from julnet.models.uncertainty import Pointwise, UncertaintyModule
 from julnet.models.vgg import VGG19Features
 from julnet.pretrained import MissingWeightsError, load_into, sha256_of
 from julnet.models.talking_face import build_talking_face
-from julnet.training.build import build_models
+from julnet.models.build import build_models
 
 
 def _params(b: int, c: int, scale=1.0, rotation=0.0, tx=0.0, ty=0.0) -> AffineParams:

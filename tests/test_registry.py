@@ -24,7 +24,7 @@ from julnet.promotion import TAG_DECISION, format_decision, run_promotion
 from julnet.training.export import log_pyfunc
 from julnet.registry import TAG_CODE, TAG_CONFIG, TAG_DATA, TAG_DATA_SHA, TAG_SYNCNET, alias_version, register_run, registry_lock
 from julnet.tracking import RunTracker
-from julnet.training.checkpoint import latest_checkpoint
+from julnet.models.checkpoint import latest_checkpoint
 from tests.conftest import GRID_CLIPS
 from tests.mlflow_server import MlflowServer
 

@@ -19,8 +19,8 @@ from julnet.artifacts import read_state
 from julnet.config import load_config
 from julnet.redact import redact, redact_tree
 from julnet.tracking import client
-from julnet.training.build import build_models, build_optimizers
-from julnet.training.checkpoint import STATE_FILE, load_checkpoint, save_checkpoint, training_state
+from julnet.models.build import build_models, build_optimizers
+from julnet.models.checkpoint import STATE_FILE, load_checkpoint, save_checkpoint, training_state
 from tests.conftest import REPO
 
 CANARY = "canary-7f3a9c21e5"

@@ -9,9 +9,9 @@ import torch
 from julnet.config import Config, PretrainedWeights
 from julnet.data.synthetic import SyntheticFaces
 from julnet.losses.sync import mouth_clip, syncnet_contrastive_loss
-from julnet.models.syncnet import SyncNet
+from julnet.models.syncnet import SyncNet, clip_stage
 from julnet.pretrained import load_into
-from julnet.training.syncnet import NO_VAL, SyncNetTrainer, clip_stage, sync_pairs, synthetic_sources, train_syncnet
+from julnet.training.syncnet import NO_VAL, SyncNetTrainer, sync_pairs, synthetic_sources, train_syncnet
 from tests.conftest import run_cli
 
 

@@ -14,7 +14,7 @@ import torch
 from julnet.config import Config, ConfigError, load_config
 from julnet.data.loader import _stack_into_new
 from julnet.data.synthetic import SyntheticFaces
-from julnet.training.build import build_models, build_optimizers
+from julnet.models.build import build_models, build_optimizers
 from julnet.training.loop import train_stage
 from julnet.training.step import NonFiniteLossError, TrainStep, select_precision
 

@@ -6,7 +6,7 @@ import torch
 from julnet.config import Config
 from julnet.data.synthetic import SyntheticFaces
 from julnet.face import mouth_box
-from julnet.training.build import build_models, build_optimizers
+from julnet.models.build import build_models, build_optimizers
 from julnet.training.step import NonFiniteLossError, TrainStep
 
 

@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from julnet import storage
 from julnet.config import ConfigError, load_config
-from julnet.training.build import build_models
+from julnet.models.build import build_models
 from julnet.training.heldout import heldout_batch, heldout_metrics
 from tests.conftest import REPO
 

@@ -26,7 +26,7 @@ from julnet.evaluation.unavailable import Unavailable
 from julnet.face import crop_mouth
 from julnet.models.syncnet import SyncNet
 from julnet.pretrained import load_into
-from julnet.training.syncnet import clip_stage
+from julnet.models.syncnet import clip_stage
 
 BATCH = 32  # clips embedded at once: bounds memory on long videos
 

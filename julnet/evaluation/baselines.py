@@ -14,7 +14,7 @@ from julnet.config import Config, ConfigError
 from julnet.models.generator import GeneratorOutput
 from julnet.models.talking_face import TalkingFace
 from julnet.models.uncertainty import UncertaintyOutput
-from julnet.training.build import build_models
+from julnet.models.build import build_models
 
 BASELINES = ("baseline:reference-copy", "baseline:untrained")
 

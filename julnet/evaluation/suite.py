@@ -66,9 +66,9 @@ from julnet.models.syncnet import SyncNet
 from julnet.models.talking_face import TalkingFace
 from julnet.pretrained import read_state_dict
 from julnet.progress import Progress
-from julnet.training.build import resolve_device
-from julnet.training.step import Frames, flatten_batch
-from julnet.training.trained import load_model, model_resolution
+from julnet.models.build import resolve_device
+from julnet.data.frames import Frames, flatten_batch
+from julnet.models.trained import load_model, model_resolution
 from julnet.version import code_version
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ def evaluate(
 ) -> EvaluationResult:
     """Measure a model on `settings.evaluation.split` of the dataset at `data_uri` (a manifest URI).
 
-    `model` is anything `julnet.training.trained.load_model` accepts, or an already loaded (config, talking
+    `model` is anything `julnet.models.trained.load_model` accepts, or an already loaded (config, talking
     face) pair (then put in eval mode on `device`; `model_id` names it in the result). `judges`
     lets a caller load the metric networks once for several candidates.
     """

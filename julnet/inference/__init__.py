@@ -49,6 +49,6 @@ by repeating its last row/column (every source pixel is kept; cropping would dro
 from julnet.inference.composite import heat_map, paste
 from julnet.inference.dubbing import dub
 from julnet.inference.media import choose_codecs, pingpong
-from julnet.training.trained import load_model
+from julnet.models.trained import load_model
 
 __all__ = ["choose_codecs", "dub", "heat_map", "load_model", "paste", "pingpong"]

@@ -37,7 +37,7 @@ from julnet.models.talking_face import TalkingFace
 from julnet.paths import check_outputs, output_folders
 from julnet.progress import Progress
 from julnet.redact import redact_tree
-from julnet.training.trained import load_model, model_resolution
+from julnet.models.trained import load_model, model_resolution
 
 log = logging.getLogger(__name__)
 

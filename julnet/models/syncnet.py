@@ -6,13 +6,18 @@ Embeddings are non-negative, so their cosine similarity is the sync score in [0,
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from julnet.config import Config
+from julnet.config import Config, ConfigError, StageConfig
 from julnet.models.blocks import ResBlock, down_block, same_block
+
+log = logging.getLogger(__name__)
+
+MIN_BATCH, ENLARGED_BATCH = 2, 8  # negatives take another clip's audio: at least 2 clips per batch
 
 
 class SyncNet(nn.Module):
@@ -46,3 +51,14 @@ class SyncNet(nn.Module):
     def forward(self, audio: Tensor, mouths: Tensor) -> Tensor:
         """Sync score in [0, 1] per example."""
         return (self.embed_audio(audio) * self.embed_face(mouths)).sum(dim=1).clamp(0.0, 1.0)
+
+
+def clip_stage(cfg: Config) -> StageConfig:
+    """The config's clip stage, with at least 2 clips per batch (enlarged to 8 when smaller)."""
+    stage = next((s for s in cfg.train.stages if s.kind == "clip"), None)
+    if stage is None:
+        raise ConfigError("train.stages: SyncNet pre-training needs a stage with kind: clip")
+    if stage.batch_size < MIN_BATCH:
+        log.info("[syncnet] stage %s has batch_size %d < %d: using %d clips per batch", stage.name, stage.batch_size, MIN_BATCH, ENLARGED_BATCH)
+        stage = stage.model_copy(update={"batch_size": ENLARGED_BATCH})
+    return stage

@@ -30,7 +30,7 @@ class TalkingFaceOutput(NamedTuple):
 class TalkingFace(nn.Module):
     """Generator + uncertainty module; `use_features` decides whether the module also reads the generator's features."""
 
-    trained_stage: str | None = None  # set by julnet.training.trained.load_model: the stage a checkpoint was trained on
+    trained_stage: str | None = None  # set by julnet.models.trained.load_model: the stage a checkpoint was trained on
 
     def __init__(self, generator: nn.Module, uncertainty: nn.Module, use_features: bool):
         super().__init__()

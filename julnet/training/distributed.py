@@ -32,8 +32,8 @@ from julnet.data.manifest import read_manifest
 from julnet.pretrained import check_configured
 from julnet.progress import Progress, keep_progress_bar_settings
 from julnet.tracking import RunTracker, resolve_tracking_uri
-from julnet.training.build import Models, build_models, build_optimizers
-from julnet.training.checkpoint import (
+from julnet.models.build import Models, build_models, build_optimizers
+from julnet.models.checkpoint import (
     STATE_FILE,
     check_warm_start,
     checkpoint_dir,

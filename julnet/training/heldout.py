@@ -18,8 +18,8 @@ from julnet.data.loader import collate, iter_examples
 from julnet.data.manifest import Split
 from julnet.face import crop_mouth
 from julnet.losses.psnr import mouth_psnr
-from julnet.training.build import Models, bare
-from julnet.training.step import flatten_batch
+from julnet.models.build import Models, bare
+from julnet.data.frames import flatten_batch
 
 
 def heldout_batch(manifest_uri: str, stage: StageConfig, num_references: int, split: Split, examples: int, seed: int) -> dict[str, Tensor]:

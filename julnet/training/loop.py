@@ -14,8 +14,8 @@ from julnet import progress
 from julnet.config import Config, ConfigError, StageConfig, resumable_key
 from julnet.data.loader import StepBatches
 from julnet.losses.total import LOSS_TERMS
-from julnet.training.build import build_models, build_optimizers, resolve_device
-from julnet.training.checkpoint import (
+from julnet.models.build import build_models, build_optimizers, resolve_device
+from julnet.models.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     load_model_weights,

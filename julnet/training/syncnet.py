@@ -21,14 +21,14 @@ import torch
 from torch import Tensor
 
 from julnet import storage
-from julnet.config import Config, ConfigError, StageConfig
+from julnet.config import Config, StageConfig
 from julnet.data.loader import collate, iter_examples
 from julnet.data.manifest import read_manifest
 from julnet.data.synthetic import SyntheticFaces
 from julnet.losses.sync import mouth_clip, sync_score_bce
-from julnet.models.syncnet import SyncNet
+from julnet.models.syncnet import MIN_BATCH, SyncNet, clip_stage
 from julnet.tracking import RunTracker
-from julnet.training.build import resolve_device
+from julnet.models.build import resolve_device
 from julnet.training.loop import Progress
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 Batch = dict[str, Tensor]
 WEIGHTS_FILE = "syncnet.pt"
 METRICS_FILE = "metrics.json"
-MIN_BATCH, ENLARGED_BATCH = 2, 8
 EVAL_BATCHES = 32
 NO_VAL = "train-split (no val videos)"
 
@@ -154,17 +153,6 @@ def train_syncnet(
     }
     storage.write_text(str(out_dir / METRICS_FILE), json.dumps(metrics, indent=2) + "\n")
     return metrics
-
-
-def clip_stage(cfg: Config) -> StageConfig:
-    """The config's clip stage, with at least 2 clips per batch (enlarged to 8 when smaller)."""
-    stage = next((s for s in cfg.train.stages if s.kind == "clip"), None)
-    if stage is None:
-        raise ConfigError("train.stages: SyncNet pre-training needs a stage with kind: clip")
-    if stage.batch_size < MIN_BATCH:
-        log.info("[syncnet] stage %s has batch_size %d < %d: using %d clips per batch", stage.name, stage.batch_size, MIN_BATCH, ENLARGED_BATCH)
-        stage = stage.model_copy(update={"batch_size": ENLARGED_BATCH})
-    return stage
 
 
 def synthetic_sources(cfg: Config, stage: StageConfig) -> tuple[Callable[[int], Batch], Callable[[], Iterable[Batch]], str]:

@@ -25,7 +25,7 @@ import yaml
 
 from julnet import artifacts
 from julnet.config import Config, ConfigError
-from julnet.training.build import Models, Optimizers
+from julnet.models.build import Models, Optimizers
 
 STATE_FILE = "state.pt"
 FORMAT_VERSION = 2  # 2: the generator's down-blocks are stride-2 convolutions (were conv + average pooling)

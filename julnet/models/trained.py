@@ -1,7 +1,7 @@
 """A trained model as evaluation and inference run it: load a checkpoint from any URI, and the size to run it at.
 
 `load_model` is the one reader of a trained talking face (generator + uncertainty module) for use (not for resuming training,
-which is julnet.training.checkpoint's): it sits on the training floor so evaluation and inference both use it.
+which is julnet.models.checkpoint's): it sits on the training floor so evaluation and inference both use it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from julnet.config import Config
 from julnet.errors import ModelNotFoundError, NotWeightsError, PickledObjectsError, UnsupportedModelError
 from julnet.models.blocks import fold_batch_norm
 from julnet.models.talking_face import TalkingFace, build_talking_face
-from julnet.training.checkpoint import fetch_checkpoint, load_checkpoint
+from julnet.models.checkpoint import fetch_checkpoint, load_checkpoint
 
 log = logging.getLogger(__name__)
 
