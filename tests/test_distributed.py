@@ -77,32 +77,6 @@ def test_ray_job_submit_trains_from_s3_survives_a_killed_worker_and_tracks_in_ml
     assert state["step"] == 8 and all(torch.isfinite(v).all() for v in state["models"]["generator"].values() if v.is_floating_point())
 
 
-def test_resubmitting_the_same_name_resumes_the_run(ray_cluster, ray_local, s3_grid, tmp_path, mlflow_server):
-    import ray
-
-    args = _train_args(s3_grid, str(tmp_path / "runs"), "again", 9, mlflow_server.uri)
-    first = _submit(ray_cluster, args, wait=False)
-    checkpoint = tmp_path / "runs" / "again" / "frame" / "step-00000003" / "state.pt"
-    deadline = time.monotonic() + 300
-    while not checkpoint.exists() and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert checkpoint.exists()
-    job_id = _job_id(first)
-    subprocess.run([str(Path(sys.executable).parent / "ray"), "job", "stop", job_id], env=ray_cluster.env(), capture_output=True, timeout=120)
-    first.wait(timeout=120)
-    _wait_for_free_cpus(ray, 2.0)
-
-    second = _submit(ray_cluster, args)
-    assert second.returncode == 0, second.stdout[-4000:]
-    assert "resumed frame at step" in second.stdout + second.stderr
-    client = MlflowClient(mlflow_server.uri)
-    run = _run(client, "again")
-    steps = _steps(client, run.info.run_id)
-    assert steps == sorted(set(steps)) and steps[-1] == 9
-    resumed = client.get_metric_history(run.info.run_id, "resumed_from_step")
-    assert len(resumed) == 1 and resumed[0].step == resumed[0].value + 1 and resumed[0].value >= 3
-
-
 def _job_id(proc: subprocess.Popen) -> str:
     for line in proc.stdout:
         if "raysubmit_" in line:
@@ -117,27 +91,47 @@ def _wait_for_free_cpus(ray, cpus: float, timeout: float = 120) -> None:
     assert ray.available_resources().get("CPU", 0) >= cpus, f"resources still held: {ray.available_resources()}"
 
 
-def test_a_non_finite_loss_stops_the_run_keeps_the_last_good_checkpoint_and_a_resubmission_goes_on(ray_cluster, s3_grid, tmp_path, mlflow_server):
-    args = _train_args(s3_grid, str(tmp_path / "runs"), "nan1", 8, mlflow_server.uri) + ["--set", "train.checkpoint_every=1"]
+def test_a_run_stopped_by_a_non_finite_loss_or_by_ray_job_stop_resumes_when_resubmitted(ray_cluster, ray_local, s3_grid, tmp_path, mlflow_server):
+    """One run, three submissions of the same name (each Ray job costs a minute here): a NaN at step 3 stops every rank
+    and keeps the last good checkpoint; the next submission goes on from it until `ray job stop`; the third finishes."""
+    import ray
+
+    args = _train_args(s3_grid, str(tmp_path / "runs"), "again", 9, mlflow_server.uri) + ["--set", "train.checkpoint_every=1"]
     proc = _submit(ray_cluster, args, env={"JULNET_FAULT_AT_STEP": "1:3:nan"})
     assert proc.returncode != 0
     assert "non-finite" in proc.stdout + proc.stderr and "last good checkpoint is kept" in proc.stdout + proc.stderr
-    stage = tmp_path / "runs" / "nan1" / "frame"
+    stage = tmp_path / "runs" / "again" / "frame"
     assert json.loads((stage / "NONFINITE.json").read_text())["step"] == 3, "every rank stopped at the poisoned step"
     good = sorted(p.name for p in stage.glob("step-*"))
     assert good[-1] == "step-00000002", "the last checkpoint is the last good step"
     state = load_checkpoint(stage / good[-1])
     assert all(torch.isfinite(v).all() for v in state["models"]["generator"].values() if v.is_floating_point())
-    assert _run(MlflowClient(mlflow_server.uri), "nan1").info.status == "FAILED"
+    client = MlflowClient(mlflow_server.uri)
+    assert _run(client, "again").info.status == "FAILED"
 
-    again = _submit(ray_cluster, args)  # the same name again, without the fault: it goes on from step 2 to the end
-    assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-2000:]
-    assert "stopped on a non-finite loss before" in again.stdout + again.stderr and not (stage / "NONFINITE.json").exists()
-    assert load_checkpoint(stage / "step-00000008")["step"] == 8
-    run = _run(MlflowClient(mlflow_server.uri), "nan1")
+    second = _submit(ray_cluster, args, wait=False)  # without the fault: it goes on from step 2 ...
+    job_id = _job_id(second)
+    checkpoint = stage / "step-00000003" / "state.pt"
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert checkpoint.exists()
+    subprocess.run([str(Path(sys.executable).parent / "ray"), "job", "stop", job_id], env=ray_cluster.env(), capture_output=True, timeout=120)
+    out, _ = second.communicate(timeout=120)  # ... until stopped
+    assert "stopped on a non-finite loss before" in out and not (stage / "NONFINITE.json").exists(), out[-4000:]
+    _wait_for_free_cpus(ray, 2.0)
+
+    third = _submit(ray_cluster, args)
+    assert third.returncode == 0, third.stdout[-4000:] + third.stderr[-2000:]
+    assert "resumed frame at step" in third.stdout + third.stderr
+    assert load_checkpoint(stage / "step-00000009")["step"] == 9
+    run = _run(client, "again")
     assert run.info.status == "FINISHED"
-    resumed = MlflowClient(mlflow_server.uri).get_metric_history(run.info.run_id, "resumed_from_step")
-    assert [(m.step, m.value) for m in resumed] == [(3, 2.0)], "the step after the last good checkpoint, once"
+    steps = _steps(client, run.info.run_id)
+    assert steps == sorted(set(steps)) and steps[-1] == 9, "no step recorded twice"
+    resumed = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "resumed_from_step")]
+    assert resumed[0] == (3, 2.0), "the step after the last good checkpoint"
+    assert len(resumed) == 2 and resumed[1][0] == resumed[1][1] + 1 and resumed[1][1] >= 3, resumed
 
 
 def test_bad_config_or_missing_data_fails_before_ray_starts(tmp_path):
