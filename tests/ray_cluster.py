@@ -50,12 +50,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# Set for `ray start` only, so every process of this cluster inherits it: Ray's agents rename themselves
+# (ray::DashboardAgent) and its client server never names the temp folder, so the command line alone misses them and
+# they outlived the session, the dashboard agent spinning at a quarter of a core.
+CLUSTER_MARKER = "JULNET_TEST_RAY_CLUSTER"
+
+
 def _cluster_pids(temp_dir: Path) -> list[int]:
+    """This cluster's processes: the temp folder in the command line or the marker in the environment."""
     pids = []
+    marker = f"{CLUSTER_MARKER}={temp_dir}".encode()
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit() and int(proc.name) != os.getpid():
             try:
-                if str(temp_dir).encode() in (proc / "cmdline").read_bytes():
+                if str(temp_dir).encode() in (proc / "cmdline").read_bytes() or marker in (proc / "environ").read_bytes().split(b"\0"):
                     pids.append(int(proc.name))
             except OSError:
                 continue
@@ -97,7 +105,8 @@ def ray_cluster(s3_server) -> Iterator[RayCluster]:
     log = temp_dir / "ray-start.log"
     try:
         with log.open("w") as sink:  # not a pipe: the daemons it starts would hold a pipe open forever
-            returncode = subprocess.run(cmd, stdout=sink, stderr=subprocess.STDOUT, timeout=180).returncode
+            returncode = subprocess.run(cmd, stdout=sink, stderr=subprocess.STDOUT, timeout=180,
+                                        env={**os.environ, CLUSTER_MARKER: str(temp_dir)}).returncode
         if returncode != 0:
             raise RuntimeError(f"ray start failed:\n{log.read_text()[-3000:]}")
         yield RayCluster(f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard_port}", temp_dir)
