@@ -134,6 +134,14 @@ def test_a_run_stopped_by_a_non_finite_loss_or_by_ray_job_stop_resumes_when_resu
     assert len(resumed) == 2 and resumed[1][0] == resumed[1][1] + 1 and resumed[1][1] >= 3, resumed
 
 
+def test_the_training_workers_module_loads_without_mlflow_or_matplotlib():
+    """Each Ray Train worker and Ray Data's actors unpickle functions of julnet.training.distributed: importing it must
+    not pull in MLflow or matplotlib (about 2.5 s of CPU per process), which only rank 0 and the driver use."""
+    code = "import sys, julnet.training.distributed; print(sorted(m for m in ('mlflow', 'matplotlib') if m in sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr[-2000:]
+
+
 def test_bad_config_or_missing_data_fails_before_ray_starts(tmp_path):
     from ray_jobs.train import main
 

@@ -17,7 +17,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray.train
 import ray.train.torch
@@ -31,7 +31,6 @@ from julnet.data.loader import TORCH_DTYPES, examples_dataset, examples_per_epoc
 from julnet.data.manifest import read_manifest
 from julnet.pretrained import check_configured
 from julnet.progress import Progress, keep_progress_bar_settings
-from julnet.tracking import RunTracker, resolve_tracking_uri
 from julnet.models.build import Models, build_models, build_optimizers
 from julnet.models.checkpoint import (
     STATE_FILE,
@@ -47,9 +46,14 @@ from julnet.models.checkpoint import (
 from julnet.training.heldout import heldout_batch, heldout_metrics
 from julnet.training.step import NonFiniteLossError, StepMetrics, TrainStep
 from julnet.version import code_version
-from julnet.visualize import loss_curves, sample_grid, write_png
+
+if TYPE_CHECKING:
+    from julnet.tracking import RunTracker
 
 log = logging.getLogger(__name__)
+# MLflow (julnet.tracking) and matplotlib (julnet.visualize) are imported where rank 0 or the driver uses them, not
+# here: every process that unpickles this module's functions (each Ray Train worker, Ray Data's DatasetManager and
+# SplitCoordinator) would otherwise import them, about 2.5 s of CPU each, for nothing.
 
 # Fault-tolerance drills: "RANK:STEP" makes that rank's process exit at that step (once per stage);
 # "RANK:STEP:nan" poisons that rank's batch at that step with NaN.
@@ -146,6 +150,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
                 lines.update(step, force=True, note=f"total={metrics['total']:.4g} mouth_l1={metrics['mouth_l1']:.4g} "
                                                     f"{metrics['samples_per_s']:.1f} samples/s")
         if tracker and step % cfg.tracking.image_every == 0:
+            from julnet.visualize import sample_grid
+
             grid = sample_grid(**step_fn.preview(batch, stage.kind))
             tracker.log_image(grid, f"samples/{stage.name}/step-{step:08d}.png")
         if step % cfg.train.checkpoint_every == 0 or step == stage.steps:
@@ -217,6 +223,8 @@ def _stored_checkpoint(stage_uri: str) -> ray.train.Checkpoint | None:
 
 
 def _tracker(run: StageRun) -> RunTracker:
+    from julnet.tracking import RunTracker
+
     tracker = RunTracker(run.tracking_uri, run.cfg.tracking.experiment, run.run_name)
     tracker.start(params=run.cfg.flat())
     return tracker
@@ -363,6 +371,8 @@ def train_run(
     A sweep trial adds MLflow `tags` (its parent run), trainer `callbacks` (reporting to Tune) and `evaluate`
     (split, examples): the fixed batch rank 0 scores at every report.
     """
+    from julnet.tracking import RunTracker, resolve_tracking_uri
+
     read_manifest(manifest_uri)  # a missing or bad data URI fails here, before any worker starts
     check_configured(cfg)
     chosen = [cfg.train.stage(s) for s in stages] if stages else cfg.train.stages
@@ -401,7 +411,8 @@ def train_run(
 
 def _log_outcome(tracker: RunTracker, checkpoint: str | None, run_uri: str) -> None:
     """The final model (an MLflow pyfunc model around the checkpoint, see julnet.pyfunc) and the loss curves."""
-    from julnet.training.export import log_pyfunc  # here, not at the top: workers never need MLflow's model machinery
+    from julnet.training.export import log_pyfunc
+    from julnet.visualize import loss_curves, write_png
 
     client = tracker.client
     history: dict[int, dict[str, float]] = {}
