@@ -136,7 +136,7 @@ def test_a_run_stopped_by_a_non_finite_loss_or_by_ray_job_stop_resumes_when_resu
 
 def test_the_training_workers_module_loads_without_mlflow_or_matplotlib():
     """Each Ray Train worker and Ray Data's actors unpickle functions of julnet.training.distributed: importing it must
-    not pull in MLflow or matplotlib (about 2.5 s of CPU per process), which only rank 0 and the driver use."""
+    not pull in MLflow or matplotlib (1.5-2.5 s of CPU per process), which only rank 0 and the driver use."""
     code = "import sys, julnet.training.distributed; print(sorted(m for m in ('mlflow', 'matplotlib') if m in sys.modules))"
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr[-2000:]

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 # MLflow (julnet.tracking) and matplotlib (julnet.visualize) are imported where rank 0 or the driver uses them, not
 # here: every process that unpickles this module's functions (each Ray Train worker, Ray Data's DatasetManager and
-# SplitCoordinator) would otherwise import them, about 2.5 s of CPU each, for nothing.
+# SplitCoordinator) would otherwise import them, 1.5-2.5 s of CPU each, for nothing.
 
 # Fault-tolerance drills: "RANK:STEP" makes that rank's process exit at that step (once per stage);
 # "RANK:STEP:nan" poisons that rank's batch at that step with NaN.
