@@ -1,7 +1,7 @@
 """Hyperparameter sweeps with Ray Tune: each trial a Train V2 curriculum run, ASHA + Optuna, one MLflow parent run.
 
 The pattern Ray 2.60 recommends for Train V2: every Tune trial is a small driver function that runs the usual
-`train_run` (one TorchTrainer per stage, the same worker loop) with a `TuneReportCallback` forwarding the workers'
+`train_run` (one TorchTrainer for the curriculum, the same worker loop) with a `TuneReportCallback` forwarding the workers'
 reports to Tune. Rank 0 scores a fixed evaluation batch at every report (julnet.training.heldout), so ASHA and
 Optuna compare trials on a metric that does not depend on the λ being swept.
 

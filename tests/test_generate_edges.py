@@ -23,9 +23,9 @@ from tests.conftest import GRID_CLIPS, run_cli
 from tests.test_generate import _write_video, _write_wav
 
 VIDEO, SPEECH = GRID_CLIPS
-# (stage, steps) as train_run leaves them with keep_last=2: the curriculum is frame then clip, so "clip" is last
-# although it sorts first and its step numbers are lower.
-RAY_STEPS = (("frame", (3, 6)), ("clip", (2,)))
+# (stage, steps) as train_run leaves them with keep_last=2: the final checkpoint of frame, the last two of clip. The
+# curriculum is frame then clip, so "clip" is last although it sorts first and its step numbers are lower.
+RAY_STEPS = (("frame", (6,)), ("clip", (1, 2)))
 
 
 def _states(stage_steps: tuple[tuple[str, tuple[int, ...]], ...]):
@@ -47,16 +47,16 @@ def _marker(face) -> int:
 
 @pytest.fixture(scope="module")
 def ray_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run directory laid out as distributed.train_run leaves it under <storage>/<name>/: a folder per stage
-    (Ray's experiment folder, with its snapshot and storage marker) of step-NNNNNNNN checkpoints written by
+    """A run directory laid out as distributed.train_run leaves it under <storage>/<name>/ (Ray's experiment folder,
+    with its snapshot and storage marker): a folder per stage of step-NNNNNNNN checkpoints written by
     write_checkpoint_files (as _report does), a DONE.json per finished stage, and the loss curves."""
     run = tmp_path_factory.mktemp("storage") / "job1"
     for stage, step, state in _states(RAY_STEPS):
         folder = checkpoint_dir(run / stage, step)
         folder.mkdir(parents=True)
         write_checkpoint_files(folder, state)
-        (run / stage / "checkpoint_manager_snapshot.json").write_text("{}")
-        (run / stage / ".validate_storage_marker").write_text("")
+    (run / "checkpoint_manager_snapshot.json").write_text("{}")
+    (run / ".validate_storage_marker").write_text("")
     (run / "frame" / "DONE.json").write_text(json.dumps({"checkpoint": str(run / "frame" / "step-00000006"), "step": 6}))
     (run / "loss_curves.png").write_bytes(b"\x89PNG")
     return run
@@ -78,7 +78,7 @@ def _files(root: Path) -> list[str]:
 
 def test_a_ray_run_directory_resolves_to_the_newest_checkpoint_of_its_last_stage(ray_run: Path, tmp_path: Path) -> None:
     assert locate_checkpoint(ray_run) == ray_run / "clip" / "step-00000002"
-    assert locate_checkpoint(ray_run / "frame") == ray_run / "frame" / "step-00000006"  # a stage folder: its newest
+    assert locate_checkpoint(ray_run / "clip") == ray_run / "clip" / "step-00000002"  # a stage folder: its newest
     cfg, face = load_model(ray_run)  # what generate, evaluate, batch and pyfunc call
     assert face.trained_stage == "clip" and _marker(face) == 2
     assert load_checkpoint(ray_run)["step"] == 2  # --init takes the same run directory
