@@ -39,6 +39,7 @@ from julnet.pretrained import check_configured
 from julnet.progress import Progress
 from julnet.table import aligned
 from julnet.tracking import RunTracker, resolve_tracking_uri
+from julnet.tracking import client as tracking_client
 from julnet.training.distributed import train_run
 from julnet.version import code_version
 from julnet.visualize import sweep_plot, variant_plot
@@ -194,9 +195,17 @@ def run_trial(plan: SweepPlan, params: dict[str, Any]) -> None:
         callbacks=[TuneReportCallback()],
         evaluate=(s.eval_split, s.eval_examples),
     )
+    if not outcome["trained"]:  # finished before a driver died: Tune may hold no result of it, and would fail the trial
+        _report_finished(outcome, cfg)
     if s.score and outcome["checkpoint"]:
         result = evaluate(outcome["checkpoint"], plan.manifest, cfg, model_id=f"runs:/{outcome['run_id']}/model")
         log_to_mlflow(result, outcome["tracking_uri"], run_id=outcome["run_id"])
+
+
+def _report_finished(outcome: dict[str, Any], cfg: Config) -> None:
+    """Report to Tune what the trial's MLflow run holds of its last report (it trained nothing in this session)."""
+    metrics = tracking_client(outcome["tracking_uri"]).get_run(outcome["run_id"]).data.metrics
+    tune.report({**{key: value for key, value in metrics.items() if key.startswith("eval_")}, "global_step": sweep_steps(cfg)})
 
 
 def _trainable(plan: SweepPlan):

@@ -122,17 +122,17 @@ def train_worker(loop_config: dict[str, Any]) -> None:
 
 
 def _resume_point(run: CurriculumRun) -> tuple[int, ray.train.Checkpoint | None]:
-    """The stage to start with and its checkpoint: the newest checkpoint of this job's stages, else the first stage.
+    """The stage to start with and its checkpoint: the last of this job's stages with a checkpoint, else the first.
 
-    Ray's controller learns of a reported checkpoint by polling; a worker that dies before that poll makes Ray restart
-    the group with no checkpoint although one is stored. So without one from Ray (for this job's stages), the newest
-    stored one is used (the one the data plan, `latest_step`, already starts from)."""
+    Within that stage, Ray's checkpoint when it has one there. Ray's controller learns of a reported checkpoint by
+    polling; a worker that dies before that poll makes Ray restart the group with an older checkpoint (or none,
+    or the previous stage's final one) although a newer one is stored. So a stage Ray has no checkpoint of resumes
+    from its newest stored one (the one the data plan, `latest_step`, already starts from)."""
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        stage = checkpoint.path.rstrip("/").rsplit("/", 2)[-2]
-        if stage in run.stages:
-            return run.stages.index(stage), checkpoint
+    ours = checkpoint.path.rstrip("/").rsplit("/", 2)[-2] if checkpoint is not None else None
     for index in reversed(range(len(run.stages))):
+        if run.stages[index] == ours:
+            return index, checkpoint
         stored = _stored_checkpoint(run.stage_uri(run.stages[index]))
         if stored is not None:
             return index, stored
@@ -481,7 +481,7 @@ def train_run(
         tracker.end("FAILED")
         raise
     tracker.end()
-    return {"run_id": run_id, "tracking_uri": tracking_uri, "checkpoint": previous, "storage": run_uri}
+    return {"run_id": run_id, "tracking_uri": tracking_uri, "checkpoint": previous, "storage": run_uri, "trained": bool(todo)}
 
 
 def _log_outcome(tracker: RunTracker, checkpoint: str | None, run_uri: str) -> None:
