@@ -10,17 +10,15 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from julnet.config import Config, ConfigError, load_config
-from julnet.errors import GenerateError, MissingWeightsError, RegistryError, user_error
+from julnet.config import DEFAULT_CONFIG, Config, ConfigError, load_config
+from julnet.errors import GenerateError, MissingWeightsError, RegistryError, StepError, user_error
 from julnet import storage
-from julnet.progress import ray_runtime_env, setup_logging
+from julnet.cluster import connect_ray, ray_mapper, ray_task
+from julnet.progress import setup_logging
 
-T = TypeVar("T")
-DEFAULT_CONFIG = "tiny"  # the preset every command and Ray job uses without --config
 BESIDE = ""  # --uncertainty-video / --epistemic-video without a path: next to the output
 
 
@@ -35,14 +33,6 @@ def add_run_args(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--data", required=True, metavar="MANIFEST_URI", help="dataset manifest URI (from preprocess)")
     parser.add_argument("--storage", required=True, help=f"where the {what} keeps its state and checkpoints: a folder or s3:// prefix")
     parser.add_argument("--name", required=True, help=f"{what} name; the same name and storage resume the {what}")
-
-
-def connect_ray() -> None:
-    """Join the cluster RAY_ADDRESS names (or the job's), else start a local one; julnet's logging in the workers."""
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(runtime_env=ray_runtime_env())
 
 
 def _info(args: argparse.Namespace) -> None:
@@ -108,29 +98,14 @@ def _train_syncnet(args: argparse.Namespace) -> None:
             raise ConfigError("--name trains on Ray from --data MANIFEST_URI, not --synthetic")
         read_manifest(args.data)  # a missing manifest fails here, before Ray starts
         connect_ray()
+        from julnet.registry import pretrain_and_register
+
         print(json.dumps(pretrain_and_register(cfg, args.data, args.name, args.steps, args.model_name)))
         return
     stage = clip_stage(cfg)
     train, heldout, source = synthetic_sources(cfg, stage) if args.synthetic else manifest_sources(cfg, stage, args.data)
     metrics = train_syncnet(cfg, train, heldout, args.steps, Path(args.out), cfg.train.log_every, heldout=source)
     print(json.dumps({"weights": metrics["weights"], "heldout": metrics["heldout"], "eval": metrics["eval"]}))
-
-
-def pretrain_and_register(cfg: Config, data: str, name: str, steps: int, model_name: str) -> dict[str, Any]:
-    """Pre-train the SyncNet in a Ray task, log the run `name` to MLflow and register its weights as `model_name`."""
-    from julnet.registry import register_artifacts
-    from julnet.tracking import RunTracker, resolve_tracking_uri
-    from julnet.training.syncnet import log_pretraining, pretrain_on_ray
-    from julnet.version import code_version
-
-    metrics, weights = pretrain_on_ray(cfg, data, steps)
-    tracker = RunTracker(resolve_tracking_uri(cfg.tracking.uri), cfg.tracking.experiment, name)
-    tracker.start(params=cfg.flat(), tags={"julnet.kind": "syncnet", "julnet.data": data, "julnet.code_version": code_version()})
-    log_pretraining(tracker, steps, metrics, weights)
-    accuracy = metrics["eval"]["sync_accuracy"]
-    version = register_artifacts(tracker, model_name, "syncnet", {"heldout_sync_accuracy": f"{accuracy:.4f}", "heldout": metrics["heldout"]})
-    tracker.end()
-    return {"model": f"models:/{model_name}/{version}", "heldout": metrics["heldout"], "sync_accuracy": accuracy, "run_id": tracker.run_id}
 
 
 def _tune(args: argparse.Namespace) -> int:
@@ -177,24 +152,6 @@ def _preprocess(args: argparse.Namespace) -> int:
         print("julnet preprocess: error: no usable video came out (see report.json)", file=sys.stderr)
         return 1
     return 0
-
-
-def ray_mapper(num_cpus: float) -> Callable[[Callable[[Any], T], Sequence[Any]], Iterator[T]]:
-    """A `map` that runs each call as a Ray task (retried twice), yielding results as they finish (any order)."""
-    import ray
-
-    def mapper(fn: Callable[[Any], T], items: Sequence[Any]) -> Iterator[T]:
-        task = ray.remote(_call).options(num_cpus=num_cpus, max_retries=2)
-        pending = [task.remote(fn, item) for item in items]
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            yield ray.get(done[0])
-
-    return mapper
-
-
-def _call(fn: Callable[..., T], *args: Any) -> T:
-    return fn(*args)
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -273,6 +230,15 @@ def _promote(args: argparse.Namespace) -> int:
     return 0
 
 
+def _retrain(args: argparse.Namespace) -> None:
+    """The retraining chain in this process, its heavy steps on Ray (julnet.retrain); the outcome as a JSON line."""
+    from julnet.retrain import Plan, retrain
+
+    plan = Plan(args.raw, args.dataset, args.storage, args.name, args.config, tuple(args.overrides), tuple(args.promotion),
+                args.syncnet_steps, args.eval_gpus)
+    print(json.dumps(retrain(plan, main, args.force)))
+
+
 def _evaluate(args: argparse.Namespace) -> None:
     """In this process, or with --ray in one Ray task (ray_jobs/evaluate.py); the table, then a JSON summary line."""
     from julnet.evaluation.publish import log_to_mlflow, result_files, save_result
@@ -303,20 +269,6 @@ def _evaluate(args: argparse.Namespace) -> None:
         uri = resolve_tracking_uri(settings.tracking.uri)
         summary["mlflow_run"] = log_to_mlflow(result, uri, run_id=args.tracking_run, experiment=settings.tracking.experiment)
     print(json.dumps(summary))
-
-
-def ray_task(fn: Callable[..., T], args: Sequence[Any], num_cpus: float, num_gpus: float) -> T:
-    """`fn(*args)` as one Ray task; the task sees this driver's MLflow settings, and its error comes back as raised."""
-    import os
-
-    import ray
-
-    env = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_TRACKING_")}  # it resolves runs:/ and models:/ as we do
-    task = ray.remote(_call).options(num_cpus=num_cpus, num_gpus=num_gpus, runtime_env={"env_vars": env})
-    try:
-        return ray.get(task.remote(fn, *args))
-    except ray.exceptions.RayTaskError as exc:
-        raise (exc.cause if isinstance(exc.cause, Exception) else exc) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -459,6 +411,25 @@ def build_parser() -> argparse.ArgumentParser:
     tracking.add_argument("--tracking-run", default=None, metavar="RUN_ID", help="log the metrics (eval_*) and artifacts onto this MLflow run")
     tracking.add_argument("--log", action="store_true", help="log to a linked MLflow evaluation run")
     ev.set_defaults(handler=_evaluate)
+
+    re_ = sub.add_parser(
+        "retrain", help="check for new data, then preprocess, train, evaluate, register and promote: the whole retraining chain",
+        description="Retraining as one chain: check for new data -> preprocess -> (pre-train the SyncNet) -> train -> evaluate "
+        "-> register -> promote, each step the julnet command its Ray job runs, on the cluster RAY_ADDRESS names (else a local "
+        "one). With nothing new under --raw and no --force it stops after the check and says why. The same --name on the same "
+        "data and config resumes. ray_jobs/retrain.py is this command; the Kubeflow pipeline runs the same steps.",
+    )
+    add_config_args(re_)
+    re_.add_argument("--raw", required=True, help="raw videos: a folder or s3:// prefix (or a .jsonl listing)")
+    re_.add_argument("--dataset", required=True, help="where the preprocessed dataset goes (folder or s3:// prefix)")
+    re_.add_argument("--storage", required=True, help="where training runs keep checkpoints and evaluations")
+    re_.add_argument("--name", required=True, help="run name prefix; the same name on the same data and config resumes")
+    re_.add_argument("--promotion-set", dest="promotion", action="append", default=[], metavar="promotion.KEY=VALUE",
+                     help="promotion policy override (e.g. promotion.margin=0.1), for the promote step only")
+    re_.add_argument("--syncnet-steps", type=int, default=0, help="pre-train a SyncNet this many steps first (0: use the config's)")
+    re_.add_argument("--eval-gpus", type=float, default=0.0, help="GPUs for evaluation and promotion (CUDA when > 0)")
+    re_.add_argument("--force", action="store_true", help="retrain even when the raw data is what the champion was trained on")
+    re_.set_defaults(handler=_retrain)
     return parser
 
 
@@ -468,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(logging.INFO)
     try:
         return args.handler(args) or 0
-    except (ConfigError, MissingWeightsError, ValueError, GenerateError, RegistryError, FloatingPointError) as exc:
+    except (ConfigError, MissingWeightsError, ValueError, GenerateError, RegistryError, StepError, FloatingPointError) as exc:
         # FloatingPointError: training.step.NonFiniteLossError, a loss went NaN and the last good checkpoint is kept
         print(f"julnet {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -506,6 +506,8 @@ class Config(Section):
         return flatten_keys(self.public_dict())
 
 
+DEFAULT_CONFIG = "tiny"  # the preset every command, Ray job and pipeline uses without --config (or its config parameter)
+
 # Keys that may change between a checkpoint and its resumption: how long and how we log, and the sections that
 # only matter after training (evaluation, promotion, inference, sweeps), not what we train.
 RESUMABLE_KEYS = ("train.log_every", "train.checkpoint_every", "train.keep_last", "train.device",

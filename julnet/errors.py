@@ -9,6 +9,10 @@ class RegistryError(RuntimeError):
     """A model registry operation that cannot go ahead (no such run or version, a lock held too long)."""
 
 
+class StepError(RuntimeError):
+    """A step of the retraining chain failed; the message is the step's own error line."""
+
+
 class GenerateError(Exception):
     """Bad input to `julnet generate`; the message is one line naming the problem."""
 
@@ -97,7 +101,9 @@ def user_error(exc: BaseException) -> str | None:
     elif module == "botocore":
         code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
         if code in S3_USER_CODES or names & BOTO_USER_ERRORS:
-            return _first_line(exc)
+            bucket = str(getattr(exc, "response", {}).get("Error", {}).get("BucketName", ""))
+            line = _first_line(exc)  # S3's NoSuchBucket message does not name the bucket; its response does
+            return f"{line}: s3://{bucket}" if bucket and bucket not in line else line
     elif isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
         return _first_line(exc)
     elif isinstance(exc, OSError) and "AWS Error" in str(exc):  # pyarrow's S3 file system: bucket, key or credentials

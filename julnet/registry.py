@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import yaml
 from mlflow import MlflowClient
@@ -27,6 +28,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST, ErrorCode
 
+from julnet.config import Config
 from julnet.data.manifest import manifest_sha256
 from julnet.errors import RegistryError
 from julnet.tracking import RunTracker
@@ -172,3 +174,19 @@ def _break_if_stale(client: MlflowClient, lock: str, stale_s: float) -> None:
             client.delete_registered_model(lock)
         except MlflowException:
             pass
+
+
+def pretrain_and_register(cfg: Config, data: str, name: str, steps: int, model_name: str) -> dict[str, Any]:
+    """Pre-train the SyncNet in a Ray task, log the run `name` to MLflow and register its weights as `model_name`."""
+    from julnet.tracking import resolve_tracking_uri
+    from julnet.training.syncnet import log_pretraining, pretrain_on_ray
+    from julnet.version import code_version
+
+    metrics, weights = pretrain_on_ray(cfg, data, steps)
+    tracker = RunTracker(resolve_tracking_uri(cfg.tracking.uri), cfg.tracking.experiment, name)
+    tracker.start(params=cfg.flat(), tags={"julnet.kind": "syncnet", "julnet.data": data, "julnet.code_version": code_version()})
+    log_pretraining(tracker, steps, metrics, weights)
+    accuracy = metrics["eval"]["sync_accuracy"]
+    version = register_artifacts(tracker, model_name, "syncnet", {"heldout_sync_accuracy": f"{accuracy:.4f}", "heldout": metrics["heldout"]})
+    tracker.end()
+    return {"model": f"models:/{model_name}/{version}", "heldout": metrics["heldout"], "sync_accuracy": accuracy, "run_id": tracker.run_id}

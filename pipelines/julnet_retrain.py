@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from kfp import compiler, dsl, kubernetes
+
+from julnet.config import DEFAULT_CONFIG
 from kfp.dsl import Markdown, Output
 
 IMAGE = "ghcr.io/julnet/julnet:0.1.0"
@@ -37,9 +39,9 @@ def check_new_data(
     """Compare the raw prefix with the data the champion was trained on; validate the settings for the next steps."""
     from collections import namedtuple
 
-    from pipelines.raysubmit import RayTarget
+    from julnet.retrain import Plan
     from pipelines.steps import check
-    from ray_jobs.retrain import Plan
+    from pipelines.target import RayTarget
 
     policy = [*promotion_overrides, *([f"promotion.model_name={model_name}"] if model_name else [])]
     plan = Plan(raw_uri, dataset_uri, storage_uri, run_name, config, tuple(overrides), tuple(policy), syncnet_steps, eval_gpus)
@@ -49,7 +51,7 @@ def check_new_data(
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def preprocess(context: dict) -> str:
-    """Raw videos to training shards (ray_jobs/preprocess.py as a Ray job); returns the manifest URI."""
+    """Raw videos to training shards (`julnet preprocess --ray` as a Ray job); returns the manifest URI."""
     from pipelines import steps
 
     return steps.preprocess(context)
@@ -57,7 +59,7 @@ def preprocess(context: dict) -> str:
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def pretrain_syncnet(context: dict, manifest: str) -> str:
-    """Pre-train the SyncNet when syncnet_steps > 0 (ray_jobs/train_syncnet.py); returns its models:/ URI or ""."""
+    """Pre-train the SyncNet when syncnet_steps > 0 (`julnet train-syncnet --name`); returns its models:/ URI or ""."""
     from pipelines import steps
 
     return steps.syncnet(context, manifest)
@@ -65,7 +67,7 @@ def pretrain_syncnet(context: dict, manifest: str) -> str:
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def train(context: dict, manifest: str, syncnet_model: str) -> str:
-    """Train on Ray (ray_jobs/train.py, resumed by run name); returns the MLflow run id."""
+    """Train on Ray (`julnet train --name`, resumed by run name); returns the MLflow run id."""
     from pipelines import steps
 
     return steps.train(context, manifest, syncnet_model)
@@ -73,7 +75,7 @@ def train(context: dict, manifest: str, syncnet_model: str) -> str:
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def evaluate(context: dict, run_id: str, report: Output[Markdown]) -> str:
-    """Evaluate the model on the held-out split (ray_jobs/evaluate.py); returns the result's URI, shows the metrics."""
+    """Evaluate the model on the held-out split (`julnet evaluate --ray`); returns the result's URI, shows the metrics."""
     from pipelines import steps
 
     uri, table = steps.evaluate(context, run_id)
@@ -133,7 +135,7 @@ def julnet_retrain(
     dataset_uri: str,
     storage_uri: str,
     run_name: str = "retrain",
-    config: str = "paper",
+    config: str = DEFAULT_CONFIG,
     overrides: list = [],
     promotion_overrides: list = [],
     model_name: str = "julnet",

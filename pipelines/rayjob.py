@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from julnet import storage
-from pipelines.raysubmit import JobFailed, RayTarget
+from pipelines.target import JobFailed, RayTarget
 
 GROUP, VERSION, PLURAL = "ray.io", "v1", "rayjobs"
 NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")

@@ -12,50 +12,16 @@ import asyncio
 import logging
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from ray.job_submission import JobStatus, JobSubmissionClient
 
-from ray_jobs.retrain import error_line
+from julnet.retrain import error_line
+from pipelines.rayjob import start_rayjob
+from pipelines.target import JobFailed, RayTarget, job_runtime_env
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("cluster", "rayjob")
 POLL_S = 2.0
-
-
-class JobFailed(RuntimeError):
-    """A Ray job ended FAILED or STOPPED; the message names the job and its error line."""
-
-
-@dataclass(frozen=True)
-class RayTarget:
-    """Where a pipeline's Ray jobs run."""
-
-    address: str = ""  # dashboard URL of an existing cluster, e.g. http://julnet-ray-head-svc:8265 (backend "cluster")
-    backend: str = "cluster"
-    rayjob_template: str = ""  # a RayJob's name in the namespace, or a path or s3:// URI of a manifest (backend "rayjob")
-    namespace: str = ""  # where RayJobs are created; "" = the pipeline pod's own namespace
-    runtime_env: dict[str, Any] = field(default_factory=dict)  # merged into every job's runtime env (e.g. working_dir)
-
-    def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ValueError(f"ray backend must be one of {BACKENDS}, got {self.backend!r}")
-        if self.backend == "cluster" and not self.address:
-            raise ValueError("ray backend 'cluster' needs the cluster's dashboard address (e.g. http://julnet-ray-head-svc:8265)")
-        if self.backend == "rayjob" and not self.rayjob_template:
-            raise ValueError("ray backend 'rayjob' needs a RayJob template (a RayJob's name, or a path or s3:// URI of a manifest)")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def job_runtime_env(target: RayTarget, env_vars: dict[str, str]) -> dict[str, Any]:
-    """The target's runtime env with `env_vars` added to its environment variables."""
-    runtime_env = dict(target.runtime_env)
-    runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **env_vars}
-    return runtime_env
 
 
 def run_job(target: RayTarget, step: str, entrypoint: str, env_vars: dict[str, str], num_gpus: float = 0.0) -> str:
@@ -63,8 +29,6 @@ def run_job(target: RayTarget, step: str, entrypoint: str, env_vars: dict[str, s
     job_id = f"julnet-{step}-{uuid.uuid4().hex[:8]}"
     runtime_env = job_runtime_env(target, env_vars)
     if target.backend == "rayjob":
-        from pipelines.rayjob import start_rayjob
-
         address = start_rayjob(target, job_id, entrypoint, runtime_env, num_gpus)
         return follow(JobSubmissionClient(address), job_id)
     client = JobSubmissionClient(target.address)

@@ -1,6 +1,6 @@
 """What each component of the julnet-retrain pipeline does; the components (pipelines.julnet_retrain) only call these.
 
-Heavy steps are Ray jobs built by ray_jobs.retrain.Plan (the same command lines ray_jobs/retrain.py runs in one job);
+Heavy steps are Ray jobs whose entrypoints julnet.retrain.Plan builds (the `julnet` command lines `julnet retrain` runs in one process);
 the light ones (the data check, registration) are a few MLflow calls in the pipeline pod. Steps hand each other
 small values only: the context dict of the check step, a manifest URI, a run id, a model version.
 """
@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from julnet import freshness
-from pipelines.raysubmit import RayTarget, run_job
-from ray_jobs.retrain import Plan, Step, client_for, decision_of, last_json, outcome, record_raw, register, registered_syncnet
+from julnet.retrain import Plan, Step, client_for, decision_of, last_json, outcome, record_raw, register, registered_syncnet
+from pipelines.raysubmit import run_job
+from pipelines.target import RayTarget
 
 
 @dataclass(frozen=True)
@@ -62,13 +63,13 @@ def check(plan: Plan, target: RayTarget, tracking_uri: str, force: bool) -> tupl
 
 
 def preprocess(context: dict[str, Any]) -> str:
-    """Raw videos to shards (ray_jobs/preprocess.py); the manifest URI."""
+    """Raw videos to shards (`julnet preprocess --ray`); the manifest URI."""
     ctx = Context.from_dict(context)
     return ctx.submit(ctx.plan.preprocess()).get("manifest", ctx.plan.manifest)
 
 
 def syncnet(context: dict[str, Any], manifest: str) -> str:
-    """Pre-train the SyncNet (ray_jobs/train_syncnet.py) when the plan asks for steps; its models:/ URI, or "".
+    """Pre-train the SyncNet (`julnet train-syncnet --name`) when the plan asks for steps; its models:/ URI, or "".
     (`manifest`, the plan's manifest URI, orders the step after preprocessing.)"""
     ctx = Context.from_dict(context)
     if not ctx.plan.syncnet_steps:
@@ -79,7 +80,7 @@ def syncnet(context: dict[str, Any], manifest: str) -> str:
 
 
 def train(context: dict[str, Any], manifest: str, syncnet_model: str) -> str:
-    """Train (ray_jobs/train.py, resumed by run name) and tag the run with its raw data; the MLflow run id.
+    """Train (`julnet train --name`, resumed by run name) and tag the run with its raw data; the MLflow run id.
     (`manifest`, the plan's manifest URI, orders the step after preprocessing.)"""
     ctx = Context.from_dict(context)
     run_id = ctx.submit(ctx.plan.train(ctx.run, syncnet_model))["run_id"]
@@ -88,7 +89,7 @@ def train(context: dict[str, Any], manifest: str, syncnet_model: str) -> str:
 
 
 def evaluate(context: dict[str, Any], run_id: str) -> tuple[str, str]:
-    """Evaluate the trained model on the held-out split (ray_jobs/evaluate.py); (result URI, Markdown table)."""
+    """Evaluate the trained model on the held-out split (`julnet evaluate --ray`); (result URI, Markdown table)."""
     ctx = Context.from_dict(context)
     result = ctx.submit(ctx.plan.evaluate(ctx.run, run_id))  # the driver needs no GPU: its Ray task takes one with --device cuda
     return result.get("result", ctx.plan.evaluation_output(ctx.run)), metrics_markdown(result.get("metrics", {}))

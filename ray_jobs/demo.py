@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     from julnet import tracking
 
-    from julnet.cli import pretrain_and_register, ray_mapper
+    from julnet.cluster import ray_mapper
+    from julnet.registry import pretrain_and_register
     from julnet.config import load_config
     from julnet.data.preprocess import run as preprocess
     from julnet.evaluation.result import EvaluationResult, format_table

@@ -102,3 +102,18 @@ def test_evaluate(failing, missing_bucket: str, model_dir: Path, grid_dataset: s
     assert UNKNOWN_RUN in failing("evaluate", "--model", f"runs:/{UNKNOWN_RUN}/model", "--data", grid_dataset)
     assert "no-such-model" in failing("evaluate", "--model", "models:/no-such-model/3", "--data", grid_dataset)
     assert missing_bucket.removeprefix("s3://") in failing("evaluate", "--model", str(model_dir), "--data", f"{missing_bucket}/manifest.json")
+
+
+def test_retrain(failing, missing_bucket: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    elsewhere = tmp_path_factory.mktemp("retrain")
+    where = ("--dataset", str(elsewhere / "data"), "--storage", str(elsewhere / "runs"), "--name", "n")
+    assert "no-such-preset" in failing("retrain", "--config", "no-such-preset", "--raw", str(elsewhere), *where)
+    assert "must set promotion.* keys" in failing("retrain", "--raw", str(elsewhere), *where, "--promotion-set", "hist.bins=9")
+    assert missing_bucket.removeprefix("s3://") in failing("retrain", "--raw", f"{missing_bucket}/raw", *where)
+    raw = elsewhere / "raw"  # new data (no champion yet), so the chain starts: its first step fails, before any Ray
+    raw.mkdir()
+    (raw / "clip.mpg").write_bytes((Path(__file__).parent / "data" / "bbaf2n.mpg").read_bytes())
+    (elsewhere / "not-a-folder").write_text("")
+    line = failing("retrain", "--raw", str(raw), "--dataset", str(elsewhere / "not-a-folder"), *where[2:])
+    assert line.startswith("julnet retrain: error: preprocess: julnet preprocess: error: ") and "not-a-folder" in line, line
+

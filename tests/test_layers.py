@@ -18,7 +18,7 @@ ROOTS = ("julnet", "ray_jobs", "pipelines")
 # Bottom to top. An entry is a module or a package (all its modules); the bare `julnet` is julnet/__init__.py only.
 FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundation", ("julnet", "julnet.version", "julnet.errors", "julnet.config", "julnet.progress", "julnet.redact", "julnet.table")),
-    ("storage", ("julnet.storage", "julnet.tracking", "julnet.artifacts", "julnet.paths")),
+    ("storage", ("julnet.storage", "julnet.tracking", "julnet.artifacts", "julnet.paths", "julnet.cluster")),
     ("data", ("julnet.face", "julnet.data")),
     ("models", ("julnet.models", "julnet.pretrained")),  # the networks, their checkpoints and loading a trained one
     ("losses", ("julnet.losses",)),
@@ -27,10 +27,11 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("inference", ("julnet.inference", "julnet.batch")),
     ("training", ("julnet.training",)),
     ("sweeps", ("julnet.sweep",)),  # a trial trains, then the suite scores it
-    ("registry", ("julnet.registry", "julnet.promotion", "julnet.freshness", "julnet.pyfunc", "julnet.pyfunc_model")),
+    ("registry", ("julnet.registry", "julnet.promotion", "julnet.freshness", "julnet.pyfunc", "julnet.pyfunc_model",
+                  "julnet.retrain")),  # the retraining chain registers and promotes; julnet.cli hands it the commands to run
     ("cli", ("julnet.cli", "julnet.info", "julnet.__main__")),
     ("ray_jobs", ("ray_jobs",)),  # may import julnet
-    ("pipelines", ("pipelines",)),  # may import ray_jobs and julnet
+    ("pipelines", ("pipelines",)),  # imports julnet only: its steps' Ray jobs run `julnet` commands (see below)
 )
 
 
@@ -100,6 +101,39 @@ def test_no_upward_import() -> None:
             if floor is not None and floor > own:
                 upward.append(f"{path.relative_to(REPO)}:{line}: {module} ({FLOORS[own][0]}) imports {target} ({FLOORS[floor][0]})")
     assert not upward, "imports that point up a floor (move the shared helper down instead):\n" + "\n".join(sorted(set(upward)))
+
+
+def test_pipelines_import_julnet_not_the_job_scripts() -> None:
+    """A pipeline step runs `julnet` commands as Ray jobs; the job scripts in ray_jobs/ are that command's thin drivers."""
+    found = [f"{p.relative_to(REPO)}:{line}: {target}" for p in (REPO / "pipelines").rglob("*.py")
+             for line, target in imported(p.read_text(), module_name(p), p.name == "__init__.py") if target.split(".")[0] == "ray_jobs"]
+    assert not found, found
+
+
+def test_no_import_circle() -> None:
+    """No module reaches itself through the imports (function-local ones included), in julnet, ray_jobs or pipelines.
+    Fails on the code before issue 29: pipelines.raysubmit and pipelines.rayjob imported each other."""
+    graph: dict[str, set[str]] = {}
+    for path in sources():
+        module = module_name(path)
+        # A module's own packages are left out: a sibling import runs them on the way, which Python allows.
+        graph[module] = {t for _, t in imported(path.read_text(), module, path.name == "__init__.py")
+                         if _is_module(t) and not f"{module}.".startswith(f"{t}.")}
+    circles, state = [], {}  # state: 1 on the current path, 2 done
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for target in sorted(graph.get(module, ())):
+            if state.get(target) == 1:
+                circles.append(" -> ".join([*path[path.index(target):], target]))
+            elif target not in state:
+                visit(target, [*path, target])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert not circles, "import circles:\n" + "\n".join(circles)
 
 
 @pytest.mark.parametrize(

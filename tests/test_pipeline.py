@@ -107,9 +107,9 @@ def test_a_failing_ray_job_fails_its_step_with_the_jobs_error(local_kfp, ray_clu
     """The train step alone (KFP runs a component like a one-step pipeline), on the session's GRID dataset in S3, with a
     config only the training job rejects (its pretrained weights): the job fails, so the step fails with its error."""
     from pipelines.julnet_retrain import train
-    from pipelines.raysubmit import RayTarget
+    from pipelines.target import RayTarget
     from pipelines.steps import Context
-    from ray_jobs.retrain import Plan
+    from julnet.retrain import Plan
 
     plan = Plan(s3_grid.rsplit("/", 1)[0], s3_grid.rsplit("/", 1)[0], f"{s3_grid.rsplit('/', 2)[0]}/runs", "broken", "tiny",
                 (*FAST, "perceptual.vgg_width=1", "perceptual.vgg.allow_random_init=false"))

@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from pipelines import rayjob
-from pipelines.raysubmit import JobFailed, RayTarget, job_runtime_env
+from pipelines.target import JobFailed, RayTarget, job_runtime_env
 from tests.test_infra import one, problems, rendered
 
-ENTRYPOINT = "python -m ray_jobs.train --config paper --data s3://data/x/manifest.json --storage s3://runs --name nightly-0123"
+ENTRYPOINT = "python -m julnet train --config paper --data s3://data/x/manifest.json --storage s3://runs --name nightly-0123"
 
 
 def deployed_template(overlay: str = "prod") -> dict[str, Any]:

@@ -1,8 +1,10 @@
-"""Scheduled retraining as one Ray job (ray_jobs/retrain.py) and what it shares with the pipeline: the raw-data
-fingerprint and the champion check (julnet.freshness), and the step command lines (Plan).
+"""Scheduled retraining as one chain (`julnet retrain`, julnet.retrain; ray_jobs/retrain.py runs it as a Ray job) and
+what it shares with the pipeline: the raw-data fingerprint and the champion check (julnet.freshness), and the step
+command lines (Plan).
 
 The end-to-end test submits the job to the session's local Ray cluster with `ray job submit`, on three GRID sample
-clips in the S3 test server, tracked in the session's MLflow server, then submits it again: nothing new, it stops.
+clips in the S3 test server, tracked in the session's MLflow server, then runs `julnet retrain` in a shell on the
+same data: nothing new, it stops.
 """
 
 from __future__ import annotations
@@ -16,13 +18,15 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 from mlflow import MlflowClient
 
-from julnet.config import ConfigError
+from julnet.config import DEFAULT_CONFIG, ConfigError
 from julnet.freshness import check, fingerprint, raw_objects
 from julnet.promotion import TAG_DECISION
 from julnet.registry import TAG_RAW, TAG_RAW_FILES, TAG_RAW_SHA
-from ray_jobs.retrain import Plan, error_line, last_json
+from julnet.cli import build_parser
+from julnet.retrain import Plan, error_line, last_json
 from tests.conftest import REPO
 
 RUN = "nightly"
@@ -126,13 +130,19 @@ def test_the_plan_builds_each_steps_command_line_once() -> None:
     other_policy = Plan("s3://raw/x", "s3://data/x/", "s3://runs", "nightly", "tiny", ("hist.bins=9",), ("promotion.margin=0.5",))
     assert other_policy.run_name("ab" * 32) == run, "the promotion policy is not part of what is trained"
     assert plan.manifest == "s3://data/x/manifest.json"
-    assert plan.preprocess().command() == "python -m ray_jobs.preprocess --config tiny --set hist.bins=9 --input s3://raw/x --output s3://data/x/"
+    assert plan.preprocess().command() == "python -m julnet preprocess --ray --config tiny --set hist.bins=9 --input s3://raw/x --output s3://data/x/"
     train = plan.train(run, "models:/julnet-syncnet/3").argv
     assert train[-6:] == ("--data", plan.manifest, "--storage", "s3://runs", "--name", run)
     assert "syncnet.weights.path=models:/julnet-syncnet/3" in train
-    assert plan.evaluate(run, "RID").argv[:2] == ("--model", "runs:/RID/model") and "--tracking-run" in plan.evaluate(run, "RID").argv
+    assert plan.evaluate(run, "RID").argv[:4] == ("evaluate", "--ray", "--model", "runs:/RID/model") and "--tracking-run" in plan.evaluate(run, "RID").argv
     promote = plan.promote("4")
-    assert promote.module == "julnet.cli" and "promotion.margin=0.1" in promote.argv and promote.argv[-4:] == ("--data", plan.manifest, "--device", "cuda")
+    assert promote.argv[0] == "promote" and "promotion.margin=0.1" in promote.argv and promote.argv[-4:] == ("--data", plan.manifest, "--device", "cuda")
+    for step in (plan.preprocess(), plan.syncnet(run), plan.train(run), plan.evaluate(run, "RID"), promote):
+        build_parser().parse_args(list(step.argv))  # each step is a `julnet` command line as the CLI takes it
+    # One default config for the chain, said once (julnet.config.DEFAULT_CONFIG): the plan, the command and the pipeline.
+    compiled = next(yaml.safe_load_all((REPO / "pipelines" / "julnet_retrain.yaml").read_text()))
+    assert (Plan("r", "d", "s", "n").config == build_parser().parse_args(["retrain", "--raw", "r", "--dataset", "d", "--storage", "s", "--name", "n"]).config
+            == compiled["root"]["inputDefinitions"]["parameters"]["config"]["defaultValue"] == DEFAULT_CONFIG)
     with pytest.raises(ConfigError, match="promotion overrides must set promotion"):
         Plan("r", "d", "s", "n", "tiny", (), ("hist.bins=9",))
     with pytest.raises(ConfigError, match="unknown config key 'train.bogus'"):
@@ -181,7 +191,9 @@ def test_the_retrain_job_runs_the_chain_on_ray_then_finds_nothing_new(ray_cluste
     assert champion.tags[TAG_RAW_SHA] == fingerprint(raw_objects(raw)) and champion.tags[TAG_RAW_FILES] == "3"
     assert "eval_psnr_mouth" in client.get_run(result["run_id"]).data.metrics, "the evaluate step logged onto the training run"
 
-    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stdout[-3000:]
+    julnet = str(Path(sys.executable).parent / "julnet")  # the same chain from a shell: it stops after the check
+    again = subprocess.run([julnet, "retrain", *command[command.index("ray_jobs/retrain.py") + 1:]], env={**env, **job_env(mlflow_server.uri)},
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert last_json(again.stdout)["status"] == "no_new_data"
     assert len(client.search_model_versions(f"name='{model}'")) == 1
