@@ -22,12 +22,14 @@ from kfp.dsl import Markdown, Output
 IMAGE = "ghcr.io/julnet/julnet:0.1.0"
 YAML = Path(__file__).with_name("julnet_retrain.yaml")
 
-# Secrets and config maps the pipeline's pods read (infra/README.md says how to create them), all optional but the
-# Ray token: the S3 keys are absent where the pod has a cloud identity (its service account).
+# The Secrets the pipeline's pods read, as docs/operations.md creates them, and ConfigMap julnet-env, which the
+# overlays generate (tests/test_wiring.py checks both ends). (name, {key: variable}, optional): the S3 keys are absent
+# where the pods have a cloud identity (their service account), the S3 endpoint where they use AWS itself (prod).
 RAY_AUTH_SECRET = ("julnet-ray-auth", {"auth_token": "RAY_AUTH_TOKEN"}, False)
-MLFLOW_SECRET = ("julnet-mlflow-client", {"username": "MLFLOW_TRACKING_USERNAME", "password": "MLFLOW_TRACKING_PASSWORD"}, True)
+MLFLOW_SECRET = ("julnet-mlflow-client", {"MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD"}, False)
 S3_SECRET = ("julnet-s3", {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}, True)
-S3_CONFIG = ("julnet-s3", {"AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL", "AWS_REGION": "AWS_REGION"}, True)
+ENV_CONFIG = ("julnet-env", {"AWS_REGION": "AWS_REGION"}, False)
+S3_ENDPOINT_CONFIG = ("julnet-env", {"AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL"}, True)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -119,13 +121,13 @@ def no_new_data(reason: str, report: Output[Markdown]) -> NamedTuple("Outputs", 
 
 
 def _pod_settings(task: dsl.PipelineTask) -> dsl.PipelineTask:
-    """No caching (every step has side effects), the Ray token, and MLflow and S3 credentials from Secrets."""
+    """No caching (every step has side effects), the Ray token, MLflow and S3 credentials from Secrets, S3 settings from julnet-env."""
     task.set_caching_options(False)
     task.set_env_variable("RAY_AUTH_MODE", "token")
     for name, keys, optional in (RAY_AUTH_SECRET, MLFLOW_SECRET, S3_SECRET):
         kubernetes.use_secret_as_env(task, secret_name=name, secret_key_to_env=keys, optional=optional)
-    name, keys, optional = S3_CONFIG
-    kubernetes.use_config_map_as_env(task, config_map_name=name, config_map_key_to_env=keys, optional=optional)
+    for name, keys, optional in (ENV_CONFIG, S3_ENDPOINT_CONFIG):
+        kubernetes.use_config_map_as_env(task, config_map_name=name, config_map_key_to_env=keys, optional=optional)
     return task
 
 
