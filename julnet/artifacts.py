@@ -19,6 +19,16 @@ from julnet.errors import NotWeightsError, PickledObjectsError
 MLFLOW_SCHEMES = ("models:/", "runs:/")
 
 
+def unsupported_scheme(uri: str) -> str | None:
+    """The scheme of `uri` when `fetch` cannot resolve it (e.g. "http"), else None."""
+    return None if uri.startswith(MLFLOW_SCHEMES) else storage.unsupported_scheme(uri)
+
+
+def is_remote(uri: str) -> bool:
+    """Whether `fetch` downloads `uri` (an MLflow or object-store URI) rather than finding it here."""
+    return uri.startswith(MLFLOW_SCHEMES) or not storage.is_local(uri)
+
+
 def fetch(uri: str, local_dir: Path, tracking_uri: str | None = None) -> Path:
     """The local file or folder behind `uri`, downloaded into `local_dir` when remote; MLflow URIs resolve against
     `tracking_uri` (default: as julnet.tracking resolves it)."""
@@ -31,10 +41,10 @@ def fetch(uri: str, local_dir: Path, tracking_uri: str | None = None) -> Path:
         tracking = resolve_tracking_uri(tracking_uri)
         source = model_version_source(uri, tracking) if uri.startswith("models:/") else uri
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(local_dir), tracking_uri=tracking))
-    if storage.is_s3(uri):
+    if not storage.is_local(uri):
         return storage.copy_to_local(uri, local_dir)
-    path = Path(uri.removeprefix("file://"))
-    if not path.exists():
+    path = storage.local_path(uri)
+    if path is None or not path.exists():
         raise FileNotFoundError(f"no such file or directory: {uri}")
     return path
 

@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 
-import boto3
 from mlflow import MlflowClient
 
 from julnet import storage
@@ -71,31 +69,8 @@ def raw_objects(uri: str) -> list[RawObject]:
 
 
 def _list(uri: str) -> list[RawObject]:
-    """Every non-hidden file below `uri`, as preprocessing's discovery sees them."""
-    objects = _list_s3(uri) if storage.is_s3(uri) else _list_local(uri)
-    return [o for o in objects if not PurePosixPath(o.key).name.startswith(".")]
-
-
-def _list_s3(uri: str) -> list[RawObject]:
-    """Keys, sizes and ETags under an `s3://bucket/prefix` (endpoint and credentials from the AWS_* variables)."""
-    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
-    prefix = prefix.rstrip("/") + "/" if prefix.strip("/") else ""
-    pages = boto3.session.Session().client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-    return [RawObject(item["Key"][len(prefix):], int(item["Size"]), item["ETag"].strip('"'))
-            for page in pages for item in page.get("Contents", []) if not item["Key"].endswith("/")]
-
-
-def _list_local(uri: str) -> list[RawObject]:
-    """Relative paths, sizes and modification times (ns) of the files below a local folder."""
-    root = storage.local_path(uri)
-    if root is None or not root.is_dir():
-        return []
-    out = []
-    for folder, _, names in os.walk(root):
-        for name in names:
-            stat = (Path(folder) / name).stat()
-            out.append(RawObject((Path(folder) / name).relative_to(root).as_posix(), stat.st_size, str(stat.st_mtime_ns)))
-    return out
+    """Every non-hidden file below `uri`, as preprocessing's discovery sees them (S3: ETags; elsewhere: mtimes)."""
+    return [RawObject(v.key, v.size, v.tag) for v in storage.list_versions(uri) if not PurePosixPath(v.key).name.startswith(".")]
 
 
 def fingerprint(objects: list[RawObject]) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -27,13 +26,13 @@ Paths = Mapping[str, PathLike | None]
 
 
 def location(uri: PathLike) -> str | None:
-    """One spelling per place: the real path of a local path or file:// URI, the normalised s3:// URI; None for
+    """One spelling per place: the real path of a local path or file:// URI, the normalised s3:// or gs:// URI; None for
     URIs that name no file here (models:/, runs:/, http://, file:// on another host)."""
     text = os.fspath(uri)
     if text.startswith(MLFLOW_SCHEMES):
         return None
-    if storage.is_s3(text):
-        return "s3://" + re.sub("/+", "/", text.split("://", 1)[1]).strip("/")
+    if not storage.is_local(text):
+        return storage.canonical(text)  # None for http:// and other schemes that name no file here
     try:
         local = storage.local_path(text)
     except ValueError:
@@ -47,7 +46,7 @@ def _keys(uri: PathLike) -> set[object]:
     if where is None:
         return set()
     keys: set[object] = {where}
-    if not storage.is_s3(where):
+    if storage.is_local(where):
         with contextlib.suppress(OSError):
             stat = os.stat(where)
             keys.add((stat.st_dev, stat.st_ino))

@@ -14,15 +14,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from julnet import artifacts
+from julnet import artifacts, storage
 from julnet.artifacts import read_state
 from julnet.config import Config, PretrainedWeights
 from julnet.errors import MissingWeightsError
 
 log = logging.getLogger(__name__)
-
-
-_REMOTE = ("models:/", "runs:/", "s3://")
 
 
 def sha256_of(path: Path) -> str:
@@ -60,9 +57,9 @@ def read_state_dict(weights: PretrainedWeights, what: str, key: str, tracking_ur
 
 def _local_file(uri: str, what: str, key: str, tracking_uri: str | None) -> Path:
     """A local weights file for a path, file://, s3:// or MLflow models:/ / runs:/ URI (remote ones are cached)."""
-    if not uri.startswith(_REMOTE):
-        path = Path(uri.removeprefix("file://"))
-        if not path.is_file():
+    if not artifacts.is_remote(uri):
+        path = storage.local_path(uri)
+        if path is None or not path.is_file():
             raise MissingWeightsError(f"{what} weights not found at {key}.path={uri}")
         return path
     cache = Path(os.environ.get("JULNET_CACHE", Path.home() / ".cache" / "julnet")) / "weights"
@@ -81,7 +78,7 @@ def check_configured(cfg: Config) -> None:
     for weights, what, key in ((cfg.perceptual.vgg, "VGG-19", "perceptual.vgg"), (cfg.syncnet.weights, "SyncNet", "syncnet.weights")):
         if weights.path is None and not weights.allow_random_init:
             raise MissingWeightsError(f"{what} weights are not configured: set {key}.path, or {key}.allow_random_init=true for a smoke run")
-        if weights.path and not weights.path.startswith(_REMOTE) and not Path(weights.path.removeprefix("file://")).is_file():
+        if weights.path and not artifacts.is_remote(weights.path) and not storage.local_path(weights.path).is_file():  # type: ignore[union-attr]
             raise MissingWeightsError(f"{what} weights not found at {key}.path={weights.path}")
 
 

@@ -1,14 +1,19 @@
-"""Storage: every input and output of the project is a URI, a local path, `file://...` or `s3://bucket/key`.
+"""Storage: every input and output of the project is a URI, a local path, `file://...`, `s3://bucket/key` or
+`gs://bucket/key`; this module is the only one that knows the schemes (and the only one that imports boto3).
 
-Reads, listings, copies and deletes go through pyarrow filesystems. Writes are atomic: locally the data goes
-to a hidden temporary file in the target directory that is fsynced and renamed into place; on S3 it is
-uploaded with boto3 as one PUT, or as a multipart upload that is completed on success and aborted on error,
-because pyarrow's S3 output streams cannot be aborted from Python and publish whatever was written when they
-are closed after an error.
+Reads, listings, copies and deletes go through pyarrow filesystems: pyarrow already reads the Parquet shards and
+is what Ray Data and Ray Train take, so one abstraction serves julnet and Ray alike (fsspec would add s3fs, gcsfs
+and their async stacks for the same calls). Writes are atomic: locally the data goes to a hidden temporary file in
+the target directory that is fsynced and renamed into place; on S3 it is uploaded with boto3 as one PUT, or as a
+multipart upload that is completed on success and aborted on error, because pyarrow's S3 output streams cannot be
+aborted from Python and publish whatever was written when they are closed after an error; on GCS it is written
+under a hidden temporary name beside the target and moved into place on success (deleted on error).
 
 The S3 endpoint, region and credentials come from the standard AWS environment variables
 (`AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL`, `AWS_REGION` or `AWS_DEFAULT_REGION`, `AWS_ACCESS_KEY_ID`,
-`AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), so AWS, MinIO, Ceph and moto all work unchanged.
+`AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), so AWS, MinIO, Ceph and moto all work unchanged. GCS uses Google's
+default credentials (GOOGLE_APPLICATION_CREDENTIALS, or the node's service account); `gs://` runs the same code as
+`s3://` here but has not been tried against a real bucket.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Iterable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 from urllib.parse import unquote, urlsplit
@@ -62,9 +68,30 @@ def _scheme(uri: str) -> str:
     return match.group(1).lower() if match else ""
 
 
-def is_s3(uri: str) -> bool:
-    """Whether `uri` names an S3 object or prefix, for callers that must treat object storage specially."""
+_OBJECT_SCHEMES = ("s3", "gs")
+
+
+def is_local(uri: str) -> bool:
+    """Whether `uri` is a path or file:// URI (a file here), not an object in a bucket."""
+    return _scheme(uri) in ("", "file")
+
+
+def unsupported_scheme(uri: str) -> str | None:
+    """The scheme of `uri` when this module cannot read it (e.g. "http"), else None."""
+    scheme = _scheme(uri)
+    return None if scheme in ("", "file", *_OBJECT_SCHEMES) else scheme
+
+
+def _is_s3(uri: str) -> bool:
     return _scheme(uri) == "s3"
+
+
+def canonical(uri: str) -> str | None:
+    """One spelling of an object URI (lower-case scheme, no doubled or trailing slashes); None for anything else."""
+    scheme = _scheme(uri)
+    if scheme in _OBJECT_SCHEMES:
+        return f"{scheme}://" + re.sub("/+", "/", uri.split("://", 1)[1]).strip("/")
+    return None
 
 
 def _path(uri: str) -> str:
@@ -77,12 +104,12 @@ def _path(uri: str) -> str:
         if parts.netloc not in ("", "localhost"):
             raise ValueError(f"file URI on another host is not supported: {uri}")
         return unquote(parts.path)
-    if scheme == "s3":
-        path = uri[len("s3://") :].strip("/")
+    if scheme in _OBJECT_SCHEMES:
+        path = uri.split("://", 1)[1].strip("/")
         if not path:
-            raise ValueError(f"S3 URI names no bucket: {uri}")
+            raise ValueError(f"{scheme}:// URI names no bucket: {uri}")
         return path
-    raise ValueError(f"unsupported URI scheme {scheme!r} in {uri} (use a path, file:// or s3://)")
+    raise ValueError(f"unsupported URI scheme {scheme!r} in {uri} (use a path, file://, s3:// or gs://)")
 
 
 def _bucket_key(uri: str) -> tuple[str, str]:
@@ -124,6 +151,13 @@ def _s3_filesystem(settings: _S3Settings) -> pafs.S3FileSystem:
 
 
 @functools.cache
+def _gcs_filesystem() -> pafs.GcsFileSystem:
+    """pyarrow's GCS filesystem with Google's default credentials (looked up at the first request). Retries stop
+    after a minute (pyarrow's default is 15), so an unreachable service or missing credentials fail, not hang."""
+    return pafs.GcsFileSystem(retry_time_limit=timedelta(seconds=60))
+
+
+@functools.cache
 def _s3_client(settings: _S3Settings) -> BaseClient:
     """One boto3 S3 client per endpoint, region and credentials, for the uploads pyarrow cannot abort."""
     return boto3.session.Session().client(
@@ -139,8 +173,10 @@ def _s3_client(settings: _S3Settings) -> BaseClient:
 def filesystem(uri: str, endpoint_url: str | None = None) -> tuple[pafs.FileSystem, str]:
     """The pyarrow filesystem holding `uri` and the path within it, so any pyarrow API can take a URI."""
     path = _path(uri)
-    if is_s3(uri):
+    if _is_s3(uri):
         return _s3_filesystem(_s3_settings(endpoint_url)), path
+    if _scheme(uri) == "gs":
+        return _gcs_filesystem(), path
     return _LOCAL, path
 
 
@@ -155,7 +191,7 @@ def join(uri: str, *parts: str) -> str:
 
 def local_path(uri: str) -> Path | None:
     """The local path that `uri` (a path or file:// URI) names, or None for object storage."""
-    return None if is_s3(uri) else Path(_path(uri))
+    return Path(_path(uri)) if is_local(uri) else None
 
 
 def require_durable(uri: str, what: str, fix: str = "give the job an s3:// URI, or a shared path outside its working directory") -> None:
@@ -214,21 +250,27 @@ def read_text(uri: str) -> str:
 @contextlib.contextmanager
 def open_output(uri: str) -> Iterator[BinaryIO]:
     """A binary stream whose data appears under `uri` only when the block ends without an exception."""
-    if is_s3(uri):
+    if _is_s3(uri):
         with _s3_output(uri) as stream:
             yield stream
-    else:
+    elif is_local(uri):
         with _local_output(_path(uri)) as stream:
+            yield stream
+    else:
+        with _moved_output(uri) as stream:
             yield stream
 
 
 def discard_partial(uri: str) -> None:
-    """Remove what an interrupted `open_output(uri)` left beside it (a hidden local file; S3 keeps nothing)."""
-    if is_s3(uri):
+    """Remove what an interrupted `open_output(uri)` left beside it (a hidden file or object; S3 keeps nothing)."""
+    if _is_s3(uri):
         return
-    target = Path(_path(uri))
-    for temp in target.parent.glob(f"{TEMP_PREFIX}*-{target.name}"):
-        temp.unlink(missing_ok=True)
+    fs, path = filesystem(uri)
+    name = posixpath.basename(path)
+    for info in fs.get_file_info(pafs.FileSelector(posixpath.dirname(path) or ".", allow_not_found=True)):
+        if info.base_name.startswith(TEMP_PREFIX) and info.base_name.endswith(f"-{name}"):
+            with contextlib.suppress(FileNotFoundError):
+                fs.delete_file(info.path)
 
 
 def write_bytes(uri: str, data: bytes) -> None:
@@ -268,6 +310,23 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def _moved_output(uri: str) -> Iterator[BinaryIO]:
+    """Write to a hidden object beside `uri` and move it into place on success (object stores without an abortable
+    upload in Python: GCS); on failure the hidden object is deleted."""
+    fs, path = filesystem(uri)
+    parent, _, name = path.rpartition("/")
+    temp = f"{parent}/{TEMP_PREFIX}{uuid.uuid4().hex[:12]}-{name}"
+    try:
+        with fs.open_output_stream(temp) as stream:
+            yield stream  # type: ignore[misc]  # a pyarrow NativeFile, used as a binary stream
+        fs.move(temp, path)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            fs.delete_file(temp)
+        raise
 
 
 @contextlib.contextmanager
@@ -352,16 +411,43 @@ def list_files(uri_prefix: str, suffixes: str | Iterable[str] | None = None) -> 
 
 def list_sizes(uri_prefix: str, suffixes: str | Iterable[str] | None = None) -> list[tuple[str, int]]:
     """Like `list_files`, with each file's size in bytes (from the listing itself: no request per file)."""
+    return [(uri, info.size) for uri, info in _listing(uri_prefix, suffixes)]
+
+
+def _listing(uri_prefix: str, suffixes: str | Iterable[str] | None = None) -> list[tuple[str, pafs.FileInfo]]:
     fs, base = filesystem(uri_prefix)
     wanted = (suffixes,) if isinstance(suffixes, str) else tuple(suffixes or ())
     infos = fs.get_file_info(pafs.FileSelector(base.rstrip("/") or base[:1], recursive=True, allow_not_found=True))
     return sorted(
-        (join(uri_prefix, posixpath.relpath(info.path, base)), info.size)
-        for info in infos
-        if info.type == pafs.FileType.File
-        and not info.base_name.startswith(TEMP_PREFIX)
-        and (not wanted or info.base_name.endswith(wanted))
+        ((join(uri_prefix, posixpath.relpath(info.path, base)), info)
+         for info in infos
+         if info.type == pafs.FileType.File
+         and not info.base_name.startswith(TEMP_PREFIX)
+         and (not wanted or info.base_name.endswith(wanted))),
+        key=lambda item: item[0],
     )
+
+
+class Version(NamedTuple):
+    """A file below a prefix as a change detector sees it: its key relative to the prefix, its size, and a tag that
+    changes when its content may have (the object's ETag on S3, else the modification time in ns)."""
+
+    key: str
+    size: int
+    tag: str
+
+
+def list_versions(uri_prefix: str) -> list[Version]:
+    """Every file below `uri_prefix` with its version tag, sorted by key (an empty list when there is none)."""
+    if _is_s3(uri_prefix):
+        bucket, _, prefix = _path(uri_prefix).partition("/")
+        prefix = prefix.rstrip("/") + "/" if prefix.strip("/") else ""
+        pages = _s3_client(_s3_settings()).get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        found = [Version(item["Key"][len(prefix):], int(item["Size"]), item["ETag"].strip('"'))
+                 for page in pages for item in page.get("Contents", []) if not item["Key"].endswith("/")]
+        return sorted(found)
+    root = uri_prefix.rstrip("/")
+    return [Version(uri[len(root) + 1:], info.size, str(info.mtime_ns)) for uri, info in _listing(uri_prefix)]
 
 
 def delete(uri: str, missing_ok: bool = False) -> None:

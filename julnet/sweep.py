@@ -261,7 +261,7 @@ def run_sweep(cfg: Config, manifest_uri: str, storage_uri: str, name: str) -> di
     s = cfg.sweep
     cfg = cfg.with_values({"tracking.uri": resolve_tracking_uri(cfg.tracking.uri)})  # trials log where the parent does
     fs, root = storage.filesystem(storage_uri)
-    if not storage.is_s3(storage_uri):
+    if storage.is_local(storage_uri):
         root = os.path.abspath(root)
     sweep_uri = storage.join(storage_uri, name)
     parent = RunTracker(cfg.tracking.uri, cfg.tracking.experiment, name)

@@ -424,7 +424,7 @@ def _synced(
 
 def _local(uri: str, tmp: Path) -> Path:
     """A local path for a URI (object-store files are copied into tmp first; decoders need seekable files)."""
-    if not storage.is_s3(uri):
+    if storage.is_local(uri):
         fs, path = storage.filesystem(uri)
         if fs.get_file_info(path).type.name == "NotFound":
             raise VideoError("not_found", uri)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from julnet import artifacts, storage
 from julnet.config import Config
 from julnet.errors import ModelNotFoundError, NotWeightsError, PickledObjectsError, UnsupportedModelError
 from julnet.models.blocks import fold_batch_norm
@@ -36,14 +37,15 @@ def load_model(
     from mlflow.exceptions import MlflowException  # here: only a failed MLflow lookup needs it
 
     text = os.fspath(model)
-    scheme = text.split("://", 1)[0] if "://" in text else text.split(":/", 1)[0] if text.startswith(("models:/", "runs:/")) else ""
-    if scheme not in ("", "file", "s3", "models", "runs"):
-        raise UnsupportedModelError(f"model URI scheme '{scheme}:' is not supported (use models:/, runs:/, s3://, file:// or a path): {text}")
+    unsupported = artifacts.unsupported_scheme(text)
+    if unsupported:
+        raise UnsupportedModelError(f"model URI scheme '{unsupported}:' is not supported (use models:/, runs:/, s3://, gs://, file:// or a path): {text}")
+    remote = artifacts.is_remote(text)
     with tempfile.TemporaryDirectory(prefix="julnet-model-") as tmp:
         try:
             found = fetch_checkpoint(text, Path(tmp), tracking_uri)
         except (FileNotFoundError, MlflowException) as exc:
-            shown = scheme in ("s3", "models", "runs") or Path(text.removeprefix("file://")).exists()
+            shown = remote or storage.local_path(text).exists()  # type: ignore[union-attr]  # not remote: a local path
             detail = f" ({str(exc).splitlines()[0]})" if shown else ""
             raise ModelNotFoundError(f"model not found: {text}{detail}") from None
         try:
@@ -55,7 +57,7 @@ def load_model(
         except PickledObjectsError as exc:
             raise UnsupportedModelError(str(exc)) from None
         except NotWeightsError as exc:
-            shown = text if scheme in ("s3", "models", "runs") else exc.path  # the file itself, where the user can see it
+            shown = text if remote else exc.path  # the file itself, where the user can see it
             raise UnsupportedModelError(f"{shown} is not a julnet checkpoint ({exc.what})") from None
         except (KeyError, TypeError, RuntimeError, ValueError, OSError) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else ""
