@@ -74,7 +74,7 @@ class CurriculumRun:
     config: dict[str, Any]
     stages: list[str]  # the stages this job trains, in curriculum order
     manifest: str
-    run_uri: str  # <storage>/<run name>; a stage's checkpoints are under <run_uri>/<stage>/
+    storage_uri: str  # a stage's checkpoints are under <storage>/<run name>/<stage>/
     run_name: str
     tracking_uri: str
     step_offsets: dict[str, int]  # global step before each stage (the x-axis of MLflow metrics)
@@ -87,7 +87,7 @@ class CurriculumRun:
         return Config.model_validate(self.config)
 
     def stage_uri(self, stage: str) -> str:
-        return storage.join(self.run_uri, stage)
+        return storage.join(self.storage_uri, self.run_name, stage)
 
 
 @dataclass
@@ -142,7 +142,8 @@ def _resume_point(run: CurriculumRun) -> tuple[int, ray.train.Checkpoint | None]
 def train_stage(run: CurriculumRun, name: str, me: Rank, checkpoint: ray.train.Checkpoint | None,
                 handover: list[dict[str, Any]]) -> bool:
     """One stage on this worker, from its checkpoint, else the state in `handover` (taken out, so a GPU does not keep
-    the previous stage's networks and optimizers), else its warm start; leaves its final state in `handover`.
+    the previous stage's networks and optimizers), else its warm start; leaves its final state in `handover` for the
+    next stage, if one follows.
     False after a non-finite stop."""
     cfg, stage = run.cfg, run.cfg.train.stage(name)
     models = build_models(cfg, me.device)
@@ -210,7 +211,8 @@ def train_stage(run: CurriculumRun, name: str, me: Rank, checkpoint: ray.train.C
                 me.pending.clear()
     if step < stage.steps:
         raise RuntimeError(f"the data ran out at step {step} of {stage.steps}; the dataset plan is too short")
-    handover.append(training_state(cfg, models, optimizers, step_fn.scaler, step, name))
+    if name != run.stages[-1]:  # the next stage starts from it
+        handover.append(training_state(cfg, models, optimizers, step_fn.scaler, step, name))
     return True
 
 
@@ -382,14 +384,14 @@ def fit_curriculum(run: CurriculumRun, callbacks: list | None = None) -> dict[st
                      name, json.loads(storage.read_text(marker))["error"])
             storage.delete(marker)
     resources = {"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})}
-    fs, root = storage.filesystem(run.run_uri.rsplit("/", 1)[0])
+    fs, root = storage.filesystem(run.storage_uri)
     trainer = TorchTrainer(
         train_worker,
         train_loop_config=asdict(run),
         torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
-            name=run.run_uri.rsplit("/", 1)[1],
+            name=run.run_name,
             storage_path=root,
             storage_filesystem=fs,
             failure_config=FailureConfig(max_failures=t.max_failures),
@@ -470,7 +472,7 @@ def train_run(
                 offsets[stage.name], trained_before = offset, True
             offset += stage.steps
         if todo:
-            run = CurriculumRun(cfg.to_dict(), todo, manifest_uri, run_uri, name, tracking_uri, offsets, inits, eval_split, eval_examples)
+            run = CurriculumRun(cfg.to_dict(), todo, manifest_uri, storage_uri, name, tracking_uri, offsets, inits, eval_split, eval_examples)
             for stage_name, checkpoint in fit_curriculum(run, callbacks).items():
                 storage.write_text(storage.join(run.stage_uri(stage_name), DONE_FILE),
                                    json.dumps({"checkpoint": checkpoint, "step": cfg.train.stage(stage_name).steps}))
